@@ -1,0 +1,122 @@
+"""Device choice and array-module dispatch: one code path for NumPy (CPU) and CuPy (GPU).
+
+Every numeric function in the library asks :func:`array_module` for the module of its
+inputs and writes its array code against that module, in the manner of cuML's Python layer.
+CuPy is an optional import: nothing here requires it on a CPU machine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import numpy as np
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _import_cupy() -> ModuleType | None:
+    """Return the ``cupy`` module when it is importable and sees a GPU, else ``None``."""
+    try:
+        cupy = importlib.import_module("cupy")
+    except ImportError:
+        return None
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return None
+    except Exception:  # a CuPy install without a driver or device
+        return None
+    return cupy
+
+
+def gpu_available() -> bool:
+    """True when CuPy is installed and a CUDA device is visible."""
+    return _import_cupy() is not None
+
+
+def resolve_device(device: str) -> str:
+    """Map ``"auto" | "cpu" | "cuda"`` to the concrete device, ``"cpu"`` or ``"cuda"``.
+
+    ``"auto"`` picks CUDA when CuPy and a GPU are present and the CPU otherwise, silently.
+    ``"cuda"`` without them raises a ``RuntimeError`` that says what is missing.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    has_gpu = gpu_available()
+    if device == "cuda" and not has_gpu:
+        raise RuntimeError(
+            "device='cuda' was requested but no CUDA GPU is usable: install CuPy "
+            "(pip install 'ul4m4-gpu[gpu]' or the conda environment.yml) on a machine "
+            "with an NVIDIA GPU, or use device='cpu' / 'auto'"
+        )
+    return "cuda" if has_gpu else "cpu"
+
+
+def is_cupy_array(x) -> bool:
+    """True when ``x`` is a CuPy ndarray (without importing CuPy when it is absent)."""
+    return type(x).__module__.startswith("cupy")
+
+
+def array_module(*arrays) -> ModuleType:
+    """The array module (``numpy`` or ``cupy``) of the given arrays; they must agree."""
+    modules = {is_cupy_array(a) for a in arrays if a is not None}
+    if len(modules) > 1:
+        raise TypeError("inputs mix NumPy and CuPy arrays; move them to one device first")
+    if modules == {True}:
+        return importlib.import_module("cupy")
+    return np
+
+
+def device_module(device: str) -> ModuleType:
+    """The array module for a concrete device name (``"cpu"`` or ``"cuda"``)."""
+    return importlib.import_module("cupy") if device == "cuda" else np
+
+
+def to_device(x, device: str):
+    """Move an array (NumPy, CuPy or anything DLPack-capable) to ``device`` without a
+    copy when it is already there."""
+    if device == "cuda":
+        cupy = importlib.import_module("cupy")
+        return cupy.asarray(x)
+    return to_numpy(x)
+
+
+def to_numpy(x) -> np.ndarray:
+    """A NumPy view or copy of ``x`` (CuPy arrays are copied to the host, Torch CPU
+    tensors are shared)."""
+    if is_cupy_array(x):
+        return x.get()
+    if type(x).__module__.startswith("torch"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def segment_sum(labels, values, n_segments: int):
+    """Sum the rows of ``values`` by segment.
+
+    Parameters
+    ----------
+    labels : (N,) integer array, entries in ``[-1, n_segments)``; rows labelled ``-1`` are
+        left out.
+    values : (N, P) float array on the same device.
+
+    Returns
+    -------
+    (n_segments, P) array of ``values.dtype``: row ``k`` is the sum of the rows labelled ``k``.
+    Computed with a sparse one-hot product, O(N·P), on NumPy/SciPy or CuPy/cupyx.
+    """
+    xp = array_module(labels, values)
+    if xp is np:
+        from scipy import sparse
+    else:
+        from cupyx.scipy import sparse
+    keep = labels >= 0
+    rows = labels[keep]
+    cols = xp.nonzero(keep)[0]
+    ones = xp.ones(rows.shape[0], dtype=values.dtype)
+    onehot = sparse.csr_matrix(
+        (ones, (rows, cols)), shape=(n_segments, values.shape[0])
+    )
+    return xp.asarray(onehot @ values)
