@@ -1,0 +1,185 @@
+"""Iterative greedy completion from the centres (the paper's Algorithm 2, DESIGN.md §1 step 5).
+
+For a row with missing set Q, candidate j is the row's observed part plus centre j's values
+on Q ∩ C_j, and score_j = min_l d(candidate_j, c_l). The greedy loop takes candidates by
+increasing score (ties: lowest j) and copies what is still missing. Candidates never change,
+so the loop equals: for each missing m, copy c_{j*}^m with j* the best-scoring candidate
+whose centre carries m. Scores come without any per-row loop from
+
+    score_j = min_l sqrt( (A_il + B^Q_jl) / (|O_i∩C_l| + |Q∩C_j∩C_l|) )
+
+with A the row-to-centre sums of :func:`masked_sq_sums` and B^Q = Σ_{m∈Q} P_m, P_m the
+(K, K) per-modality centre-to-centre squared distances over d_m (zero unless both carry m).
+B^Q is computed once per distinct missing pattern of a batch and gathered for its rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .backend import array_module
+from .distances import masked_sq_sums, modality_weights, squared_norms, zero_missing
+from .kmeans import PackedRows
+from .validation import check_packed
+
+#: Target number of (row, candidate, centre) triples held at once by a scoring batch.
+TRIPLES_PER_BATCH = 1 << 24
+
+
+@dataclass
+class CenterPairs:
+    """What completion needs from the centres, computed once per set of centres.
+
+    centers : (K, D) zero where absent; centers_mask : (K, M) bool; center_norms : (K, M);
+    pair_sums : (M, K·K) P_m[j, l] flattened, exactly 0 on the diagonal;
+    pair_shared : (M, K·K) 1 where centres j and l both carry m, else 0.
+    """
+
+    centers: object
+    centers_mask: object
+    center_norms: object
+    pair_sums: object
+    pair_shared: object
+
+    @classmethod
+    def build(cls, centers, centers_mask, weights) -> "CenterPairs":
+        xp = array_module(centers, centers_mask)
+        n_centers, n_modalities = centers_mask.shape
+        norms = squared_norms(centers, weights)
+        carried = centers_mask.astype(centers.dtype)
+        pair_sums = xp.empty((n_modalities, n_centers, n_centers), dtype=centers.dtype)
+        for m in range(n_modalities):
+            block = centers * weights[:, m]  # c^m / d_m on modality m's columns, 0 elsewhere
+            cross = block @ centers.T
+            pair_sums[m] = norms[:, m][:, None] + norms[:, m][None, :] - 2.0 * cross
+        xp.maximum(pair_sums, 0.0, out=pair_sums)
+        both = carried.T[:, :, None] * carried.T[:, None, :]
+        pair_sums *= both
+        diagonal = xp.arange(n_centers)
+        pair_sums[:, diagonal, diagonal] = 0.0
+        return cls(centers, centers_mask, norms,
+                   pair_sums.reshape(n_modalities, -1), both.reshape(n_modalities, -1))
+
+    @property
+    def n_centers(self) -> int:
+        return int(self.centers.shape[0])
+
+
+def default_completion_batch(n_rows: int, n_centers: int) -> int:
+    """Rows per scoring batch so that a batch holds about 2^24 (row, j, l) triples."""
+    return max(1, min(n_rows, TRIPLES_PER_BATCH // max(n_centers * n_centers, 1)))
+
+
+def candidate_scores(rows: PackedRows, index, pairs: CenterPairs):
+    """(n, K) greedy scores of the rows selected by ``index`` (a slice or an index array);
+    +inf where a candidate shares nothing with any centre."""
+    xp = rows.xp
+    mask = rows.mask[index]
+    sums, shared = masked_sq_sums(
+        rows.z[index], mask, pairs.centers, pairs.centers_mask, rows.weights,
+        center_norms=pairs.center_norms, row_norms=rows.row_norms[index],
+    )
+    patterns, which = _missing_patterns(~mask, sums.dtype)
+    k = pairs.n_centers
+    total = sums[:, None, :] + (patterns @ pairs.pair_sums).reshape(-1, k, k)[which]
+    count = shared[:, None, :] + (patterns @ pairs.pair_shared).reshape(-1, k, k)[which]
+    reachable = count > 0
+    ratio = xp.where(reachable, total / xp.where(reachable, count, 1.0), xp.inf)
+    return xp.sqrt(ratio.min(axis=2))
+
+
+def _missing_patterns(missing, dtype):
+    """Distinct rows of an (n, M) bool array, as (U, M) ``dtype`` 0/1, and the (n,) index of
+    each row's pattern among them."""
+    xp = array_module(missing)
+    bits = xp.left_shift(xp.uint64(1), xp.arange(missing.shape[1], dtype=xp.uint64))
+    keys = (missing.astype(xp.uint64) * bits).sum(axis=1, dtype=xp.uint64)
+    _, first, which = xp.unique(keys, return_index=True, return_inverse=True)
+    return missing[first].astype(dtype), which.ravel()
+
+
+def pick_sources(scores, missing, centers_mask):
+    """Centre each missing slot is copied from.
+
+    scores : (n, K); missing : (n, M) bool; centers_mask : (K, M) bool.
+    Returns (n, M) int64: for a missing slot, the lowest-scoring centre that carries the
+    modality (ties: lowest index; +inf scores rank last but still count); −1 for observed
+    slots and for modalities no centre carries.
+    """
+    xp = array_module(scores)
+    finite = xp.where(xp.isinf(scores), xp.finfo(scores.dtype).max, scores)
+    ranked = xp.where(centers_mask.T[None, :, :], finite[:, None, :], xp.inf)
+    best = xp.argmin(ranked, axis=2)
+    carried = centers_mask.any(axis=0)[None, :]
+    return xp.where(missing & carried, best, -1).astype(xp.int64)
+
+
+def completion_sources(rows: PackedRows, pairs: CenterPairs, batch_size: int | None = None,
+                       progress=None):
+    """(N, M) int64 source centre of every slot (see :func:`pick_sources`), scoring the
+    incomplete rows in batches of ``batch_size``; ``progress`` (a tqdm bar, optional) is
+    advanced by the incomplete rows done."""
+    xp = rows.xp
+    sources = xp.full(rows.mask.shape, -1, dtype=xp.int64)
+    incomplete = xp.flatnonzero(~rows.mask.all(axis=1))
+    batch_size = batch_size or default_completion_batch(incomplete.size, pairs.n_centers)
+    for start in range(0, incomplete.size, batch_size):
+        index = incomplete[start:start + batch_size]
+        scores = candidate_scores(rows, index, pairs)
+        sources[index] = pick_sources(scores, ~rows.mask[index], pairs.centers_mask)
+        if progress is not None:
+            progress.update(int(index.size))
+    return sources
+
+
+def fill_from_sources(out, sources, missing, source_values, default, dims):
+    """Write ``source_values[sources[i, m]]`` into every missing slot of ``out`` in place,
+    and ``default`` where ``sources`` is −1 on a missing slot.
+
+    out : (N, D) array; sources : (N, M) int64; missing : (N, M) bool;
+    source_values : (K, D); default : (D,); dims : M ints. Observed slots are not touched.
+    """
+    start = 0
+    for m, d in enumerate(dims):
+        columns = slice(start, start + d)
+        rows = missing[:, m]
+        picked = sources[rows, m]
+        block = source_values[:, columns][picked]
+        block[picked < 0] = default[columns]
+        out[rows, columns] = block
+        start += d
+    return out
+
+
+def greedy_complete(z, mask, centers, centers_mask, dims, batch_size: int | None = None,
+                    return_sources: bool = False):
+    """Fill every missing modality of normalised rows by greedy completion from the centres.
+
+    Parameters
+    ----------
+    z : (N, D) float array (NumPy or CuPy), normalised; missing slots are ignored.
+    mask : (N, M) bool, True where observed.
+    centers : (K, D) float array; values on modalities a centre lacks are ignored.
+    centers_mask : (K, M) bool.
+    dims : M ints summing to D.
+    batch_size : rows scored at once (default: about 2^24 / K²); bounds the (n, K, K) work.
+    return_sources : also return the (N, M) int64 centre each slot was copied from.
+
+    Returns
+    -------
+    z_completed : (N, D) of z's dtype, observed values bit-for-bit those of ``z``; a modality
+        that no centre carries is filled with 0 (the training mean).
+    imputed : (N, M) bool, exactly ``~mask``.
+    sources : (N, M) int64, only with ``return_sources`` (−1 for observed slots and for
+        modalities no centre carries).
+    """
+    rows = PackedRows.build(z, mask, dims)
+    check_packed(centers, centers_mask, rows.dims, "centers", "centers_mask")
+    xp = rows.xp
+    centers = zero_missing(centers.astype(z.dtype), centers_mask, rows.dims)
+    pairs = CenterPairs.build(centers, centers_mask, modality_weights(rows.dims, xp, z.dtype))
+    sources = completion_sources(rows, pairs, batch_size)
+    missing = ~mask
+    completed = fill_from_sources(z.copy(), sources, missing, centers,
+                                  xp.zeros(z.shape[1], dtype=z.dtype), rows.dims)
+    return (completed, missing, sources) if return_sources else (completed, missing)

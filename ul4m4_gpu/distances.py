@@ -1,0 +1,111 @@
+"""The partial-modality distance (DESIGN.md §1 step 2), vectorised over rows and centres.
+
+``d(a, b) = sqrt( (1/|S|) · Σ_{m∈S} ||a^m − b^m||² / d_m )`` with S the modalities both
+observe, and +inf when S is empty. For a block of rows against all centres the squared sums
+come from one GEMM expansion: with z and the centres zero on their missing slots,
+
+    A_il = Σ_m [m∈O_i∩C_l] (||z_i^m||² + ||c_l^m||² − 2 z_i^m·c_l^m) / d_m
+         = (R Cᵀ)_il + (O Nᵀ)_il − 2 (z W) · cᵀ                (clamped at 0)
+
+where R (N, M) and N (K, M) hold the rows' and centres' per-modality squared norms over d_m,
+O and C are the masks, and W scales each column by 1/d_m. Shared counts are ``O @ Cᵀ``.
+"""
+
+from __future__ import annotations
+
+from .backend import array_module
+from .normalise import expand_mask
+from .validation import check_packed
+
+
+def modality_weights(dims, xp, dtype):
+    """(D, M) matrix whose column m is 1/d_m on modality m's columns and 0 elsewhere."""
+    weights = xp.zeros((sum(dims), len(dims)), dtype=dtype)
+    start = 0
+    for m, d in enumerate(dims):
+        weights[start:start + d, m] = 1.0 / d
+        start += d
+    return weights
+
+
+def squared_norms(z, weights):
+    """(n, M) per-modality squared norms over d_m of a packed (n, D) array (zeros where
+    missing give 0)."""
+    return (z * z) @ weights
+
+
+def masked_sq_sums(z, mask, centers, centers_mask, weights, center_norms=None,
+                   row_norms=None):
+    """Per-pair sums of per-modality squared distances and shared-modality counts.
+
+    Parameters
+    ----------
+    z : (n, D) float array, **zero on missing slots**.
+    mask : (n, M) bool.
+    centers : (K, D) float array of z's dtype, **zero on modalities a centre lacks**.
+    centers_mask : (K, M) bool.
+    weights : (D, M) from :func:`modality_weights`.
+    center_norms, row_norms : optional precomputed ``squared_norms`` of the centres (K, M)
+        and of the rows (n, M).
+
+    Returns
+    -------
+    sums : (n, K) of z's dtype, Σ_{m∈O_i∩C_l} ||z_i^m − c_l^m||² / d_m, ≥ 0.
+    shared : (n, K) of z's dtype, |O_i ∩ C_l| (exact small integers).
+    """
+    dtype = z.dtype
+    row_mask = mask.astype(dtype)
+    center_mask = centers_mask.astype(dtype)
+    if center_norms is None:
+        center_norms = squared_norms(centers, weights)
+    if row_norms is None:
+        row_norms = squared_norms(z, weights)
+    col_scale = weights.sum(axis=1)  # (D,) 1/d_m of each column
+    sums = row_norms @ center_mask.T
+    sums += row_mask @ center_norms.T
+    sums -= 2.0 * (z @ (centers * col_scale).T)
+    xp = array_module(sums)
+    xp.maximum(sums, 0.0, out=sums)
+    return sums, row_mask @ center_mask.T
+
+
+def distances_from_sums(sums, shared):
+    """sqrt(sums / shared), +inf where ``shared`` is 0; arrays of equal shape and dtype."""
+    xp = array_module(sums, shared)
+    with_shared = shared > 0
+    out = xp.full(sums.shape, xp.inf, dtype=sums.dtype)
+    out[with_shared] = xp.sqrt(sums[with_shared] / shared[with_shared])
+    return out
+
+
+def zero_missing(z, mask, dims):
+    """A copy of packed ``z`` with every unobserved slot set to 0 (garbage there ignored)."""
+    xp = array_module(z, mask)
+    return xp.where(expand_mask(mask, dims), z, xp.zeros((), dtype=z.dtype))
+
+
+def partial_distances(z, mask, centers, centers_mask, dims):
+    """Partial-modality distances between every row and every centre.
+
+    Parameters
+    ----------
+    z : (N, D) float array (NumPy or CuPy), normalised; values on missing slots are ignored.
+    mask : (N, M) bool, True where the row observes the modality.
+    centers : (K, D) float array; values on modalities a centre lacks are ignored.
+    centers_mask : (K, M) bool.
+    dims : M ints, the width of each modality, summing to D.
+
+    Returns
+    -------
+    (N, K) array of z's dtype: ``d(z_i, c_l)``, +inf where the two share no modality.
+    """
+    dims = check_packed(z, mask, dims)
+    check_packed(centers, centers_mask, dims, "centers", "centers_mask")
+    xp = array_module(z, mask, centers, centers_mask)
+    centers = centers.astype(z.dtype, copy=False)
+    weights = modality_weights(dims, xp, z.dtype)
+    sums, shared = masked_sq_sums(
+        zero_missing(z, mask, dims), mask, zero_missing(centers, centers_mask, dims),
+        centers_mask, weights,
+    )
+    return distances_from_sums(sums, shared)

@@ -1,0 +1,295 @@
+"""``UL4M4Imputer``: the scikit-learn-style estimator tying the method together.
+
+fit: normalise each modality over its observing rows → k-means++ on the partial distance →
+Lloyd to convergence (best of ``n_init``). transform: normalise with the training statistics
+→ greedy completion from the centres → de-normalise the imputed slots; observed values come
+back bit-for-bit unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_random_state
+from tqdm.auto import tqdm
+
+from .backend import array_module, device_module, resolve_device, to_device, to_numpy
+from .completion import CenterPairs, completion_sources, fill_from_sources
+from .data import VALUE_DTYPE, MultiModalArray
+from .distances import zero_missing
+from .kmeans import PackedRows, lloyd_loop, seed_plusplus
+from .normalise import denormalise, fit_modality_stats, normalise
+from .validation import check_finite_observed
+
+MODEL_FORMAT = "ul4m4-imputer/1"
+_FITTED_ARRAYS = ("cluster_centers_", "centers_mask_", "mean_", "scale_", "labels_")
+
+
+class UL4M4Imputer(BaseEstimator):
+    """Complete missing modalities by clustering with partial centres and greedy completion.
+
+    Parameters
+    ----------
+    n_clusters : int, default 64
+        Number of centres K.
+    max_iter : int, default 100
+        Maximum number of Lloyd updates per run.
+    tol : float, default 1e-6
+        Stop when every centre moved less than this (partial distance, normalised space).
+    n_init : int, default 1
+        Number of k-means++ runs; the one with the lowest inertia is kept. Must be 1 when
+        ``init`` is an explicit pair.
+    init : "k-means++" or (centers, centers_mask)
+        Explicit initial centres: normalised (K, D) values and a (K, M) bool mask.
+    random_state : None, int or numpy.random.RandomState
+        Seeds k-means++; the same value gives the same result.
+    device : "auto", "cpu" or "cuda"
+        Where the arrays live. "auto" uses a GPU when CuPy sees one, else the CPU.
+    batch_size : int or None
+        Rows processed at once in assignment and completion (bounds the N×K and N×K×K
+        work); None chooses about 2^24 / K and 2^24 / K² rows.
+    ddof : int, default 0
+        Delta degrees of freedom of the per-modality standard deviation.
+    verbose : int, default 0
+        Show progress bars (Lloyd iterations, completion) when > 0.
+
+    Attributes
+    ----------
+    cluster_centers_ : (K, D) float32, normalised; 0 on modalities a centre lacks.
+    centers_mask_ : (K, M) bool, the modalities each centre carries.
+    mean_, scale_ : (D,) float64, per-dimension normalisation statistics.
+    labels_ : (N,) int64 training-row clusters (−1: row shares no modality with any centre).
+    n_iter_ : int; inertia_ : float, Σ squared partial distances of assigned rows.
+    dims_ : tuple of M ints; modality_names_ : tuple of M strings; device_ : "cpu" | "cuda".
+    """
+
+    def __init__(self, n_clusters=64, max_iter=100, tol=1e-6, n_init=1, init="k-means++",
+                 random_state=None, device="auto", batch_size=None, ddof=0, verbose=0):
+        self.n_clusters = n_clusters
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_init = n_init
+        self.init = init
+        self.random_state = random_state
+        self.device = device
+        self.batch_size = batch_size
+        self.ddof = ddof
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ validation
+    def _check_params(self) -> None:
+        def positive_int(name, minimum=1, allow_none=False):
+            value = getattr(self, name)
+            if value is None and allow_none:
+                return
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+        positive_int("n_clusters")
+        positive_int("max_iter")
+        positive_int("n_init")
+        positive_int("batch_size", allow_none=True)
+        positive_int("ddof", minimum=0)
+        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
+            raise ValueError(f"tol must be a float >= 0, got {self.tol!r}")
+        if isinstance(self.init, str):
+            if self.init != "k-means++":
+                raise ValueError(
+                    f"init must be 'k-means++' or a (centers, centers_mask) pair, got {self.init!r}"
+                )
+        elif not (isinstance(self.init, (tuple, list)) and len(self.init) == 2):
+            raise ValueError("init must be 'k-means++' or a (centers, centers_mask) pair")
+        elif self.n_init != 1:
+            raise ValueError(f"n_init must be 1 with explicit initial centres, got {self.n_init}")
+
+    def _check_data(self, X, device: str) -> MultiModalArray:
+        data = MultiModalArray.coerce(X, device=device).to(device)
+        if data.n_samples == 0:
+            raise ValueError("empty input: X has 0 rows")
+        for m, name in enumerate(data.names):
+            check_finite_observed(data.modality(m), data.mask[:, m], name)
+        return data
+
+    def _initial_centers(self, dims):
+        centers, centers_mask = self.init
+        xp = device_module(self.device_)
+        centers = to_device(centers, self.device_).astype(VALUE_DTYPE)
+        centers_mask = to_device(centers_mask, self.device_)
+        k, n_mod = self.n_clusters, len(dims)
+        if centers.shape != (k, sum(dims)):
+            raise ValueError(
+                f"init centers have shape {tuple(centers.shape)}, expected (n_clusters, D) = "
+                f"{(k, sum(dims))}"
+            )
+        if centers_mask.shape != (k, n_mod) or centers_mask.dtype != bool:
+            raise ValueError(
+                f"init centers_mask must be bool of shape (n_clusters, M) = {(k, n_mod)}, got "
+                f"{centers_mask.dtype} {tuple(centers_mask.shape)}"
+            )
+        empty = ~centers_mask.any(axis=1)
+        if bool(empty.any()):
+            raise ValueError(f"init centres {to_numpy(xp.flatnonzero(empty)).tolist()} carry no modality")
+        for m in range(n_mod):
+            block = centers[:, sum(dims[:m]):sum(dims[:m + 1])]
+            check_finite_observed(block, centers_mask[:, m], f"init centers, modality {m}")
+        return zero_missing(centers, centers_mask, dims), centers_mask
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "cluster_centers_"):
+            raise NotFittedError(
+                "This UL4M4Imputer instance is not fitted yet; call fit(X) before transform"
+            )
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None):
+        """Learn normalisation statistics and partial centres from ``X``.
+
+        X : MultiModalArray, or anything :meth:`MultiModalArray.coerce` accepts.
+        Returns self.
+        """
+        self._check_params()
+        self.device_ = resolve_device(self.device)
+        data = self._check_data(X, self.device_)
+        unobserved = ~to_numpy(data.mask).any(axis=0)
+        if unobserved.any():
+            names = [data.names[m] for m in np.flatnonzero(unobserved)]
+            raise ValueError(f"modalities {names} are observed in no training row")
+        if self.n_clusters > data.n_samples:
+            raise ValueError(
+                f"n_clusters={self.n_clusters} is larger than the number of rows ({data.n_samples})"
+            )
+        mean, scale = fit_modality_stats(data.values, data.mask, data.dims, self.ddof)
+        z = normalise(data.values, data.mask, mean, scale, data.dims)
+        rows = PackedRows.build(z, data.mask, data.dims, clean=True)
+
+        if isinstance(self.init, str):
+            rng = check_random_state(self.random_state)
+            starts = (seed_plusplus(rows, self.n_clusters, rng)[:2] for _ in range(self.n_init))
+        else:
+            starts = iter([self._initial_centers(data.dims)])
+        best = None
+        for run, (centers, centers_mask) in enumerate(starts):
+            result = self._run_lloyd(rows, centers, centers_mask, run)
+            if best is None or result.inertia < best.inertia:
+                best = result
+
+        self.mean_, self.scale_ = mean, scale
+        self.cluster_centers_, self.centers_mask_ = best.centers, best.centers_mask
+        self.labels_, self.inertia_, self.n_iter_ = best.labels, best.inertia, best.n_iter
+        self.dims_, self.modality_names_ = data.dims, data.names
+        self._warn_uncarried()
+        return self
+
+    def _run_lloyd(self, rows, centers, centers_mask, run: int):
+        if not self.verbose:
+            return lloyd_loop(rows, centers, centers_mask, self.max_iter, self.tol, self.batch_size)
+        desc = f"k-means run {run + 1}/{self.n_init}"
+        with tqdm(total=self.max_iter, desc=desc, unit="iter", leave=False) as bar:
+            def report(n_iter, inertia):
+                bar.update(1)
+                bar.set_postfix(inertia=f"{inertia:.4g}")
+
+            return lloyd_loop(rows, centers, centers_mask, self.max_iter, self.tol,
+                              self.batch_size, on_iteration=report)
+
+    def _uncarried(self) -> list[str]:
+        carried = to_numpy(self.centers_mask_).any(axis=0)
+        return [self.modality_names_[m] for m in np.flatnonzero(~carried)]
+
+    def _warn_uncarried(self) -> None:
+        uncarried = self._uncarried()
+        if uncarried:
+            warnings.warn(
+                f"no centre carries modalities {uncarried}; their missing slots will be "
+                "filled with the training mean", UserWarning, stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ completion
+    def transform(self, X) -> MultiModalArray:
+        """Fill every missing modality of ``X``.
+
+        Returns a MultiModalArray on the estimator's device: (N, D) float32 values with the
+        observed values of ``X`` unchanged, mask all True, and ``imputed`` (N, M) bool equal
+        to the input's ``~mask``.
+        """
+        self._check_fitted()
+        data = self._check_data(X, self.device_)
+        if data.dims != tuple(self.dims_):
+            raise ValueError(
+                f"X has modality dims {data.dims} but the imputer was fitted on {tuple(self.dims_)}"
+            )
+        xp = array_module(data.values)
+        mean, scale = self.mean_, self.scale_
+        z = normalise(data.values, data.mask, mean, scale, data.dims)
+        rows = PackedRows.build(z, data.mask, data.dims, clean=True)
+        pairs = CenterPairs.build(self.cluster_centers_, self.centers_mask_, rows.weights)
+        missing = ~data.mask
+        with tqdm(total=int(missing.any(axis=1).sum()), desc="greedy completion", unit="row",
+                  disable=not self.verbose, leave=False) as bar:
+            sources = completion_sources(rows, pairs, self.batch_size, progress=bar)
+        centers_x = denormalise(self.cluster_centers_.astype(xp.float64), mean, scale)
+        values = fill_from_sources(data.values.copy(), sources, missing,
+                                   centers_x.astype(VALUE_DTYPE), mean.astype(VALUE_DTYPE),
+                                   data.dims)
+        mean_filled = to_numpy((missing & (sources < 0)).any(axis=0))
+        if mean_filled.any():
+            names = [data.names[m] for m in np.flatnonzero(mean_filled)]
+            warnings.warn(f"modalities {names} were filled with the training mean: no centre "
+                          "carries them", UserWarning, stacklevel=2)
+        return MultiModalArray(values, xp.ones_like(data.mask), data.dims, data.names,
+                               imputed=missing)
+
+    def fit_transform(self, X, y=None) -> MultiModalArray:
+        """``fit(X).transform(X)``."""
+        return self.fit(X).transform(X)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write the fitted model to a plain ``.npz`` (no pickle)."""
+        self._check_fitted()
+        params = self.get_params()
+        arrays = {name: to_numpy(getattr(self, name)) for name in _FITTED_ARRAYS}
+        if not isinstance(self.init, str):
+            arrays["init_centers"] = to_numpy(self.init[0])
+            arrays["init_centers_mask"] = to_numpy(self.init[1])
+            params["init"] = "explicit"
+        if params["random_state"] is not None and not isinstance(params["random_state"], numbers.Integral):
+            params["random_state"] = None
+        meta = {
+            "format": MODEL_FORMAT, "params": params, "dims": list(self.dims_),
+            "modality_names": list(self.modality_names_), "n_iter": int(self.n_iter_),
+            "inertia": float(self.inertia_),
+        }
+        with open(os.fspath(path), "wb") as handle:
+            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path, device: str | None = None) -> "UL4M4Imputer":
+        """Read a model written by :meth:`save`; ``device`` overrides the saved device."""
+        try:
+            with np.load(os.fspath(path), allow_pickle=False) as archive:
+                meta = json.loads(str(archive["meta"]))
+                arrays = {name: archive[name] for name in archive.files if name != "meta"}
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read a UL4M4Imputer model from {path!s}: {error}") from None
+        if meta.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{path!s} is not a {MODEL_FORMAT} model file")
+        params = meta["params"]
+        if params["init"] == "explicit":
+            params["init"] = (arrays["init_centers"], arrays["init_centers_mask"])
+        if device is not None:
+            params["device"] = device
+        model = cls(**params)
+        model.device_ = resolve_device(model.device)
+        for name in _FITTED_ARRAYS:
+            setattr(model, name, to_device(arrays[name], model.device_))
+        model.dims_ = tuple(meta["dims"])
+        model.modality_names_ = tuple(meta["modality_names"])
+        model.n_iter_, model.inertia_ = meta["n_iter"], meta["inertia"]
+        return model

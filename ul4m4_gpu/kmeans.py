@@ -1,0 +1,255 @@
+"""Partial k-means: k-means++ seeding and Lloyd iterations on the partial-modality distance
+(DESIGN.md §1 steps 3 and 4). Centres may be partial: centre k carries the modality set C_k.
+
+The loop is written once against a tiny row-set interface (:class:`PackedRows`) and the array
+module of its inputs, so NumPy and CuPy share it (cf. FAISS ``contrib/clustering.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from .backend import array_module, segment_sum
+from .distances import (
+    distances_from_sums,
+    masked_sq_sums,
+    modality_weights,
+    squared_norms,
+    zero_missing,
+)
+from .normalise import expand_mask
+from .validation import check_packed
+
+#: D(x) used for the k-means++ draw when a row shares no modality with any seed so far.
+UNREACHABLE_DISTANCE = 1e9
+#: Target number of (row, centre) pairs held at once by an assignment pass.
+PAIRS_PER_BATCH = 1 << 24
+
+
+@dataclass
+class PackedRows:
+    """Normalised rows ready for clustering.
+
+    z : (N, D) float array, zero on missing slots; mask : (N, M) bool; dims : M ints;
+    weights : (D, M) from :func:`modality_weights`; row_norms : (N, M) per-modality squared
+    norms over d_m.
+    """
+
+    z: object
+    mask: object
+    dims: tuple
+    weights: object
+    row_norms: object
+
+    @classmethod
+    def build(cls, z, mask, dims, clean: bool = False) -> "PackedRows":
+        """Validate and prepare; ``clean=True`` promises ``z`` is already zero on missing
+        slots (skips a copy)."""
+        dims = check_packed(z, mask, dims)
+        xp = array_module(z, mask)
+        if not clean:
+            z = zero_missing(z, mask, dims)
+        weights = modality_weights(dims, xp, z.dtype)
+        return cls(z, mask, dims, weights, squared_norms(z, weights))
+
+    @property
+    def xp(self):
+        return array_module(self.z)
+
+    def __len__(self) -> int:
+        return int(self.z.shape[0])
+
+    def batches(self, batch_size: int):
+        """Yield ``slice`` objects covering the rows in order."""
+        for start in range(0, len(self), batch_size):
+            yield slice(start, min(start + batch_size, len(self)))
+
+
+@dataclass
+class KMeansResult:
+    """centers (K, D) zero where absent; centers_mask (K, M) bool; labels (N,) int64 (−1 for
+    rows sharing no modality with any centre); inertia: Σ squared distances of assigned rows;
+    n_iter: number of centre updates."""
+
+    centers: object
+    centers_mask: object
+    labels: object
+    inertia: float
+    n_iter: int
+
+
+def default_batch_size(n_rows: int, n_centers: int) -> int:
+    """Rows per assignment batch so that a batch holds about 2^24 (row, centre) pairs."""
+    return max(1, min(n_rows, PAIRS_PER_BATCH // max(n_centers, 1)))
+
+
+def assign(rows: PackedRows, centers, centers_mask, batch_size: int | None = None):
+    """Nearest centre of every row (ties: lowest index).
+
+    Returns labels (N,) int64, −1 where every distance is +inf, and the distances (N,) of
+    z's dtype (+inf for label −1). Holds at most ``batch_size`` × K distances at once.
+    """
+    xp = rows.xp
+    batch_size = batch_size or default_batch_size(len(rows), centers.shape[0])
+    center_norms = squared_norms(centers, rows.weights)
+    labels = xp.empty(len(rows), dtype=xp.int64)
+    nearest = xp.empty(len(rows), dtype=rows.z.dtype)
+    for batch in rows.batches(batch_size):
+        sums, shared = masked_sq_sums(
+            rows.z[batch], rows.mask[batch], centers, centers_mask, rows.weights,
+            center_norms=center_norms, row_norms=rows.row_norms[batch],
+        )
+        dist = distances_from_sums(sums, shared)
+        best = xp.argmin(dist, axis=1)
+        best_dist = xp.take_along_axis(dist, best[:, None], axis=1)[:, 0]
+        labels[batch] = xp.where(xp.isinf(best_dist), -1, best)
+        nearest[batch] = best_dist
+    return labels, nearest
+
+
+def update_centers(rows: PackedRows, labels, centers, centers_mask):
+    """Lloyd's update on partial data.
+
+    For a centre with members, modality m becomes the mean of z^m over the members that
+    observe m, and the centre carries m iff at least one member does. A centre without
+    members keeps its previous values and modalities.
+
+    Returns new (K, D) centers (zero where absent) and (K, M) bool mask.
+    """
+    xp = rows.xp
+    n_centers = centers.shape[0]
+    sums = segment_sum(labels, rows.z, n_centers)
+    counts = segment_sum(labels, rows.mask.astype(rows.z.dtype), n_centers)
+    members = xp.bincount(labels[labels >= 0], minlength=n_centers) > 0
+    new_mask = xp.where(members[:, None], counts > 0, centers_mask)
+    per_column = xp.repeat(counts, list(rows.dims), axis=1)
+    means = sums / xp.maximum(per_column, 1)
+    new_centers = xp.where(members[:, None], means, centers)
+    new_centers *= expand_mask(new_mask, rows.dims)
+    return new_centers.astype(rows.z.dtype, copy=False), new_mask
+
+
+def center_shift(rows: PackedRows, old, old_mask, new, new_mask):
+    """(K,) partial distance from each old centre to its update; +inf where the modality
+    set changed."""
+    xp = rows.xp
+    diff = new - old
+    sums = (squared_norms(diff, rows.weights) * old_mask).sum(axis=1)
+    shared = old_mask.sum(axis=1).astype(sums.dtype)
+    shift = distances_from_sums(sums, shared)
+    return xp.where((old_mask == new_mask).all(axis=1), shift, xp.inf)
+
+
+def lloyd_loop(rows: PackedRows, centers, centers_mask, max_iter: int = 100,
+               tol: float = 1e-6, batch_size: int | None = None,
+               on_iteration: Callable[[int, float], None] | None = None) -> KMeansResult:
+    """Brute-force Lloyd iterations from the given (clean) centres until no label changes,
+    every centre moved less than ``tol``, or ``max_iter`` updates.
+
+    ``on_iteration(n_iter, inertia)`` is called after every update (progress reporting).
+    """
+    xp = rows.xp
+    centers = centers.astype(rows.z.dtype, copy=True)
+    labels, nearest = assign(rows, centers, centers_mask, batch_size)
+    n_iter = 0
+    while n_iter < max_iter:
+        new_centers, new_mask = update_centers(rows, labels, centers, centers_mask)
+        n_iter += 1
+        shift = center_shift(rows, centers, centers_mask, new_centers, new_mask)
+        new_labels, nearest = assign(rows, new_centers, new_mask, batch_size)
+        changed = bool((new_labels != labels).any())
+        centers, centers_mask, labels = new_centers, new_mask, new_labels
+        if on_iteration is not None:
+            on_iteration(n_iter, _inertia(labels, nearest))
+        if not changed or float(shift.max()) < tol:
+            break
+    return KMeansResult(centers, centers_mask, labels, _inertia(labels, nearest), n_iter)
+
+
+def _inertia(labels, nearest) -> float:
+    assigned = nearest[labels >= 0].astype(np.float64)
+    return float((assigned * assigned).sum())
+
+
+def seed_plusplus(rows: PackedRows, n_clusters: int, random_state=None):
+    """k-means++ seeding on the partial distance.
+
+    The first seed is drawn uniformly from the rows observing at least one modality; each
+    next seed with probability ∝ D², D the distance to the nearest seed so far (+inf counted
+    as 1e9; rows with no modality never drawn). A centre is its seed row, with the row's
+    observed set as its modality set.
+
+    Returns centers (K, D), centers_mask (K, M) bool, seed row indices (K,) int64 (NumPy).
+    """
+    xp = rows.xp
+    rng = check_random_state(random_state)
+    candidates = np.flatnonzero(_to_host(rows.mask.any(axis=1)))
+    if n_clusters > candidates.size:
+        raise ValueError(
+            f"n_clusters={n_clusters} is larger than the number of rows that observe at "
+            f"least one modality ({candidates.size})"
+        )
+    seeds = [int(candidates[rng.randint(candidates.size)])]
+    has_modality = rows.mask.any(axis=1)
+    nearest_sq = xp.full(len(rows), xp.inf, dtype=xp.float64)
+    for _ in range(1, n_clusters):
+        seed = seeds[-1]
+        sums, shared = masked_sq_sums(
+            rows.z, rows.mask, rows.z[seed:seed + 1], rows.mask[seed:seed + 1],
+            rows.weights, center_norms=rows.row_norms[seed:seed + 1], row_norms=rows.row_norms,
+        )
+        dist = distances_from_sums(sums[:, 0], shared[:, 0]).astype(xp.float64)
+        dist = xp.where(xp.isinf(dist), UNREACHABLE_DISTANCE, dist)
+        xp.minimum(nearest_sq, dist * dist, out=nearest_sq)
+        weights = xp.where(has_modality, nearest_sq, 0.0)
+        cumulative = xp.cumsum(weights)
+        total = float(cumulative[-1])
+        if total > 0:
+            threshold = rng.random_sample() * total
+            pick = int(xp.searchsorted(cumulative, threshold, side="right"))
+            seeds.append(min(pick, len(rows) - 1))
+        else:
+            seeds.append(int(candidates[rng.randint(candidates.size)]))
+    index = xp.asarray(seeds)
+    return rows.z[index].copy(), rows.mask[index].copy(), np.asarray(seeds, dtype=np.int64)
+
+
+def _to_host(x) -> np.ndarray:
+    return x.get() if hasattr(x, "get") else np.asarray(x)
+
+
+def kmeans_plusplus(z, mask, dims, n_clusters: int, random_state=None):
+    """k-means++ seeds for partial rows (see :func:`seed_plusplus`).
+
+    Parameters
+    ----------
+    z : (N, D) float array, normalised (missing slots ignored); mask : (N, M) bool;
+    dims : M ints; n_clusters : K; random_state : None, int or ``np.random.RandomState``.
+
+    Returns
+    -------
+    centers (K, D) of z's dtype, zero where absent; centers_mask (K, M) bool;
+    seed_indices (K,) int64.
+    """
+    return seed_plusplus(PackedRows.build(z, mask, dims), n_clusters, random_state)
+
+
+def lloyd(z, mask, dims, centers, centers_mask, max_iter: int = 100, tol: float = 1e-6,
+          batch_size: int | None = None) -> KMeansResult:
+    """Partial k-means (Lloyd) from the given initial centres.
+
+    Parameters
+    ----------
+    z : (N, D) float array, normalised (missing slots ignored); mask : (N, M) bool;
+    dims : M ints; centers : (K, D) initial centres (values on absent modalities ignored);
+    centers_mask : (K, M) bool; max_iter, tol : stopping rules; batch_size : rows per
+    assignment batch (default: about 2^24 / K).
+    """
+    rows = PackedRows.build(z, mask, dims)
+    check_packed(centers, centers_mask, rows.dims, "centers", "centers_mask")
+    centers = zero_missing(centers.astype(rows.z.dtype), centers_mask, rows.dims)
+    return lloyd_loop(rows, centers, centers_mask, max_iter, tol, batch_size)
