@@ -218,24 +218,12 @@ class UL4M4Imputer(BaseEstimator):
         observed values of ``X`` unchanged, mask all True, and ``imputed`` (N, M) bool equal
         to the input's ``~mask``.
         """
-        self._check_fitted()
-        data = self._check_data(X, self.device_)
-        if data.dims != tuple(self.dims_):
-            raise ValueError(
-                f"X has modality dims {data.dims} but the imputer was fitted on {tuple(self.dims_)}"
-            )
+        data, sources = self._sources(X)
         xp = array_module(data.values)
-        mean, scale = self.mean_, self.scale_
-        z = normalise(data.values, data.mask, mean, scale, data.dims)
-        rows = PackedRows.build(z, data.mask, data.dims, clean=True)
-        pairs = CenterPairs.build(self.cluster_centers_, self.centers_mask_, rows.weights)
         missing = ~data.mask
-        with tqdm(total=int(missing.any(axis=1).sum()), desc="greedy completion", unit="row",
-                  disable=not self.verbose, leave=False) as bar:
-            sources = completion_sources(rows, pairs, self.batch_size, progress=bar)
-        centers_x = denormalise(self.cluster_centers_.astype(xp.float64), mean, scale)
+        centers_x = denormalise(self.cluster_centers_.astype(xp.float64), self.mean_, self.scale_)
         values = fill_from_sources(data.values.copy(), sources, missing,
-                                   centers_x.astype(VALUE_DTYPE), mean.astype(VALUE_DTYPE),
+                                   centers_x.astype(VALUE_DTYPE), self.mean_.astype(VALUE_DTYPE),
                                    data.dims)
         mean_filled = to_numpy((missing & (sources < 0)).any(axis=0))
         if mean_filled.any():
@@ -244,6 +232,26 @@ class UL4M4Imputer(BaseEstimator):
                           "carries them", UserWarning, stacklevel=2)
         return MultiModalArray(values, xp.ones_like(data.mask), data.dims, data.names,
                                imputed=missing)
+
+    def imputation_sources(self, X):
+        """(N, M) int64 index of the centre each missing slot of ``X`` is copied from; −1 for
+        observed slots and for modalities no centre carries (filled with the mean)."""
+        return self._sources(X)[1]
+
+    def _sources(self, X):
+        self._check_fitted()
+        data = self._check_data(X, self.device_)
+        if data.dims != tuple(self.dims_):
+            raise ValueError(
+                f"X has modality dims {data.dims} but the imputer was fitted on {tuple(self.dims_)}"
+            )
+        z = normalise(data.values, data.mask, self.mean_, self.scale_, data.dims)
+        rows = PackedRows.build(z, data.mask, data.dims, clean=True)
+        pairs = CenterPairs.build(self.cluster_centers_, self.centers_mask_, rows.weights)
+        with tqdm(total=int((~data.mask).any(axis=1).sum()), desc="greedy completion",
+                  unit="row", disable=not self.verbose, leave=False) as bar:
+            sources = completion_sources(rows, pairs, self.batch_size, progress=bar)
+        return data, sources
 
     def fit_transform(self, X, y=None) -> MultiModalArray:
         """``fit(X).transform(X)``."""

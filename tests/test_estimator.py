@@ -1,0 +1,310 @@
+"""UL4M4Imputer: contract of fit/transform, invariances, persistence and input errors."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from ul4m4_gpu import MultiModalArray, UL4M4Imputer, greedy_complete, lloyd
+from ul4m4_gpu.normalise import fit_modality_stats, normalise
+
+
+def make_data(seed, n=120, dims=(4, 3, 2), observed=0.6, scales=None):
+    """Clustered data with random missing modalities (each row keeps at least one)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(5, sum(dims)))
+    x = centres[rng.integers(5, size=n)] + rng.normal(size=(n, sum(dims)))
+    mask = rng.random((n, len(dims))) < observed
+    mask[~mask.any(axis=1), 0] = True
+    offsets = np.cumsum((0,) + tuple(dims))
+    blocks = [x[:, offsets[m]:offsets[m + 1]] for m in range(len(dims))]
+    if scales is not None:
+        blocks = [b * s for b, s in zip(blocks, scales)]
+    return blocks, mask
+
+
+@st.composite
+def datasets(draw):
+    n_mod = draw(st.integers(1, 5))
+    dims = tuple(draw(st.lists(st.integers(1, 12), min_size=n_mod, max_size=n_mod)))
+    n = draw(st.integers(6, 60))
+    seed = draw(st.integers(0, 2**31 - 1))
+    observed = draw(st.floats(0.3, 0.9))
+    blocks, mask = make_data(seed, n, dims, observed)
+    mask[:n_mod, :] = np.eye(n_mod, dtype=bool)[: min(n, n_mod)] | mask[:n_mod, :]
+    k = draw(st.integers(1, min(6, n)))
+    return blocks, mask, k, seed
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(datasets())
+def test_observed_values_are_returned_bit_for_bit_and_every_slot_filled(case):
+    blocks, mask, k, seed = case
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    out = UL4M4Imputer(n_clusters=k, random_state=seed).fit_transform(data)
+    assert np.isfinite(out.values).all()
+    assert out.mask.all()
+    np.testing.assert_array_equal(out.imputed, ~mask)
+    for m, block in enumerate(blocks):
+        observed = mask[:, m]
+        np.testing.assert_array_equal(out.modality(m)[observed], block[observed].astype(np.float32))
+
+
+@settings(max_examples=25, deadline=None)
+@given(datasets())
+def test_transform_equals_greedy_complete_on_the_normalised_data(case):
+    """The estimator's input-space output is the low-level completion, de-normalised."""
+    blocks, mask, k, seed = case
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    imp = UL4M4Imputer(n_clusters=k, random_state=seed).fit(data)
+    z = normalise(data.values, data.mask, imp.mean_, imp.scale_, data.dims)
+    z_done, _ = greedy_complete(z, data.mask, imp.cluster_centers_, imp.centers_mask_, data.dims)
+    expected = z_done.astype(np.float64) * imp.scale_ + imp.mean_
+    out = imp.transform(data)
+    imputed = np.repeat(~mask, data.dims, axis=1)
+    np.testing.assert_allclose(out.values[imputed], expected[imputed], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("change", ["scale", "shift"])
+def test_scale_and_shift_of_one_modality_change_neither_labels_nor_sources(change):
+    blocks, mask = make_data(3, n=200)
+    moved = list(blocks)
+    moved[1] = blocks[1] * 1000.0 if change == "scale" else blocks[1] + 250.0
+    fits = []
+    for b in (blocks, moved):
+        data = MultiModalArray.from_modalities(b, mask=mask)
+        imp = UL4M4Imputer(n_clusters=6, random_state=7).fit(data)
+        fits.append((imp.labels_, imp.imputation_sources(data), imp.transform(data)))
+    np.testing.assert_array_equal(fits[0][0], fits[1][0])
+    np.testing.assert_array_equal(fits[0][1], fits[1][1])
+    factor, offset = (1000.0, 0.0) if change == "scale" else (1.0, 250.0)
+    rows = ~mask[:, 1]
+    np.testing.assert_allclose(fits[1][2].modality(1)[rows],
+                               fits[0][2].modality(1)[rows] * factor + offset, rtol=1e-4, atol=1e-2)
+
+
+def test_same_random_state_same_result_and_different_seeds_differ():
+    blocks, mask = make_data(0, n=150)
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    a = UL4M4Imputer(n_clusters=8, random_state=11).fit(data)
+    b = UL4M4Imputer(n_clusters=8, random_state=11).fit(data)
+    c = UL4M4Imputer(n_clusters=8, random_state=12).fit(data)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    np.testing.assert_array_equal(a.transform(data).values, b.transform(data).values)
+    assert not np.array_equal(a.cluster_centers_, c.cluster_centers_)
+
+
+def test_save_load_round_trip_gives_identical_output(tmp_path):
+    blocks, mask = make_data(1)
+    data = MultiModalArray.from_modalities(blocks, mask=mask, names=["img", "txt", "aud"])
+    imp = UL4M4Imputer(n_clusters=5, random_state=0, tol=1e-4).fit(data)
+    imp.save(tmp_path / "model.npz")
+    loaded = UL4M4Imputer.load(tmp_path / "model.npz")
+    assert loaded.get_params() == imp.get_params()
+    assert loaded.modality_names_ == ("img", "txt", "aud")
+    assert (loaded.n_iter_, loaded.inertia_) == (imp.n_iter_, imp.inertia_)
+    np.testing.assert_array_equal(loaded.transform(data).values, imp.transform(data).values)
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as archive:
+        assert "cluster_centers_" in archive.files
+
+
+def test_save_load_keeps_explicit_init(tmp_path):
+    blocks, mask = make_data(2)
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    centres = np.zeros((2, 9), dtype=np.float32)
+    centres[1] = 1.0
+    init = (centres, np.array([[True, True, False], [True, False, True]]))
+    imp = UL4M4Imputer(n_clusters=2, init=init).fit(data)
+    imp.save(tmp_path / "m.npz")
+    loaded = UL4M4Imputer.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.init[0], centres)
+    np.testing.assert_array_equal(loaded.transform(data).values, imp.transform(data).values)
+
+
+def test_explicit_init_runs_lloyd_from_those_centres():
+    blocks, mask = make_data(4)
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    mean, scale = fit_modality_stats(data.values, data.mask, data.dims)
+    z = normalise(data.values, data.mask, mean, scale, data.dims)
+    centres, centres_mask = z[[0, 10, 20]], data.mask[[0, 10, 20]]
+    imp = UL4M4Imputer(n_clusters=3, init=(centres, centres_mask)).fit(data)
+    ref = lloyd(z, data.mask, data.dims, centres, centres_mask)
+    np.testing.assert_array_equal(imp.labels_, ref.labels)
+    np.testing.assert_array_equal(imp.centers_mask_, ref.centers_mask)
+    np.testing.assert_allclose(imp.cluster_centers_, ref.centers, atol=1e-6)
+
+
+def test_more_inits_never_worsen_inertia():
+    blocks, mask = make_data(5, n=200)
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    one = UL4M4Imputer(n_clusters=7, random_state=3, n_init=1).fit(data)
+    many = UL4M4Imputer(n_clusters=7, random_state=3, n_init=6).fit(data)
+    assert many.inertia_ <= one.inertia_
+
+
+def test_uncarried_modality_is_mean_filled_and_reported():
+    # modality 2 is observed only by rows that observe nothing else: they share no modality
+    # with the centres (which lack modality 2), get label -1, and no centre ever gains it.
+    rng = np.random.default_rng(0)
+    n = 40
+    mask = np.zeros((n, 3), dtype=bool)
+    mask[:30, :2] = True
+    mask[30:35, 2] = True
+    mask[35:, 0] = True
+    blocks = [rng.normal(size=(n, 2)), rng.normal(size=(n, 3)), rng.normal(size=(n, 4))]
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    init = (np.zeros((2, 9), np.float32), np.array([[True, True, False], [True, False, False]]))
+    with pytest.warns(UserWarning, match="no centre carries"):
+        imp = UL4M4Imputer(n_clusters=2, init=init).fit(data)
+    assert (imp.labels_[30:35] == -1).all()
+    with pytest.warns(UserWarning, match="filled with the training mean"):
+        out = imp.transform(data)
+    block = data.modality(2)[30:35].astype(np.float64)
+    np.testing.assert_allclose(out.modality(2)[:30], np.tile(block.mean(axis=0), (30, 1)), rtol=1e-5)
+
+
+def test_sklearn_parameter_protocol():
+    imp = UL4M4Imputer(n_clusters=3, tol=0.1)
+    assert clone(imp).get_params() == imp.get_params()
+    imp.set_params(n_clusters=4)
+    assert imp.n_clusters == 4
+    assert "n_clusters=4" in repr(imp)
+
+
+def test_cuda_without_gpu_raises_and_auto_falls_back():
+    pytest.importorskip("numpy")
+    from ul4m4_gpu.backend import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    blocks, mask = make_data(0)
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        UL4M4Imputer(n_clusters=2, device="cuda").fit(MultiModalArray.from_modalities(blocks, mask=mask))
+    imp = UL4M4Imputer(n_clusters=2, device="auto").fit(MultiModalArray.from_modalities(blocks, mask=mask))
+    assert imp.device_ == "cpu"
+
+
+# ---------------------------------------------------------------- bad input
+
+def fitted(n=50):
+    blocks, mask = make_data(0, n=n)
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    return UL4M4Imputer(n_clusters=3, random_state=0).fit(data), blocks, mask
+
+
+def test_transform_before_fit():
+    blocks, mask = make_data(0)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        UL4M4Imputer().transform(MultiModalArray.from_modalities(blocks, mask=mask))
+
+
+def test_nan_and_inf_in_observed_values_name_modality_and_rows():
+    blocks, mask = make_data(0)
+    mask[7, 1] = True
+    blocks[1] = blocks[1].copy()
+    blocks[1][7, 0] = np.inf
+    with pytest.raises(ValueError, match=r"modality 'm1': rows \[7\].*NaN or inf"):
+        MultiModalArray.from_modalities(blocks, mask=mask)
+    blocks[1][7, 0] = np.nan
+    blocks[1][8, :] = np.nan
+    mask[8, 1] = True
+    with pytest.raises(ValueError, match=r"rows \[7, 8\]"):
+        MultiModalArray.from_modalities(blocks, mask=mask)
+
+
+def test_partly_nan_row_without_mask_is_rejected():
+    x = np.ones((4, 3))
+    x[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"modality 'm0': rows \[2\].*partly NaN"):
+        MultiModalArray.from_modalities([x])
+
+
+def test_nan_written_into_a_container_is_caught_at_fit():
+    blocks, mask = make_data(0)
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    row = int(np.flatnonzero(mask[:, 0])[0])
+    data.values[row, 0] = np.nan
+    with pytest.raises(ValueError, match=rf"modality 'm0': rows \[{row}\]"):
+        UL4M4Imputer(n_clusters=2).fit(data)
+
+
+def test_mask_shape_mismatch():
+    blocks, mask = make_data(0)
+    with pytest.raises(ValueError, match="mask has shape"):
+        MultiModalArray.from_modalities(blocks, mask=mask[:, :2])
+
+
+def test_modality_observed_in_no_training_row():
+    blocks, mask = make_data(0)
+    mask[:, 2] = False
+    mask[~mask.any(axis=1), 0] = True
+    data = MultiModalArray.from_modalities(blocks, mask=mask, names=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"\['c'\] are observed in no training row"):
+        UL4M4Imputer(n_clusters=2).fit(data)
+
+
+def test_more_clusters_than_rows():
+    blocks, mask = make_data(0, n=10)
+    with pytest.raises(ValueError, match="n_clusters=11 is larger than the number of rows"):
+        UL4M4Imputer(n_clusters=11).fit(MultiModalArray.from_modalities(blocks, mask=mask))
+
+
+def test_dims_mismatch_at_transform():
+    imp, blocks, mask = fitted()
+    other = MultiModalArray.from_modalities([blocks[0], blocks[1][:, :2], blocks[2]], mask=mask)
+    with pytest.raises(ValueError, match=r"dims \(4, 2, 2\) but the imputer was fitted on \(4, 3, 2\)"):
+        imp.transform(other)
+
+
+def test_empty_input():
+    with pytest.raises(ValueError, match="empty input"):
+        MultiModalArray.from_modalities([np.zeros((0, 3))])
+    with pytest.raises(ValueError, match="empty"):
+        MultiModalArray.from_modalities([])
+
+
+def test_non_numeric_dtype():
+    with pytest.raises(TypeError, match="non-numeric dtype"):
+        MultiModalArray.from_modalities([np.array([["a", "b"], ["c", "d"]])])
+
+
+def test_non_container_input():
+    with pytest.raises(TypeError, match="expected a MultiModalArray"):
+        UL4M4Imputer(n_clusters=2).fit(np.ones((5, 3)))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"n_clusters": 0}, "n_clusters must be an int >= 1"),
+    ({"max_iter": 2.5}, "max_iter must be an int"),
+    ({"tol": -1.0}, "tol must be a float >= 0"),
+    ({"init": "random"}, r"init must be 'k-means\+\+'"),
+    ({"batch_size": 0}, "batch_size must be an int >= 1"),
+    ({"device": "tpu"}, "device must be one of"),
+    ({"init": (np.zeros((2, 9)), np.ones((2, 3), bool)), "n_init": 2, "n_clusters": 2},
+     "n_init must be 1 with explicit"),
+])
+def test_bad_parameters(params, message):
+    blocks, mask = make_data(0)
+    with pytest.raises(ValueError, match=message):
+        UL4M4Imputer(**params).fit(MultiModalArray.from_modalities(blocks, mask=mask))
+
+
+def test_bad_explicit_init():
+    blocks, mask = make_data(0)
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    with pytest.raises(ValueError, match="init centers have shape"):
+        UL4M4Imputer(n_clusters=2, init=(np.zeros((2, 5)), np.ones((2, 3), bool))).fit(data)
+    with pytest.raises(ValueError, match=r"init centres \[1\] carry no modality"):
+        UL4M4Imputer(n_clusters=2, init=(np.zeros((2, 9)), np.array([[1, 0, 0], [0, 0, 0]], bool))).fit(data)
+
+
+def test_load_rejects_other_files(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, a=np.ones(3))
+    with pytest.raises(ValueError, match="cannot read a UL4M4Imputer model"):
+        UL4M4Imputer.load(path)
+    path.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="cannot read a UL4M4Imputer model"):
+        UL4M4Imputer.load(path)

@@ -1,0 +1,313 @@
+"""Reading and writing the user data files of the ``ul4m4`` command line.
+
+Input formats
+-------------
+``.npz``
+    One 2-D numeric (N, d_m) array per modality; optional ``mask``, (N, M) bool, True where
+    observed (without it, a row that is NaN in every feature of a modality is missing);
+    optional ``modalities``, a 1-D string array naming the modality keys in order. Without
+    ``modalities``, every 2-D float/int array other than ``mask`` and ``imputed`` is a
+    modality, in file order. Every other array (ids, labels, 1-D or string arrays) is
+    passthrough, written back unchanged.
+Parquet
+    A ``.parquet`` file, or a directory of ``.parquet`` files read as one dataset in sorted
+    file-name order. Every column of lists of numbers (list, large_list or fixed_size_list)
+    is a modality, null where missing; every other column is passthrough.
+
+Output (:func:`write_table`)
+----------------------------
+The input's format, with every modality filled, in its original position and under its
+original name (npz: (N, d_m) float32 arrays; parquet: ``list<float>`` columns), the
+passthrough arrays/columns unchanged, and a last ``imputed`` entry: (N, M) bool in npz, a
+``list<bool>`` column of M flags per row in parquet. No ``mask`` is written. An ``imputed``
+array or column of the input is dropped, as the output holds a new one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from .backend import resolve_device, to_numpy
+from .data import MultiModalArray
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+MASK_KEY = "mask"
+MODALITIES_KEY = "modalities"
+IMPUTED_KEY = "imputed"
+
+# What a malformed or unreadable file raises while it is read; pyarrow's errors derive
+# from these too (ArrowInvalid from ValueError, ArrowIOError from OSError, ...).
+_READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, NotImplementedError,
+                zipfile.BadZipFile, zlib.error)
+
+
+class InputFileError(ValueError):
+    """An input data file cannot be read; the message is one line naming the file."""
+
+
+class OutputFileError(ValueError):
+    """An output data file cannot be written as asked; the message is one line naming it."""
+
+
+@dataclass
+class Table:
+    """A data file read into memory.
+
+    data : the modalities, packed; their names are the npz keys / parquet column names.
+    passthrough : everything else, to be written back unchanged. npz: ``{key: array}``;
+        parquet: a ``pyarrow.Table`` of the other columns, carrying the file's schema
+        metadata.
+    fmt : ``"npz"`` or ``"parquet"``, the format the output must have too.
+    order : the names of the modalities and passthrough entries in file order (without
+        ``mask`` and ``imputed``); the output keeps this order and appends ``imputed``.
+    path : the file or directory that was read.
+    """
+
+    data: MultiModalArray
+    passthrough: dict[str, np.ndarray] | pa.Table
+    fmt: Literal["npz", "parquet"]
+    order: tuple[str, ...]
+    path: Path
+
+
+# ---------------------------------------------------------------------------- reading
+def read_table(path, device: str = "cpu") -> Table:
+    """Read an ``.npz`` file, a ``.parquet`` file or a directory of ``.parquet`` files.
+
+    ``device`` (``"auto"``, ``"cpu"`` or ``"cuda"``) is where ``Table.data`` lives. Raises
+    :class:`InputFileError`, with a one-line message naming the file and the problem, for
+    any problem with the file.
+    """
+    path = Path(path)
+    device = resolve_device(device)
+    try:
+        if not path.exists():
+            raise FileNotFoundError("no such file or directory")
+        reader = _read_npz if _input_format(path) == "npz" else _read_parquet
+        return reader(path, device)
+    except _READ_ERRORS as exc:
+        raise InputFileError(f"cannot read {path}: {_one_line(exc)}") from exc
+
+
+def _input_format(path: Path) -> str:
+    """``"npz"`` or ``"parquet"`` from the suffix of an existing path (a directory is parquet)."""
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix == ".parquet":
+        return "parquet"
+    if suffix == ".npz":
+        return "npz"
+    raise ValueError(
+        f"unknown format {path.suffix or '(no suffix)'!r}; expected a .npz file, a .parquet "
+        "file or a directory of .parquet files"
+    )
+
+
+def _read_npz(path: Path, device: str) -> Table:
+    """Read an ``.npz`` file; see the module docstring for the layout."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError("not an .npz archive (the file is not a zip file)")
+    arrays = _load_npz_arrays(path)
+    mask = arrays.pop(MASK_KEY, None)
+    arrays.pop(IMPUTED_KEY, None)
+    names = _npz_modality_names(arrays)
+    data = MultiModalArray.from_modalities([arrays[n] for n in names], mask=mask, names=names,
+                                           device=device)
+    passthrough = {key: a for key, a in arrays.items() if key not in names}
+    return Table(data, passthrough, "npz", tuple(arrays), path)
+
+
+def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, in file order, loaded without pickle."""
+    arrays = {}
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            try:
+                arrays[key] = npz[key]
+            except ValueError as exc:  # object arrays need pickle
+                raise ValueError(f"array {key!r}: {exc}") from exc
+            if not isinstance(arrays[key], np.ndarray):  # NpzFile hands back raw bytes
+                raise ValueError(f"member {key!r} is not a NumPy .npy array")
+    return arrays
+
+
+def _npz_modality_names(arrays: dict[str, np.ndarray]) -> list[str]:
+    """The modality keys: those listed in ``modalities``, else every 2-D float/int array."""
+    if MODALITIES_KEY not in arrays:
+        names = [key for key, a in arrays.items() if a.ndim == 2 and a.dtype.kind in "iuf"]
+        if not names:
+            raise ValueError(
+                "no 2-D numeric array to read as a modality (expected arrays of shape "
+                "(n_samples, n_features))"
+            )
+        return names
+    listed = arrays[MODALITIES_KEY]
+    if listed.ndim != 1 or listed.dtype.kind not in "US":
+        raise ValueError(
+            f"{MODALITIES_KEY!r} must be a 1-D array of strings, got dtype {listed.dtype} "
+            f"and shape {listed.shape}"
+        )
+    names = [str(name) for name in listed.astype(str)]
+    for name in names:
+        if name == MODALITIES_KEY or name not in arrays or arrays[name].ndim != 2:
+            raise ValueError(f"{MODALITIES_KEY!r} lists {name!r}, which is not a 2-D array "
+                             "of the file")
+    return names
+
+
+def _read_parquet(path: Path, device: str) -> Table:
+    """Read a parquet file or directory; see the module docstring for the layout."""
+    table = _read_parquet_dataset(path)
+    if IMPUTED_KEY in table.column_names:
+        table = table.drop_columns([IMPUTED_KEY])
+    names = [field.name for field in table.schema if _is_numeric_list(field.type)]
+    if not names:
+        raise ValueError("no column of lists of numbers to read as a modality")
+    data = MultiModalArray.from_arrow(table, columns=names, device=device)
+    return Table(data, table.drop_columns(names), "parquet", tuple(table.column_names), path)
+
+
+def _read_parquet_dataset(path: Path) -> pa.Table:
+    """One parquet file, or the ``*.parquet`` files of a directory concatenated in sorted
+    order (they must share one schema)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.is_dir():
+        return pq.read_table(path)
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        raise ValueError("the directory holds no .parquet files")
+    return pa.concat_tables([_read_parquet_part(file) for file in files])
+
+
+def _read_parquet_part(file: Path) -> pa.Table:
+    """One file of a parquet directory; errors name the file."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(file)
+    except _READ_ERRORS as exc:
+        raise ValueError(f"{file.name}: {exc}") from exc
+
+
+def _is_numeric_list(arrow_type) -> bool:
+    """True for a list, large_list or fixed_size_list Arrow type of integers or floats."""
+    import pyarrow as pa
+
+    is_list = (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
+               or pa.types.is_fixed_size_list(arrow_type))
+    return is_list and (pa.types.is_integer(arrow_type.value_type)
+                        or pa.types.is_floating(arrow_type.value_type))
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` with its whitespace (newlines included) collapsed."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------- writing
+def write_table(table: Table, completed: MultiModalArray, path) -> None:
+    """Write ``completed`` with the passthrough of ``table`` to ``path``, atomically.
+
+    completed : the filled modalities of ``table.data`` (same rows, names and dims; on any
+        device). Its ``imputed`` (N, M) bool is written as ``imputed``; when it is ``None``
+        the slots missing in ``table.data`` are marked imputed.
+    path : a file with the input's suffix (``.npz`` or ``.parquet``), else
+        :class:`OutputFileError`. The file is written to a temporary name in the same
+        directory and renamed into place, so a failed write leaves no partial file.
+    """
+    path = Path(path)
+    _check_output(table, completed, path)
+    imputed = to_numpy(~table.data.mask if completed.imputed is None else completed.imputed)
+    if table.fmt == "npz":
+        arrays = _npz_output(table, completed, imputed)
+        _atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
+    else:
+        import pyarrow.parquet as pq
+
+        output = _parquet_output(table, completed, imputed)
+        _atomic_write(path, lambda tmp: pq.write_table(output, str(tmp)))
+
+
+def _check_output(table: Table, completed: MultiModalArray, path: Path) -> None:
+    """Raise when ``path`` or ``completed`` does not fit ``table``."""
+    if path.suffix.lower() != f".{table.fmt}":
+        raise OutputFileError(
+            f"cannot write {path}: the output must be a .{table.fmt} file like the input "
+            f"{table.path}, got suffix {path.suffix or '(none)'!r}"
+        )
+    if not path.parent.is_dir():
+        raise OutputFileError(f"cannot write {path}: directory {path.parent} does not exist")
+    expected = (table.data.n_samples, table.data.names, table.data.dims)
+    got = (completed.n_samples, completed.names, completed.dims)
+    if got != expected:
+        raise ValueError(
+            f"completed data (rows, names, dims) = {got} do not match {table.path} {expected}"
+        )
+
+
+def _npz_output(table: Table, completed: MultiModalArray, imputed: np.ndarray) -> dict:
+    """``{key: array}`` to save: filled float32 modalities and passthrough in file order,
+    then ``imputed`` (N, M) bool."""
+    filled = dict(zip(completed.names, completed.to_numpy()))
+    arrays = {key: filled[key] if key in filled else table.passthrough[key] for key in table.order}
+    arrays[IMPUTED_KEY] = imputed
+    return arrays
+
+
+def _save_npz(file: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Save ``arrays`` as an uncompressed ``.npz``, like ``np.savez``, which cannot take the
+    keys ``file`` or ``allow_pickle``."""
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, array in arrays.items():
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def _parquet_output(table: Table, completed: MultiModalArray, imputed: np.ndarray) -> pa.Table:
+    """The Arrow table to write: ``list<float>`` modalities and passthrough columns in file
+    order, then ``imputed`` ``list<bool>``; schema metadata of the input."""
+    import pyarrow as pa
+
+    filled = completed.to_arrow()
+    fields, columns = [], []
+    for name in table.order:
+        source = filled if name in completed.names else table.passthrough
+        fields.append(source.schema.field(name))
+        columns.append(source.column(name))
+    fields.append(pa.field(IMPUTED_KEY, pa.list_(pa.bool_())))
+    columns.append(_bool_lists(imputed))
+    schema = pa.schema(fields, metadata=table.passthrough.schema.metadata)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _bool_lists(flags: np.ndarray) -> pa.Array:
+    """A ``list<bool>`` Arrow array with one list of M flags per row of (N, M) ``flags``."""
+    import pyarrow as pa
+
+    n, m = flags.shape
+    offsets = pa.array(np.arange(0, n * m + 1, m, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(flags).reshape(-1)))
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``;
+    on any failure remove the temporary file and re-raise."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
