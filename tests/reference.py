@@ -192,11 +192,17 @@ def update(z, mask, dims, labels, centers, centers_mask):
     return new_centers, new_mask
 
 
-def lloyd(z, mask, dims, centers, centers_mask, max_iter=100, tol=1e-6):
-    """Brute-force Lloyd iterations, the protocol of DESIGN.md section 1 step 4."""
+def lloyd(z, mask, dims, centers, centers_mask, max_iter=100, tol=1e-6, trace=None):
+    """Brute-force Lloyd iterations, the protocol of DESIGN.md section 1 step 4.
+
+    ``trace``: optional list; every assignment step appends (centers, centers_mask) to it,
+    so a test can tell how close to a tie each assignment was.
+    """
     centers = np.array(centers, dtype=np.float64, copy=True)
     centers_mask = np.array(centers_mask, dtype=bool, copy=True)
     labels, mind = assign(z, mask, centers, centers_mask, dims)
+    if trace is not None:
+        trace.append((centers, centers_mask))
     n_iter = 0
     while n_iter < max_iter:
         new_centers, new_mask = update(z, mask, dims, labels, centers, centers_mask)
@@ -212,6 +218,8 @@ def lloyd(z, mask, dims, centers, centers_mask, max_iter=100, tol=1e-6):
             if shift > max_shift:
                 max_shift = shift
         new_labels, mind = assign(z, mask, new_centers, new_mask, dims)
+        if trace is not None:
+            trace.append((new_centers, new_mask))
         changed = any(int(new_labels[i]) != int(labels[i]) for i in range(z.shape[0]))
         centers, centers_mask, labels = new_centers, new_mask, new_labels
         if not changed or max_shift < tol:

@@ -232,12 +232,12 @@ def write_table(table: Table, completed: MultiModalArray, path) -> None:
     imputed = to_numpy(~table.data.mask if completed.imputed is None else completed.imputed)
     if table.fmt == "npz":
         arrays = _npz_output(table, completed, imputed)
-        _atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
+        atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
     else:
         import pyarrow.parquet as pq
 
         output = _parquet_output(table, completed, imputed)
-        _atomic_write(path, lambda tmp: pq.write_table(output, str(tmp)))
+        atomic_write(path, lambda tmp: pq.write_table(output, str(tmp)))
 
 
 def _check_output(table: Table, completed: MultiModalArray, path: Path) -> None:
@@ -301,7 +301,7 @@ def _bool_lists(flags: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(flags).reshape(-1)))
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``;
     on any failure remove the temporary file and re-raise."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")

@@ -1,0 +1,69 @@
+"""Baseline imputers a user would reach for, with the same fit/transform shape as
+``UL4M4Imputer`` so that the demo and the evaluation compare like with like.
+
+Both work in the normalised space of the training statistics and return the observed
+values of their input unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.impute import KNNImputer
+
+from .backend import to_device, to_numpy
+from .data import VALUE_DTYPE, MultiModalArray
+from .normalise import denormalise, expand_mask, fit_modality_stats, normalise
+
+
+class _NormalisedBaseline:
+    """Shared shape: statistics from the training rows, completion in normalised space."""
+
+    def fit(self, X: MultiModalArray, y=None):
+        self.mean_, self.scale_ = fit_modality_stats(X.values, X.mask, X.dims)
+        self._fit_normalised(self._normalised_with_nan(X))
+        return self
+
+    def transform(self, X: MultiModalArray) -> MultiModalArray:
+        z = self._complete_normalised(self._normalised_with_nan(X))
+        missing = to_numpy(expand_mask(~X.mask, X.dims))
+        values = to_numpy(X.values).copy()
+        values[missing] = denormalise(z, to_numpy(self.mean_), to_numpy(self.scale_))[missing]
+        values = to_device(values.astype(VALUE_DTYPE), X.device)
+        observed = to_device(np.ones(X.mask.shape, dtype=bool), X.device)
+        return MultiModalArray(values, observed, X.dims, X.names, imputed=~X.mask)
+
+    def fit_transform(self, X: MultiModalArray, y=None) -> MultiModalArray:
+        return self.fit(X).transform(X)
+
+    def _normalised_with_nan(self, X: MultiModalArray) -> np.ndarray:
+        """(N, D) float64 NumPy: normalised observed values, NaN on missing slots."""
+        z = to_numpy(normalise(X.values, X.mask, self.mean_, self.scale_, X.dims, np.float64))
+        z[~to_numpy(expand_mask(X.mask, X.dims))] = np.nan
+        return z
+
+    def _fit_normalised(self, z: np.ndarray) -> None:
+        """Learn from the (N, D) normalised training values (NaN = missing)."""
+
+    def _complete_normalised(self, z: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class MeanFillImputer(_NormalisedBaseline):
+    """Fill a missing modality with its training mean (z = 0)."""
+
+    def _complete_normalised(self, z):
+        return np.nan_to_num(z, nan=0.0)
+
+
+class KNNBaselineImputer(_NormalisedBaseline):
+    """scikit-learn ``KNNImputer`` (nan-Euclidean neighbours) on the normalised, packed
+    features; ``n_neighbors`` as in scikit-learn."""
+
+    def __init__(self, n_neighbors: int = 5):
+        self.n_neighbors = n_neighbors
+
+    def _fit_normalised(self, z):
+        self.knn_ = KNNImputer(n_neighbors=self.n_neighbors, keep_empty_features=True).fit(z)
+
+    def _complete_normalised(self, z):
+        return self.knn_.transform(z)
