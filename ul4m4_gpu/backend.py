@@ -91,32 +91,3 @@ def to_numpy(x) -> np.ndarray:
     if type(x).__module__.startswith("torch"):
         return x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-def segment_sum(labels, values, n_segments: int):
-    """Sum the rows of ``values`` by segment.
-
-    Parameters
-    ----------
-    labels : (N,) integer array, entries in ``[-1, n_segments)``; rows labelled ``-1`` are
-        left out.
-    values : (N, P) float array on the same device.
-
-    Returns
-    -------
-    (n_segments, P) array of ``values.dtype``: row ``k`` is the sum of the rows labelled ``k``.
-    Computed with a sparse one-hot product, O(N·P), on NumPy/SciPy or CuPy/cupyx.
-    """
-    xp = array_module(labels, values)
-    if xp is np:
-        from scipy import sparse
-    else:
-        from cupyx.scipy import sparse
-    keep = labels >= 0
-    rows = labels[keep]
-    cols = xp.nonzero(keep)[0]
-    ones = xp.ones(rows.shape[0], dtype=values.dtype)
-    onehot = sparse.csr_matrix(
-        (ones, (rows, cols)), shape=(n_segments, values.shape[0])
-    )
-    return xp.asarray(onehot @ values)

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .backend import array_module
-from .distances import masked_sq_sums, modality_weights, squared_norms, zero_missing
+from .kernels import complete as complete_kernels
+from .distances import masked_sq_sums, squared_norms, zero_missing
 from .kmeans import PackedRows
 from .validation import check_packed
 
@@ -42,16 +45,18 @@ class CenterPairs:
     pair_shared: object
 
     @classmethod
-    def build(cls, centers, centers_mask, weights) -> "CenterPairs":
+    def build(cls, centers, centers_mask, dims) -> "CenterPairs":
+        """centers (K, D) zero where absent, centers_mask (K, M) bool, dims M ints."""
         xp = array_module(centers, centers_mask)
         n_centers, n_modalities = centers_mask.shape
-        norms = squared_norms(centers, weights)
+        norms = squared_norms(centers, dims)
         carried = centers_mask.astype(centers.dtype)
         pair_sums = xp.empty((n_modalities, n_centers, n_centers), dtype=centers.dtype)
-        for m in range(n_modalities):
-            block = centers * weights[:, m]  # c^m / d_m on modality m's columns, 0 elsewhere
-            cross = block @ centers.T
-            pair_sums[m] = norms[:, m][:, None] + norms[:, m][None, :] - 2.0 * cross
+        start = 0
+        for m, d in enumerate(dims):
+            block = centers[:, start:start + d]
+            pair_sums[m] = norms[:, m][:, None] + norms[:, m][None, :] - (2.0 / d) * (block @ block.T)
+            start += d
         xp.maximum(pair_sums, 0.0, out=pair_sums)
         both = carried.T[:, :, None] * carried.T[:, None, :]
         pair_sums *= both
@@ -72,20 +77,25 @@ def default_completion_batch(n_rows: int, n_centers: int) -> int:
 
 def candidate_scores(rows: PackedRows, index, pairs: CenterPairs):
     """(n, K) greedy scores of the rows selected by ``index`` (a slice or an index array);
-    +inf where a candidate shares nothing with any centre."""
+    +inf where a candidate shares nothing with any centre. The (n, K, K) min-reduction runs
+    in the ``complete`` kernel (CPU twin or CUDA), never materialised."""
     xp = rows.xp
     mask = rows.mask[index]
     sums, shared = masked_sq_sums(
-        rows.z[index], mask, pairs.centers, pairs.centers_mask, rows.weights,
+        rows.z[index], mask, pairs.centers, pairs.centers_mask, rows.dims,
         center_norms=pairs.center_norms, row_norms=rows.row_norms[index],
     )
     patterns, which = _missing_patterns(~mask, sums.dtype)
     k = pairs.n_centers
-    total = sums[:, None, :] + (patterns @ pairs.pair_sums).reshape(-1, k, k)[which]
-    count = shared[:, None, :] + (patterns @ pairs.pair_shared).reshape(-1, k, k)[which]
-    reachable = count > 0
-    ratio = xp.where(reachable, total / xp.where(reachable, count, 1.0), xp.inf)
-    return xp.sqrt(ratio.min(axis=2))
+    pattern_sums = (patterns @ pairs.pair_sums).reshape(-1, k, k)
+    pattern_shared = (patterns @ pairs.pair_shared).reshape(-1, k, k)
+    scores = xp.empty_like(sums)
+    args = (sums, shared, which, pattern_sums, pattern_shared, scores)
+    if xp is np:
+        complete_kernels.candidate_scores_cpu(*args)
+    else:
+        complete_kernels.launch_2d(complete_kernels.cuda_kernels()[0], scores.shape, *args)
+    return scores
 
 
 def _missing_patterns(missing, dtype):
@@ -107,11 +117,13 @@ def pick_sources(scores, missing, centers_mask):
     slots and for modalities no centre carries.
     """
     xp = array_module(scores)
-    finite = xp.where(xp.isinf(scores), xp.finfo(scores.dtype).max, scores)
-    ranked = xp.where(centers_mask.T[None, :, :], finite[:, None, :], xp.inf)
-    best = xp.argmin(ranked, axis=2)
-    carried = centers_mask.any(axis=0)[None, :]
-    return xp.where(missing & carried, best, -1).astype(xp.int64)
+    sources = xp.empty(missing.shape, dtype=xp.int64)
+    if xp is np:
+        complete_kernels.pick_sources_cpu(scores, missing, centers_mask, sources)
+    else:
+        complete_kernels.launch_2d(complete_kernels.cuda_kernels()[1], sources.shape,
+                                   scores, missing, centers_mask, sources)
+    return sources
 
 
 def completion_sources(rows: PackedRows, pairs: CenterPairs, batch_size: int | None = None,
@@ -177,7 +189,7 @@ def greedy_complete(z, mask, centers, centers_mask, dims, batch_size: int | None
     check_packed(centers, centers_mask, rows.dims, "centers", "centers_mask")
     xp = rows.xp
     centers = zero_missing(centers.astype(z.dtype), centers_mask, rows.dims)
-    pairs = CenterPairs.build(centers, centers_mask, modality_weights(rows.dims, xp, z.dtype))
+    pairs = CenterPairs.build(centers, centers_mask, rows.dims)
     sources = completion_sources(rows, pairs, batch_size)
     missing = ~mask
     completed = fill_from_sources(z.copy(), sources, missing, centers,

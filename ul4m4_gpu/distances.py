@@ -5,36 +5,40 @@ observe, and +inf when S is empty. For a block of rows against all centres the s
 come from one GEMM expansion: with z and the centres zero on their missing slots,
 
     A_il = Σ_m [m∈O_i∩C_l] (||z_i^m||² + ||c_l^m||² − 2 z_i^m·c_l^m) / d_m
-         = (R Cᵀ)_il + (O Nᵀ)_il − 2 (z W) · cᵀ                (clamped at 0)
+         = (R Cᵀ)_il + (O Nᵀ)_il − 2 (z (c W)ᵀ)_il              (clamped at 0)
 
 where R (N, M) and N (K, M) hold the rows' and centres' per-modality squared norms over d_m,
-O and C are the masks, and W scales each column by 1/d_m. Shared counts are ``O @ Cᵀ``.
+O and C are the masks, and W is the diagonal scaling each column by 1/d_m. Shared counts are ``O @ Cᵀ``.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from .backend import array_module
 from .normalise import expand_mask
 from .validation import check_packed
 
 
-def modality_weights(dims, xp, dtype):
-    """(D, M) matrix whose column m is 1/d_m on modality m's columns and 0 elsewhere."""
-    weights = xp.zeros((sum(dims), len(dims)), dtype=dtype)
-    start = 0
-    for m, d in enumerate(dims):
-        weights[start:start + d, m] = 1.0 / d
-        start += d
-    return weights
+def column_scale(dims, xp, dtype):
+    """(D,) array holding 1/d_m on every column of modality m."""
+    return xp.asarray(np.repeat([1.0 / d for d in dims], dims), dtype=dtype)
 
 
-def squared_norms(z, weights):
+def squared_norms(z, dims):
     """(n, M) per-modality squared norms over d_m of a packed (n, D) array (zeros where
     missing give 0)."""
-    return (z * z) @ weights
+    xp = array_module(z)
+    out = xp.empty((z.shape[0], len(dims)), dtype=z.dtype)
+    start = 0
+    for m, d in enumerate(dims):
+        block = z[:, start:start + d]
+        out[:, m] = xp.einsum("ij,ij->i", block, block) / d
+        start += d
+    return out
 
 
-def masked_sq_sums(z, mask, centers, centers_mask, weights, center_norms=None,
+def masked_sq_sums(z, mask, centers, centers_mask, dims, center_norms=None,
                    row_norms=None):
     """Per-pair sums of per-modality squared distances and shared-modality counts.
 
@@ -44,7 +48,7 @@ def masked_sq_sums(z, mask, centers, centers_mask, weights, center_norms=None,
     mask : (n, M) bool.
     centers : (K, D) float array of z's dtype, **zero on modalities a centre lacks**.
     centers_mask : (K, M) bool.
-    weights : (D, M) from :func:`modality_weights`.
+    dims : M ints summing to D.
     center_norms, row_norms : optional precomputed ``squared_norms`` of the centres (K, M)
         and of the rows (n, M).
 
@@ -57,14 +61,13 @@ def masked_sq_sums(z, mask, centers, centers_mask, weights, center_norms=None,
     row_mask = mask.astype(dtype)
     center_mask = centers_mask.astype(dtype)
     if center_norms is None:
-        center_norms = squared_norms(centers, weights)
+        center_norms = squared_norms(centers, dims)
     if row_norms is None:
-        row_norms = squared_norms(z, weights)
-    col_scale = weights.sum(axis=1)  # (D,) 1/d_m of each column
+        row_norms = squared_norms(z, dims)
+    xp = array_module(z)
     sums = row_norms @ center_mask.T
     sums += row_mask @ center_norms.T
-    sums -= 2.0 * (z @ (centers * col_scale).T)
-    xp = array_module(sums)
+    sums -= 2.0 * (z @ (centers * column_scale(dims, xp, dtype)).T)
     xp.maximum(sums, 0.0, out=sums)
     return sums, row_mask @ center_mask.T
 
@@ -103,9 +106,8 @@ def partial_distances(z, mask, centers, centers_mask, dims):
     check_packed(centers, centers_mask, dims, "centers", "centers_mask")
     xp = array_module(z, mask, centers, centers_mask)
     centers = centers.astype(z.dtype, copy=False)
-    weights = modality_weights(dims, xp, z.dtype)
     sums, shared = masked_sq_sums(
         zero_missing(z, mask, dims), mask, zero_missing(centers, centers_mask, dims),
-        centers_mask, weights,
+        centers_mask, dims,
     )
     return distances_from_sums(sums, shared)

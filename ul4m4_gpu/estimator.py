@@ -247,7 +247,7 @@ class UL4M4Imputer(BaseEstimator):
             )
         z = normalise(data.values, data.mask, self.mean_, self.scale_, data.dims)
         rows = PackedRows.build(z, data.mask, data.dims, clean=True)
-        pairs = CenterPairs.build(self.cluster_centers_, self.centers_mask_, rows.weights)
+        pairs = CenterPairs.build(self.cluster_centers_, self.centers_mask_, data.dims)
         with tqdm(total=int((~data.mask).any(axis=1).sum()), desc="greedy completion",
                   unit="row", disable=not self.verbose, leave=False) as bar:
             sources = completion_sources(rows, pairs, self.batch_size, progress=bar)

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import check_random_state
 
-from .backend import array_module, segment_sum
+import numba
+
+from .backend import array_module
+from .kernels import assign as assign_kernels
+from .kernels import update as update_kernels
 from .distances import (
+    column_scale,
     distances_from_sums,
     masked_sq_sums,
-    modality_weights,
     squared_norms,
     zero_missing,
 )
@@ -35,14 +39,12 @@ class PackedRows:
     """Normalised rows ready for clustering.
 
     z : (N, D) float array, zero on missing slots; mask : (N, M) bool; dims : M ints;
-    weights : (D, M) from :func:`modality_weights`; row_norms : (N, M) per-modality squared
-    norms over d_m.
+    row_norms : (N, M) per-modality squared norms over d_m.
     """
 
     z: object
     mask: object
     dims: tuple
-    weights: object
     row_norms: object
 
     @classmethod
@@ -53,8 +55,7 @@ class PackedRows:
         xp = array_module(z, mask)
         if not clean:
             z = zero_missing(z, mask, dims)
-        weights = modality_weights(dims, xp, z.dtype)
-        return cls(z, mask, dims, weights, squared_norms(z, weights))
+        return cls(z, mask, dims, squared_norms(z, dims))
 
     @property
     def xp(self):
@@ -91,24 +92,39 @@ def assign(rows: PackedRows, centers, centers_mask, batch_size: int | None = Non
     """Nearest centre of every row (ties: lowest index).
 
     Returns labels (N,) int64, −1 where every distance is +inf, and the distances (N,) of
-    z's dtype (+inf for label −1). Holds at most ``batch_size`` × K distances at once.
+    z's dtype (+inf for label −1). Per batch of ``batch_size`` rows one GEMM gives the
+    cross terms and the ``assign`` kernel (CPU twin or CUDA) does the rest, fused.
     """
     xp = rows.xp
     batch_size = batch_size or default_batch_size(len(rows), centers.shape[0])
-    center_norms = squared_norms(centers, rows.weights)
+    center_norms = squared_norms(centers, rows.dims)
+    scaled_centers = centers * column_scale(rows.dims, xp, rows.z.dtype)
     labels = xp.empty(len(rows), dtype=xp.int64)
     nearest = xp.empty(len(rows), dtype=rows.z.dtype)
     for batch in rows.batches(batch_size):
-        sums, shared = masked_sq_sums(
-            rows.z[batch], rows.mask[batch], centers, centers_mask, rows.weights,
-            center_norms=center_norms, row_norms=rows.row_norms[batch],
-        )
-        dist = distances_from_sums(sums, shared)
-        best = xp.argmin(dist, axis=1)
-        best_dist = xp.take_along_axis(dist, best[:, None], axis=1)[:, 0]
-        labels[batch] = xp.where(xp.isinf(best_dist), -1, best)
-        nearest[batch] = best_dist
+        cross = rows.z[batch] @ scaled_centers.T
+        args = (cross, rows.row_norms[batch], rows.mask[batch], center_norms, centers_mask,
+                labels[batch], nearest[batch])
+        if xp is np:
+            assign_kernels.nearest_centers_cpu(*args)
+        else:
+            assign_kernels.launch_1d(assign_kernels.cuda_kernel(), cross.shape[0], *args)
     return labels, nearest
+
+
+def cluster_sums(labels, values, n_clusters: int):
+    """(K, P) sums of the rows of ``values`` (N, P) by label (−1 rows skipped), through the
+    ``update`` kernel: per-chunk partial sums, then one reduction."""
+    xp = array_module(labels, values)
+    max_chunks = 4 * numba.get_num_threads() if xp is np else 1024
+    chunk = update_kernels.rows_per_chunk(values.shape[0], max_chunks)
+    partials = xp.zeros((-(-values.shape[0] // chunk), n_clusters, values.shape[1]),
+                        dtype=values.dtype)
+    if xp is np:
+        update_kernels.chunk_sums_cpu(values, labels, chunk, partials)
+    else:
+        update_kernels.launch(values, labels, chunk, partials)
+    return partials.sum(axis=0)
 
 
 def update_centers(rows: PackedRows, labels, centers, centers_mask):
@@ -122,8 +138,8 @@ def update_centers(rows: PackedRows, labels, centers, centers_mask):
     """
     xp = rows.xp
     n_centers = centers.shape[0]
-    sums = segment_sum(labels, rows.z, n_centers)
-    counts = segment_sum(labels, rows.mask.astype(rows.z.dtype), n_centers)
+    sums = cluster_sums(labels, rows.z, n_centers)
+    counts = cluster_sums(labels, rows.mask.astype(rows.z.dtype), n_centers)
     members = xp.bincount(labels[labels >= 0], minlength=n_centers) > 0
     new_mask = xp.where(members[:, None], counts > 0, centers_mask)
     per_column = xp.repeat(counts, list(rows.dims), axis=1)
@@ -138,7 +154,7 @@ def center_shift(rows: PackedRows, old, old_mask, new, new_mask):
     set changed."""
     xp = rows.xp
     diff = new - old
-    sums = (squared_norms(diff, rows.weights) * old_mask).sum(axis=1)
+    sums = (squared_norms(diff, rows.dims) * old_mask).sum(axis=1)
     shared = old_mask.sum(axis=1).astype(sums.dtype)
     shift = distances_from_sums(sums, shared)
     return xp.where((old_mask == new_mask).all(axis=1), shift, xp.inf)
@@ -200,7 +216,7 @@ def seed_plusplus(rows: PackedRows, n_clusters: int, random_state=None):
         seed = seeds[-1]
         sums, shared = masked_sq_sums(
             rows.z, rows.mask, rows.z[seed:seed + 1], rows.mask[seed:seed + 1],
-            rows.weights, center_norms=rows.row_norms[seed:seed + 1], row_norms=rows.row_norms,
+            rows.dims, center_norms=rows.row_norms[seed:seed + 1], row_norms=rows.row_norms,
         )
         dist = distances_from_sums(sums[:, 0], shared[:, 0]).astype(xp.float64)
         dist = xp.where(xp.isinf(dist), UNREACHABLE_DISTANCE, dist)
