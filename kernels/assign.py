@@ -15,11 +15,11 @@ The (n, K) distance matrix is never stored.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numba
 import numpy as np
+from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
 
 @numba.njit(parallel=True, cache=True)
@@ -46,41 +46,35 @@ def nearest_centers_cpu(cross, row_norms, mask, center_norms, centers_mask, labe
         nearest[i] = math.sqrt(best)
 
 
-@functools.cache
-def cuda_kernel():
-    """The CUDA twin, compiled on first use (Numba's simulator under NUMBA_ENABLE_CUDASIM=1)."""
-    from numba import cuda
-
-    @cuda.jit
-    def nearest_centers_cuda(cross, row_norms, mask, center_norms, centers_mask, labels, nearest):
-        """One thread per row, same arithmetic and tie rule as the CPU twin."""
-        i = cuda.grid(1)
-        n, k = cross.shape
-        if i >= n:
-            return
-        best = math.inf
-        best_l = -1
-        for l in range(k):
-            total = -2.0 * cross[i, l]
-            count = 0
-            for m in range(mask.shape[1]):
-                if mask[i, m] and centers_mask[l, m]:
-                    total += row_norms[i, m] + center_norms[l, m]
-                    count += 1
-            if count > 0:
-                value = max(total, 0.0) / count
-                if value < best:
-                    best = value
-                    best_l = l
-        labels[i] = best_l
-        nearest[i] = math.sqrt(best)
-
-    return nearest_centers_cuda
+@cuda.jit
+def nearest_centers_cuda(cross, row_norms, mask, center_norms, centers_mask, labels, nearest):
+    """CUDA twin: one thread per row, same arithmetic and tie rule as the CPU twin."""
+    i = cuda.grid(1)
+    n, k = cross.shape
+    if i >= n:
+        return
+    best = math.inf
+    best_l = -1
+    for l in range(k):
+        total = -2.0 * cross[i, l]
+        count = 0
+        for m in range(mask.shape[1]):
+            if mask[i, m] and centers_mask[l, m]:
+                total += row_norms[i, m] + center_norms[l, m]
+                count += 1
+        if count > 0:
+            value = max(total, 0.0) / count
+            if value < best:
+                best = value
+                best_l = l
+    labels[i] = best_l
+    nearest[i] = math.sqrt(best)
 
 
 THREADS_1D = 256
 
 
-def launch_1d(kernel, size: int, *args):
-    """Launch a 1-D ``cuda.jit`` kernel covering ``size`` items with 256-thread blocks."""
-    kernel[(size + THREADS_1D - 1) // THREADS_1D, THREADS_1D](*args)
+def launch(cross, *args):
+    """Run the CUDA twin over every row of ``cross`` (256-thread blocks)."""
+    blocks = (cross.shape[0] + THREADS_1D - 1) // THREADS_1D
+    nearest_centers_cuda[blocks, THREADS_1D](cross, *args)

@@ -11,11 +11,11 @@ the batch; ``which`` (n,) gives each row's pattern. No (n, K, K) array is ever s
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numba
 import numpy as np
+from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
 
 @numba.njit(parallel=True, cache=True)
@@ -50,41 +50,35 @@ def pick_sources_cpu(scores, missing, centers_mask, out):
             out[i, m] = pick
 
 
-@functools.cache
-def cuda_kernels():
-    """Compile-on-first-use CUDA kernels (Numba's simulator under NUMBA_ENABLE_CUDASIM=1)."""
-    from numba import cuda
+@cuda.jit
+def candidate_scores_cuda(sums, shared, which, pattern_sums, pattern_shared, out):
+    """CUDA twin of :func:`candidate_scores_cpu`: one thread per (row, candidate)."""
+    i, j = cuda.grid(2)
+    n, k = sums.shape
+    if i >= n or j >= k:
+        return
+    q = which[i]
+    best = math.inf
+    for l in range(k):
+        count = shared[i, l] + pattern_shared[q, j, l]
+        ratio = (sums[i, l] + pattern_sums[q, j, l] + (count == 0)) / count
+        best = min(best, ratio)
+    out[i, j] = math.sqrt(best)
 
-    @cuda.jit
-    def candidate_scores_cuda(sums, shared, which, pattern_sums, pattern_shared, out):
-        """One thread per (row, candidate); same arithmetic as the CPU twin."""
-        i, j = cuda.grid(2)
-        n, k = sums.shape
-        if i >= n or j >= k:
-            return
-        q = which[i]
-        best = math.inf
-        for l in range(k):
-            count = shared[i, l] + pattern_shared[q, j, l]
-            ratio = (sums[i, l] + pattern_sums[q, j, l] + (count == 0)) / count
-            best = min(best, ratio)
-        out[i, j] = math.sqrt(best)
 
-    @cuda.jit
-    def pick_sources_cuda(scores, missing, centers_mask, out):
-        """One thread per (row, modality); same rule as the CPU twin."""
-        i, m = cuda.grid(2)
-        n, k = scores.shape
-        if i >= n or m >= missing.shape[1]:
-            return
-        pick = -1
-        if missing[i, m]:
-            for j in range(k):
-                if centers_mask[j, m] and (pick < 0 or scores[i, j] < scores[i, pick]):
-                    pick = j
-        out[i, m] = pick
-
-    return candidate_scores_cuda, pick_sources_cuda
+@cuda.jit
+def pick_sources_cuda(scores, missing, centers_mask, out):
+    """CUDA twin of :func:`pick_sources_cpu`: one thread per (row, modality)."""
+    i, m = cuda.grid(2)
+    n, k = scores.shape
+    if i >= n or m >= missing.shape[1]:
+        return
+    pick = -1
+    if missing[i, m]:
+        for j in range(k):
+            if centers_mask[j, m] and (pick < 0 or scores[i, j] < scores[i, pick]):
+                pick = j
+    out[i, m] = pick
 
 
 THREADS_2D = (16, 16)

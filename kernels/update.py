@@ -9,9 +9,8 @@ filled in place; the caller sums axis 0.
 
 from __future__ import annotations
 
-import functools
-
 import numba
+from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
 #: Fewest rows accumulated by one chunk (one CPU task, or one CUDA block).
 MIN_ROWS_PER_CHUNK = 4096
@@ -38,33 +37,24 @@ def chunk_sums_cpu(values, labels, rows_per_chunk, partials):
 THREADS_PER_BLOCK = 128
 
 
-@functools.cache
-def cuda_kernel():
-    """The CUDA twin, compiled on first use (Numba's simulator under NUMBA_ENABLE_CUDASIM=1).
-
-    Grid: (n_chunks, ceil(P / 128)) blocks of 128 threads; thread (chunk, col) walks the
-    chunk's rows and owns ``partials[chunk, :, col]``.
-    """
-    from numba import cuda
-
-    @cuda.jit
-    def chunk_sums_cuda(values, labels, rows_per_chunk, partials):
-        chunk = cuda.blockIdx.x
-        col = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
-        n, p = values.shape
-        if col >= p:
-            return
-        stop = min(n, (chunk + 1) * rows_per_chunk)
-        for i in range(chunk * rows_per_chunk, stop):
-            label = labels[i]
-            if label >= 0:
-                partials[chunk, label, col] += values[i, col]
-
-    return chunk_sums_cuda
+@cuda.jit
+def chunk_sums_cuda(values, labels, rows_per_chunk, partials):
+    """CUDA twin. Grid: (n_chunks, ceil(P / 128)) blocks of 128 threads; thread (chunk, col)
+    walks the chunk's rows and owns ``partials[chunk, :, col]``."""
+    chunk = cuda.blockIdx.x
+    col = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+    n, p = values.shape
+    if col >= p:
+        return
+    stop = min(n, (chunk + 1) * rows_per_chunk)
+    for i in range(chunk * rows_per_chunk, stop):
+        label = labels[i]
+        if label >= 0:
+            partials[chunk, label, col] += values[i, col]
 
 
 def launch(values, labels, rows_per_chunk, partials) -> None:
     """Run the CUDA twin over every chunk and column."""
     col_blocks = (values.shape[1] + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
-    cuda_kernel()[(partials.shape[0], col_blocks), THREADS_PER_BLOCK](
+    chunk_sums_cuda[(partials.shape[0], col_blocks), THREADS_PER_BLOCK](
         values, labels, rows_per_chunk, partials)

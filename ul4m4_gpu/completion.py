@@ -94,7 +94,7 @@ def candidate_scores(rows: PackedRows, index, pairs: CenterPairs):
     if xp is np:
         complete_kernels.candidate_scores_cpu(*args)
     else:
-        complete_kernels.launch_2d(complete_kernels.cuda_kernels()[0], scores.shape, *args)
+        complete_kernels.launch_2d(complete_kernels.candidate_scores_cuda, scores.shape, *args)
     return scores
 
 
@@ -121,7 +121,7 @@ def pick_sources(scores, missing, centers_mask):
     if xp is np:
         complete_kernels.pick_sources_cpu(scores, missing, centers_mask, sources)
     else:
-        complete_kernels.launch_2d(complete_kernels.cuda_kernels()[1], sources.shape,
+        complete_kernels.launch_2d(complete_kernels.pick_sources_cuda, sources.shape,
                                    scores, missing, centers_mask, sources)
     return sources
 

@@ -108,7 +108,7 @@ def assign(rows: PackedRows, centers, centers_mask, batch_size: int | None = Non
         if xp is np:
             assign_kernels.nearest_centers_cpu(*args)
         else:
-            assign_kernels.launch_1d(assign_kernels.cuda_kernel(), cross.shape[0], *args)
+            assign_kernels.launch(*args)
     return labels, nearest
 
 

@@ -1,0 +1,30 @@
+"""Test configuration: without a usable GPU, the CUDA kernels run in Numba's simulator and
+tests marked ``gpu`` are skipped."""
+
+import os
+
+import pytest
+
+
+def _gpu_present() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+HAS_GPU = _gpu_present()
+if not HAS_GPU:
+    # must be set before numba.cuda is first imported
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_GPU:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU with CuPy")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

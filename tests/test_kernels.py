@@ -1,0 +1,142 @@
+"""Every CUDA kernel against its CPU twin, and both against plain NumPy/loop references, on
+tiny shapes. Without a GPU the CUDA kernels run in Numba's simulator (see conftest.py)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reference
+from ul4m4_gpu.distances import column_scale, squared_norms, zero_missing
+from ul4m4_gpu.kernels import assign, complete, update
+
+
+@st.composite
+def partial_problem(draw):
+    n_mod = draw(st.integers(1, 4))
+    dims = draw(st.lists(st.integers(1, 5), min_size=n_mod, max_size=n_mod))
+    n, k = draw(st.integers(1, 9)), draw(st.integers(1, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    mask = rng.random((n, n_mod)) < 0.6
+    centers_mask = rng.random((k, n_mod)) < 0.7
+    z = zero_missing(rng.normal(size=(n, sum(dims))), mask, dims)
+    centers = zero_missing(rng.normal(size=(k, sum(dims))), centers_mask, dims)
+    return z, mask, centers, centers_mask, dims
+
+
+def assign_inputs(z, mask, centers, centers_mask, dims):
+    cross = z @ (centers * column_scale(dims, np, z.dtype)).T
+    return cross, squared_norms(z, dims), mask, squared_norms(centers, dims), centers_mask
+
+
+@settings(max_examples=25, deadline=None)
+@given(partial_problem())
+def test_assign_cuda_matches_cpu_and_the_reference(problem):
+    z, mask, centers, centers_mask, dims = problem
+    inputs = assign_inputs(*problem)
+    n = z.shape[0]
+    outputs = []
+    for run in ("cpu", "cuda"):
+        labels, nearest = np.empty(n, np.int64), np.empty(n)
+        if run == "cpu":
+            assign.nearest_centers_cpu(*inputs, labels, nearest)
+        else:
+            assign.launch(*inputs, labels, nearest)
+        outputs.append((labels, nearest))
+    np.testing.assert_array_equal(outputs[0][0], outputs[1][0])
+    np.testing.assert_allclose(outputs[0][1], outputs[1][1], rtol=1e-12)
+    ref_labels, ref_nearest = reference.assign(z, mask, centers, centers_mask, dims)
+    np.testing.assert_array_equal(outputs[0][0], ref_labels)
+    np.testing.assert_allclose(outputs[0][1], ref_nearest, rtol=1e-9, atol=1e-7)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 5), st.integers(1, 4), st.integers(1, 7),
+       st.integers(0, 2**32 - 1))
+def test_chunk_sums_cuda_matches_cpu_and_add_at(n, k, p, rows_per_chunk, seed):
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(n, p))
+    labels = rng.integers(-1, k, size=n)
+    expected = np.zeros((k, p))
+    keep = labels >= 0
+    np.add.at(expected, labels[keep], values[keep])
+    n_chunks = -(-n // rows_per_chunk)
+    for run in ("cpu", "cuda"):
+        partials = np.zeros((n_chunks, k, p))
+        if run == "cpu":
+            update.chunk_sums_cpu(values, labels, rows_per_chunk, partials)
+        else:
+            update.launch(values, labels, rows_per_chunk, partials)
+        np.testing.assert_allclose(partials.sum(axis=0), expected, atol=1e-12)
+
+
+def test_rows_per_chunk_bounds_the_chunk_count():
+    assert update.rows_per_chunk(10, 8) == update.MIN_ROWS_PER_CHUNK
+    assert update.rows_per_chunk(10**6, 8) == 125_000
+
+
+def loop_scores(sums, shared, which, pattern_sums, pattern_shared):
+    """Literal triple loop of the scoring formula."""
+    n, k = sums.shape
+    out = np.full((n, k), np.inf)
+    for i in range(n):
+        for j in range(k):
+            ratios = [(sums[i, l] + pattern_sums[which[i], j, l]) /
+                      (shared[i, l] + pattern_shared[which[i], j, l])
+                      for l in range(k) if shared[i, l] + pattern_shared[which[i], j, l] > 0]
+            if ratios:
+                out[i, j] = np.sqrt(min(ratios))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # the simulator's 1/0 = inf
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(1, 3), st.integers(0, 2**32 - 1))
+def test_candidate_scores_cuda_matches_cpu_and_loop(n, k, n_patterns, seed):
+    rng = np.random.default_rng(seed)
+    shared = rng.integers(0, 3, size=(n, k)).astype(float)
+    sums = np.where(shared > 0, rng.random((n, k)), 0.0)
+    pattern_shared = rng.integers(0, 2, size=(n_patterns, k, k)).astype(float)
+    pattern_sums = np.where(pattern_shared > 0, rng.random((n_patterns, k, k)), 0.0)
+    which = rng.integers(0, n_patterns, size=n)
+    args = (sums, shared, which, pattern_sums, pattern_shared)
+    expected = loop_scores(*args)
+    for run in ("cpu", "cuda"):
+        out = np.empty((n, k))
+        if run == "cpu":
+            complete.candidate_scores_cpu(*args, out)
+        else:
+            complete.launch_2d(complete.candidate_scores_cuda, out.shape, *args, out)
+        np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_pick_sources_cuda_matches_cpu_and_lexicographic_rule(n, k, n_mod, seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.choice([0.5, 1.0, 2.0, np.inf], size=(n, k))  # many ties, some +inf
+    missing = rng.random((n, n_mod)) < 0.6
+    centers_mask = rng.random((k, n_mod)) < 0.6
+    expected = np.full((n, n_mod), -1)
+    for i in range(n):
+        for m in range(n_mod):
+            carriers = [j for j in range(k) if centers_mask[j, m]]
+            if missing[i, m] and carriers:
+                expected[i, m] = min(carriers, key=lambda j: (scores[i, j], j))
+    for run in ("cpu", "cuda"):
+        out = np.empty((n, n_mod), np.int64)
+        if run == "cpu":
+            complete.pick_sources_cpu(scores, missing, centers_mask, out)
+        else:
+            complete.launch_2d(complete.pick_sources_cuda, out.shape, scores, missing,
+                               centers_mask, out)
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_cuda_kernels_run_in_the_simulator_without_a_gpu():
+    import numba
+    from conftest import HAS_GPU
+
+    if HAS_GPU:
+        pytest.skip("a real GPU is present")
+    assert numba.config.ENABLE_CUDASIM
