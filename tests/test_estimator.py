@@ -308,3 +308,18 @@ def test_load_rejects_other_files(tmp_path):
     path.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="cannot read a UL4M4Imputer model"):
         UL4M4Imputer.load(path)
+
+
+def test_batching_and_pattern_splits_do_not_change_the_result(monkeypatch):
+    import ul4m4_gpu.completion as completion
+
+    blocks, mask = make_data(6, n=90, dims=(3, 2, 4, 1))
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    imp = UL4M4Imputer(n_clusters=5, random_state=0).fit(data)
+    whole = imp.imputation_sources(data)
+    imp.set_params(batch_size=7)
+    np.testing.assert_array_equal(imp.imputation_sources(data), whole)
+    monkeypatch.setattr(completion, "PATTERN_TRIPLES_PER_BATCH", 1)  # split down to single rows
+    np.testing.assert_array_equal(imp.imputation_sources(data), whole)
+    np.testing.assert_array_equal(
+        UL4M4Imputer(n_clusters=5, random_state=0, batch_size=11).fit(data).labels_, imp.labels_)

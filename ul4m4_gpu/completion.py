@@ -10,7 +10,8 @@ whose centre carries m. Scores come without any per-row loop from
 
 with A the row-to-centre sums of :func:`masked_sq_sums` and B^Q = Σ_{m∈Q} P_m, P_m the
 (K, K) per-modality centre-to-centre squared distances over d_m (zero unless both carry m).
-B^Q is computed once per distinct missing pattern of a batch and gathered for its rows.
+B^Q is computed once per distinct missing pattern of a batch (a (U, K, K) table) and the
+``complete`` kernel does the min-reduction per row without storing any (n, K, K) array.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import array_module
-from .kernels import complete as complete_kernels
 from .distances import masked_sq_sums, squared_norms, zero_missing
-from .kmeans import PackedRows
+from .kernels import complete as complete_kernels
+from .kmeans import PackedRows, default_batch_size
 from .validation import check_packed
 
-#: Target number of (row, candidate, centre) triples held at once by a scoring batch.
-TRIPLES_PER_BATCH = 1 << 24
+#: Largest (pattern, candidate, centre) table built for one batch; a batch with more
+#: distinct missing patterns than fit is split in halves.
+PATTERN_TRIPLES_PER_BATCH = 1 << 24
 
 
 @dataclass
@@ -70,22 +72,16 @@ class CenterPairs:
         return int(self.centers.shape[0])
 
 
-def default_completion_batch(n_rows: int, n_centers: int) -> int:
-    """Rows per scoring batch so that a batch holds about 2^24 (row, j, l) triples."""
-    return max(1, min(n_rows, TRIPLES_PER_BATCH // max(n_centers * n_centers, 1)))
-
-
-def candidate_scores(rows: PackedRows, index, pairs: CenterPairs):
-    """(n, K) greedy scores of the rows selected by ``index`` (a slice or an index array);
-    +inf where a candidate shares nothing with any centre. The (n, K, K) min-reduction runs
-    in the ``complete`` kernel (CPU twin or CUDA), never materialised."""
+def candidate_scores(rows: PackedRows, index, pairs: CenterPairs, patterns, which):
+    """(n, K) greedy scores of the rows selected by ``index`` (an index array); +inf where
+    a candidate shares nothing with any centre. ``patterns`` (U, M) 0/1 and ``which`` (n,)
+    come from :func:`_missing_patterns` of those rows. The (n, K, K) min-reduction runs in
+    the ``complete`` kernel (CPU twin or CUDA), never materialised."""
     xp = rows.xp
-    mask = rows.mask[index]
     sums, shared = masked_sq_sums(
-        rows.z[index], mask, pairs.centers, pairs.centers_mask, rows.dims,
+        rows.z[index], rows.mask[index], pairs.centers, pairs.centers_mask, rows.dims,
         center_norms=pairs.center_norms, row_norms=rows.row_norms[index],
     )
-    patterns, which = _missing_patterns(~mask, sums.dtype)
     k = pairs.n_centers
     pattern_sums = (patterns @ pairs.pair_sums).reshape(-1, k, k)
     pattern_shared = (patterns @ pairs.pair_shared).reshape(-1, k, k)
@@ -129,19 +125,31 @@ def pick_sources(scores, missing, centers_mask):
 def completion_sources(rows: PackedRows, pairs: CenterPairs, batch_size: int | None = None,
                        progress=None):
     """(N, M) int64 source centre of every slot (see :func:`pick_sources`), scoring the
-    incomplete rows in batches of ``batch_size``; ``progress`` (a tqdm bar, optional) is
-    advanced by the incomplete rows done."""
+    incomplete rows in batches of ``batch_size`` (default: about 2^24 / K rows, bounding the
+    (n, K) arrays); ``progress`` (a tqdm bar, optional) is advanced by the rows done."""
     xp = rows.xp
     sources = xp.full(rows.mask.shape, -1, dtype=xp.int64)
     incomplete = xp.flatnonzero(~rows.mask.all(axis=1))
-    batch_size = batch_size or default_completion_batch(incomplete.size, pairs.n_centers)
+    batch_size = batch_size or default_batch_size(int(incomplete.size), pairs.n_centers)
     for start in range(0, incomplete.size, batch_size):
         index = incomplete[start:start + batch_size]
-        scores = candidate_scores(rows, index, pairs)
-        sources[index] = pick_sources(scores, ~rows.mask[index], pairs.centers_mask)
+        sources[index] = _batch_sources(rows, index, pairs)
         if progress is not None:
             progress.update(int(index.size))
     return sources
+
+
+def _batch_sources(rows: PackedRows, index, pairs: CenterPairs):
+    """(n, M) sources of the rows ``index``; halves the batch while its distinct missing
+    patterns would need a (U, K, K) table larger than PATTERN_TRIPLES_PER_BATCH."""
+    missing = ~rows.mask[index]
+    patterns, which = _missing_patterns(missing, rows.z.dtype)
+    if patterns.shape[0] * pairs.n_centers ** 2 > PATTERN_TRIPLES_PER_BATCH and index.size > 1:
+        half = index.size // 2
+        return rows.xp.concatenate([_batch_sources(rows, index[:half], pairs),
+                                    _batch_sources(rows, index[half:], pairs)])
+    scores = candidate_scores(rows, index, pairs, patterns, which)
+    return pick_sources(scores, missing, pairs.centers_mask)
 
 
 def fill_from_sources(out, sources, missing, source_values, default, dims):
@@ -174,7 +182,7 @@ def greedy_complete(z, mask, centers, centers_mask, dims, batch_size: int | None
     centers : (K, D) float array; values on modalities a centre lacks are ignored.
     centers_mask : (K, M) bool.
     dims : M ints summing to D.
-    batch_size : rows scored at once (default: about 2^24 / K²); bounds the (n, K, K) work.
+    batch_size : rows scored at once (default: about 2^24 / K); bounds the (n, K) arrays.
     return_sources : also return the (N, M) int64 centre each slot was copied from.
 
     Returns

@@ -52,8 +52,8 @@ class UL4M4Imputer(BaseEstimator):
     device : "auto", "cpu" or "cuda"
         Where the arrays live. "auto" uses a GPU when CuPy sees one, else the CPU.
     batch_size : int or None
-        Rows processed at once in assignment and completion (bounds the N×K and N×K×K
-        work); None chooses about 2^24 / K and 2^24 / K² rows.
+        Rows processed at once in assignment and completion (bounds the batch × K arrays);
+        None chooses about 2^24 / K rows.
     ddof : int, default 0
         Delta degrees of freedom of the per-modality standard deviation.
     verbose : int, default 0

@@ -225,8 +225,8 @@ def seed_plusplus(rows: PackedRows, n_clusters: int, random_state=None):
         cumulative = xp.cumsum(weights)
         total = float(cumulative[-1])
         if total > 0:
-            threshold = rng.random_sample() * total
-            pick = int(xp.searchsorted(cumulative, threshold, side="right"))
+            threshold = xp.asarray([rng.random_sample() * total])
+            pick = int(xp.searchsorted(cumulative, threshold, side="right")[0])
             seeds.append(min(pick, len(rows) - 1))
         else:
             seeds.append(int(candidates[rng.randint(candidates.size)]))
