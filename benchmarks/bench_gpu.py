@@ -1,0 +1,141 @@
+"""GPU benchmark (needs CuPy and a CUDA device), measured side by side in one run.
+
+Fit + transform at N = 1,000,000 rows, three modalities of 768/1024/768 dims, K = 256, 50 % of
+slots missing. Prints the partial k-means time per Lloyd iteration, the completion
+throughput (rows/s), the fraction of the same-run CuPy GEMM throughput that one iteration
+reaches (time of a plain (N, D) @ (D, K) float32 matmul / time of one iteration), and, where
+importable, cuML's and FAISS's k-means time per iteration on the same complete data.
+
+Run:  python benchmarks/bench_gpu.py [--n 1000000] [--k 256] [--iters 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+
+
+def timed(fn, repeats: int = 3) -> float:
+    """Median wall time of ``fn()`` in seconds, synchronising the device around each call."""
+    import cupy
+
+    fn()
+    cupy.cuda.Device().synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        cupy.cuda.Device().synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def make_data(n: int, dims, missing: float, seed: int = 0):
+    """Clustered float32 rows on the GPU with each slot missing w.p. ``missing`` (every row
+    keeps at least one modality)."""
+    import cupy
+
+    rng = cupy.random.default_rng(seed)
+    centres = rng.standard_normal((64, sum(dims)), dtype=cupy.float32) * 3
+    x = centres[rng.integers(0, 64, n)] + rng.standard_normal((n, sum(dims)), dtype=cupy.float32)
+    mask = rng.random((n, len(dims))) >= missing
+    mask[~mask.any(axis=1), 0] = True
+    return x, mask
+
+
+def other_kmeans(x, k: int, iters: int, init) -> dict:
+    """Per-iteration time of cuML and FAISS k-means on complete data, where importable."""
+    out = {}
+    try:
+        from cuml.cluster import KMeans
+
+        t = timed(lambda: KMeans(n_clusters=k, init=init, n_init=1, max_iter=iters, tol=0.0)
+                  .fit(x), repeats=1)
+        out["cuml_s_per_iter"] = t / iters
+    except ImportError:
+        pass
+    try:
+        import faiss
+
+        host = x.get()
+        km = faiss.Kmeans(host.shape[1], k, niter=iters, gpu=True, seed=0)
+        start = time.perf_counter()
+        km.train(host)
+        out["faiss_s_per_iter"] = (time.perf_counter() - start) / iters
+    except (ImportError, AttributeError):
+        pass
+    return out
+
+
+def main() -> None:
+    import cupy
+
+    from ul4m4_gpu import MultiModalArray, UL4M4Imputer
+    from ul4m4_gpu.kmeans import PackedRows, lloyd_loop, seed_plusplus
+    from ul4m4_gpu.normalise import fit_modality_stats, normalise
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--k", type=int, default=256)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--missing", type=float, default=0.5)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    dims = (768, 1024, 768)
+    n, k, d = args.n, args.k, sum(dims)
+    figures = {"n": n, "k": k, "dims": dims, "missing": args.missing,
+               "gpu": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()}
+
+    x, mask = make_data(n, dims, args.missing)
+    data = MultiModalArray(x, mask, dims)
+    mean, scale = fit_modality_stats(x, mask, dims)
+    z = normalise(x, mask, mean, scale, dims)
+    rows = PackedRows.build(z, mask, dims, clean=True)
+
+    start = time.perf_counter()
+    centers, centers_mask, _ = seed_plusplus(rows, k, 0)
+    cupy.cuda.Device().synchronize()
+    figures["kmeanspp_s"] = time.perf_counter() - start
+    t_iter = timed(lambda: lloyd_loop(rows, centers, centers_mask, max_iter=args.iters, tol=0.0),
+                   repeats=1) / args.iters
+    t_gemm = timed(lambda: z @ centers.T, repeats=5)
+    figures.update(s_per_iter=t_iter, gemm_s=t_gemm, gemm_fraction=t_gemm / t_iter,
+                   gemm_tflops=2 * n * d * k / t_gemm / 1e12)
+
+    imp = UL4M4Imputer(n_clusters=k, max_iter=args.iters, tol=0.0, random_state=0,
+                       device="cuda", init=(centers, centers_mask))
+    start = time.perf_counter()
+    imp.fit(data)
+    cupy.cuda.Device().synchronize()
+    figures["fit_s"] = time.perf_counter() - start
+    t_transform = timed(lambda: imp.transform(data), repeats=3)
+    figures.update(transform_s=t_transform, completion_rows_per_s=n / t_transform)
+
+    full = cupy.ones_like(mask)
+    complete_rows = PackedRows.build(x, full, dims, clean=True)
+    figures["ours_complete_s_per_iter"] = timed(
+        lambda: lloyd_loop(complete_rows, x[:k].copy(), full[:k].copy(), max_iter=args.iters,
+                           tol=0.0), repeats=1) / args.iters
+    figures.update(other_kmeans(x, k, args.iters, x[:k].copy()))
+
+    print(f"GPU {figures['gpu']}: N={n:,} dims {dims} K={k}, {args.missing:.0%} slots missing")
+    print(f"  k-means++ seeding            {figures['kmeanspp_s']:8.3f} s")
+    print(f"  partial Lloyd iteration      {t_iter * 1e3:8.1f} ms")
+    print(f"  same-shape CuPy GEMM         {t_gemm * 1e3:8.1f} ms ({figures['gemm_tflops']:.1f} TFLOP/s)")
+    print(f"  fraction of GEMM throughput  {figures['gemm_fraction']:8.2f}   (target >= 0.5)")
+    print(f"  transform (completion)       {figures['completion_rows_per_s']:12,.0f} rows/s (target >= 10M)")
+    print(f"  complete-data Lloyd, ours    {figures['ours_complete_s_per_iter'] * 1e3:8.1f} ms/iter")
+    for name in ("cuml", "faiss"):
+        if f"{name}_s_per_iter" in figures:
+            print(f"  complete-data, {name:5s}        {figures[f'{name}_s_per_iter'] * 1e3:8.1f} ms/iter")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({key: (list(v) if isinstance(v, tuple) else v) for key, v in figures.items()},
+                      handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
