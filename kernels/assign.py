@@ -5,11 +5,14 @@ Inputs for a batch of n rows against K centres (M modalities):
 ``row_norms`` (n, M) and ``center_norms`` (K, M) = ||·^m||² / d_m; ``mask`` (n, M) and
 ``centers_mask`` (K, M) bool. For each pair the kernel forms
 
-    sum = Σ_{m∈O_i∩C_l} (row_norms[i, m] + center_norms[l, m]) − 2 cross[i, l]   (≥ 0)
-    d²  = sum / |O_i ∩ C_l|                                     (+inf when nothing shared)
+    norms = Σ_{m∈O_i∩C_l} (row_norms[i, m] + center_norms[l, m])
+    sum   = norms − 2 cross[i, l],  set to 0 when ≤ rtol · norms (round-off of the expansion)
+    d²    = sum / |O_i ∩ C_l|                                  (+inf when nothing shared)
 
-and keeps the smallest (ties: lowest l). Outputs: ``labels`` (n,) int64, −1 when every
-distance is +inf, and ``nearest`` (n,) = the distance itself (sqrt taken once per row).
+and keeps the smallest, where a later centre must beat the best by more than the round-off
+of both (rtol · norms / count): ties within round-off go to the lowest l, so duplicate
+centres resolve the same way whatever the batch. Outputs: ``labels`` (n,) int64, −1 when
+every distance is +inf, and ``nearest`` (n,) = the distance itself (one sqrt per row).
 The (n, K) distance matrix is never stored.
 """
 
@@ -23,49 +26,59 @@ from numba import cuda  # lazy: a kernel compiles at its first launch, never on 
 
 
 @numba.njit(parallel=True, cache=True)
-def nearest_centers_cpu(cross, row_norms, mask, center_norms, centers_mask, labels, nearest):
+def nearest_centers_cpu(cross, row_norms, mask, center_norms, centers_mask, rtol, labels,
+                        nearest):
     """CPU twin: one row per parallel iteration."""
     n, k = cross.shape
     n_mod = mask.shape[1]
     for i in numba.prange(n):
         best = np.inf
+        best_slack = 0.0
         best_l = -1
         for l in range(k):
-            total = -2.0 * cross[i, l]
+            norms = 0.0
             count = 0
             for m in range(n_mod):
                 if mask[i, m] and centers_mask[l, m]:
-                    total += row_norms[i, m] + center_norms[l, m]
+                    norms += row_norms[i, m] + center_norms[l, m]
                     count += 1
             if count > 0:
-                value = max(total, 0.0) / count
-                if value < best:
+                total = norms - 2.0 * cross[i, l]
+                slack = rtol * norms / count
+                value = total / count if total > rtol * norms else 0.0
+                if value < best - max(slack, best_slack):
                     best = value
+                    best_slack = slack
                     best_l = l
         labels[i] = best_l
         nearest[i] = math.sqrt(best)
 
 
 @cuda.jit
-def nearest_centers_cuda(cross, row_norms, mask, center_norms, centers_mask, labels, nearest):
+def nearest_centers_cuda(cross, row_norms, mask, center_norms, centers_mask, rtol, labels,
+                         nearest):
     """CUDA twin: one thread per row, same arithmetic and tie rule as the CPU twin."""
     i = cuda.grid(1)
     n, k = cross.shape
     if i >= n:
         return
     best = math.inf
+    best_slack = 0.0
     best_l = -1
     for l in range(k):
-        total = -2.0 * cross[i, l]
+        norms = 0.0
         count = 0
         for m in range(mask.shape[1]):
             if mask[i, m] and centers_mask[l, m]:
-                total += row_norms[i, m] + center_norms[l, m]
+                norms += row_norms[i, m] + center_norms[l, m]
                 count += 1
         if count > 0:
-            value = max(total, 0.0) / count
-            if value < best:
+            total = norms - 2.0 * cross[i, l]
+            slack = rtol * norms / count
+            value = total / count if total > rtol * norms else 0.0
+            if value < best - max(slack, best_slack):
                 best = value
+                best_slack = slack
                 best_l = l
     labels[i] = best_l
     nearest[i] = math.sqrt(best)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference
-from ul4m4_gpu.distances import column_scale, squared_norms, zero_missing
+from ul4m4_gpu.distances import column_scale, roundoff_rtol, squared_norms, zero_missing
 from ul4m4_gpu.kernels import assign, complete, update
 
 
@@ -26,7 +26,8 @@ def partial_problem(draw):
 
 def assign_inputs(z, mask, centers, centers_mask, dims):
     cross = z @ (centers * column_scale(dims, np, z.dtype)).T
-    return cross, squared_norms(z, dims), mask, squared_norms(centers, dims), centers_mask
+    return (cross, squared_norms(z, dims), mask, squared_norms(centers, dims), centers_mask,
+            roundoff_rtol(z.dtype))
 
 
 @settings(max_examples=25, deadline=None)

@@ -36,7 +36,8 @@ class CenterPairs:
     """What completion needs from the centres, computed once per set of centres.
 
     centers : (K, D) zero where absent; centers_mask : (K, M) bool; center_norms : (K, M);
-    pair_sums : (M, K·K) P_m[j, l] flattened, exactly 0 on the diagonal;
+    pair_sums : (M, K·K) P_m[j, l] = ||c_j^m − c_l^m||² / d_m flattened (0 unless both
+        carry m; exactly 0 on the diagonal);
     pair_shared : (M, K·K) 1 where centres j and l both carry m, else 0.
     """
 
@@ -48,28 +49,39 @@ class CenterPairs:
 
     @classmethod
     def build(cls, centers, centers_mask, dims) -> "CenterPairs":
-        """centers (K, D) zero where absent, centers_mask (K, M) bool, dims M ints."""
+        """centers (K, D) zero where absent, centers_mask (K, M) bool, dims M ints.
+
+        P_m comes from direct differences (not a GEMM expansion), so identical centres have
+        bit-identical rows and their candidates tie exactly, whatever the batch."""
         xp = array_module(centers, centers_mask)
         n_centers, n_modalities = centers_mask.shape
-        norms = squared_norms(centers, dims)
         carried = centers_mask.astype(centers.dtype)
+        both = carried.T[:, :, None] * carried.T[:, None, :]
         pair_sums = xp.empty((n_modalities, n_centers, n_centers), dtype=centers.dtype)
         start = 0
         for m, d in enumerate(dims):
-            block = centers[:, start:start + d]
-            pair_sums[m] = norms[:, m][:, None] + norms[:, m][None, :] - (2.0 / d) * (block @ block.T)
+            pair_sums[m] = _pairwise_sq_distances(centers[:, start:start + d]) / d
             start += d
-        xp.maximum(pair_sums, 0.0, out=pair_sums)
-        both = carried.T[:, :, None] * carried.T[:, None, :]
         pair_sums *= both
-        diagonal = xp.arange(n_centers)
-        pair_sums[:, diagonal, diagonal] = 0.0
-        return cls(centers, centers_mask, norms,
+        return cls(centers, centers_mask, squared_norms(centers, dims),
                    pair_sums.reshape(n_modalities, -1), both.reshape(n_modalities, -1))
 
     @property
     def n_centers(self) -> int:
         return int(self.centers.shape[0])
+
+
+def _pairwise_sq_distances(block):
+    """(K, K) Σ_c (x_j,c − x_l,c)² of a (K, d) array, by direct differences in chunks of
+    rows (at most about 2^24 elements at once)."""
+    xp = array_module(block)
+    n, d = block.shape
+    out = xp.empty((n, n), dtype=block.dtype)
+    step = max(1, (1 << 24) // max(n * d, 1))
+    for start in range(0, n, step):
+        diff = block[start:start + step, None, :] - block[None, :, :]
+        out[start:start + step] = (diff * diff).sum(axis=2)
+    return out
 
 
 def candidate_scores(rows: PackedRows, index, pairs: CenterPairs, patterns, which):

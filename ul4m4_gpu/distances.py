@@ -54,7 +54,9 @@ def masked_sq_sums(z, mask, centers, centers_mask, dims, center_norms=None,
 
     Returns
     -------
-    sums : (n, K) of z's dtype, Σ_{m∈O_i∩C_l} ||z_i^m − c_l^m||² / d_m, ≥ 0.
+    sums : (n, K) of z's dtype, Σ_{m∈O_i∩C_l} ||z_i^m − c_l^m||² / d_m, ≥ 0; a sum within
+        round-off of 0 (≤ :func:`roundoff_rtol` × its norm terms) is exactly 0, so that a
+        row and an identical centre are at distance 0.
     shared : (n, K) of z's dtype, |O_i ∩ C_l| (exact small integers).
     """
     dtype = z.dtype
@@ -65,11 +67,18 @@ def masked_sq_sums(z, mask, centers, centers_mask, dims, center_norms=None,
     if row_norms is None:
         row_norms = squared_norms(z, dims)
     xp = array_module(z)
-    sums = row_norms @ center_mask.T
-    sums += row_mask @ center_norms.T
-    sums -= 2.0 * (z @ (centers * column_scale(dims, xp, dtype)).T)
-    xp.maximum(sums, 0.0, out=sums)
+    norm_terms = row_norms @ center_mask.T
+    norm_terms += row_mask @ center_norms.T
+    sums = norm_terms - 2.0 * (z @ (centers * column_scale(dims, xp, dtype)).T)
+    sums = xp.where(sums <= roundoff_rtol(dtype) * norm_terms, 0.0, sums).astype(dtype, copy=False)
     return sums, row_mask @ center_mask.T
+
+
+def roundoff_rtol(dtype) -> float:
+    """Relative round-off of the GEMM expansion in ``dtype``: 64 ulps of 1. A squared
+    distance below this fraction of its norm terms is indistinguishable from 0, and two
+    distances closer than this (relative to their norm terms) are treated as a tie."""
+    return 64.0 * float(np.finfo(dtype).eps)
 
 
 def distances_from_sums(sums, shared):

@@ -22,6 +22,7 @@ from .distances import (
     column_scale,
     distances_from_sums,
     masked_sq_sums,
+    roundoff_rtol,
     squared_norms,
     zero_missing,
 )
@@ -89,7 +90,7 @@ def default_batch_size(n_rows: int, n_centers: int) -> int:
 
 
 def assign(rows: PackedRows, centers, centers_mask, batch_size: int | None = None):
-    """Nearest centre of every row (ties: lowest index).
+    """Nearest centre of every row (ties within round-off: lowest index).
 
     Returns labels (N,) int64, −1 where every distance is +inf, and the distances (N,) of
     z's dtype (+inf for label −1). Per batch of ``batch_size`` rows one GEMM gives the
@@ -104,7 +105,7 @@ def assign(rows: PackedRows, centers, centers_mask, batch_size: int | None = Non
     for batch in rows.batches(batch_size):
         cross = rows.z[batch] @ scaled_centers.T
         args = (cross, rows.row_norms[batch], rows.mask[batch], center_norms, centers_mask,
-                labels[batch], nearest[batch])
+                roundoff_rtol(rows.z.dtype), labels[batch], nearest[batch])
         if xp is np:
             assign_kernels.nearest_centers_cpu(*args)
         else:
