@@ -11,15 +11,21 @@ Run:  python benchmarks/bench_core.py [--n 100000] [--d 512] [--k 64] [--repeats
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import sys
-import time
-from pathlib import Path
+import os
 
-import numpy as np
-from sklearn.cluster import KMeans
-from threadpoolctl import threadpool_info
+# Same OpenMP wait policy for every side (ul4m4_gpu sets this default on import; set it
+# before scikit-learn loads its OpenMP runtime so that both run under it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from sklearn.cluster import KMeans  # noqa: E402
+from threadpoolctl import threadpool_info  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import reference  # noqa: E402  (the literal loop implementation lives with the tests)
@@ -107,7 +113,7 @@ def main() -> None:
     parser.add_argument("--loop-rows", type=int, default=100)
     args = parser.parse_args()
     blas = [(i["internal_api"], i["num_threads"], i.get("architecture")) for i in threadpool_info()]
-    print(f"threadpools: {blas}")
+    print(f"threadpools: {blas}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     bench_kmeans(args.n, args.d, args.k, args.iters, args.repeats)
     bench_completion(args.completion_n, args.k, args.loop_rows, args.repeats)
 

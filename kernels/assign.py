@@ -25,31 +25,60 @@ import numpy as np
 from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
 
+@numba.njit(inline="always")
+def _value_and_slack(norms, cross, count, rtol):
+    """(d², round-off slack) from the pair's norm terms, cross term and shared count."""
+    total = norms - 2.0 * cross
+    value = total / count if total > rtol * norms else 0.0
+    return value, rtol * norms / count
+
+
 @numba.njit(parallel=True, cache=True)
 def nearest_centers_cpu(cross, row_norms, mask, center_norms, centers_mask, rtol, labels,
                         nearest):
-    """CPU twin: one row per parallel iteration."""
+    """CPU twin: one row per parallel iteration. Pairs where both sides carry every
+    modality take a shortcut (precomputed totals) with the same arithmetic."""
     n, k = cross.shape
     n_mod = mask.shape[1]
+    center_total = np.zeros(k)
+    center_full = np.ones(k, dtype=np.bool_)
+    for l in range(k):
+        for m in range(n_mod):
+            if centers_mask[l, m]:
+                center_total[l] += center_norms[l, m]
+            else:
+                center_full[l] = False
     for i in numba.prange(n):
+        row_total = 0.0
+        row_full = True
+        for m in range(n_mod):
+            if mask[i, m]:
+                row_total += row_norms[i, m]
+            else:
+                row_full = False
         best = np.inf
         best_slack = 0.0
         best_l = -1
         for l in range(k):
-            norms = 0.0
-            count = 0
-            for m in range(n_mod):
-                if mask[i, m] and centers_mask[l, m]:
-                    norms += row_norms[i, m] + center_norms[l, m]
-                    count += 1
-            if count > 0:
-                total = norms - 2.0 * cross[i, l]
-                slack = rtol * norms / count
-                value = total / count if total > rtol * norms else 0.0
-                if value < best - max(slack, best_slack):
-                    best = value
-                    best_slack = slack
-                    best_l = l
+            if row_full and center_full[l]:
+                value, slack = _value_and_slack(row_total + center_total[l], cross[i, l],
+                                                n_mod, rtol)
+            else:
+                row_part = 0.0
+                center_part = 0.0
+                count = 0
+                for m in range(n_mod):
+                    if mask[i, m] and centers_mask[l, m]:
+                        row_part += row_norms[i, m]
+                        center_part += center_norms[l, m]
+                        count += 1
+                if count == 0:
+                    continue
+                value, slack = _value_and_slack(row_part + center_part, cross[i, l], count, rtol)
+            if value < best - max(slack, best_slack):
+                best = value
+                best_slack = slack
+                best_l = l
         labels[i] = best_l
         nearest[i] = math.sqrt(best)
 
@@ -66,16 +95,19 @@ def nearest_centers_cuda(cross, row_norms, mask, center_norms, centers_mask, rto
     best_slack = 0.0
     best_l = -1
     for l in range(k):
-        norms = 0.0
+        row_part = 0.0
+        center_part = 0.0
         count = 0
         for m in range(mask.shape[1]):
             if mask[i, m] and centers_mask[l, m]:
-                norms += row_norms[i, m] + center_norms[l, m]
+                row_part += row_norms[i, m]
+                center_part += center_norms[l, m]
                 count += 1
         if count > 0:
+            norms = row_part + center_part
             total = norms - 2.0 * cross[i, l]
-            slack = rtol * norms / count
             value = total / count if total > rtol * norms else 0.0
+            slack = rtol * norms / count
             if value < best - max(slack, best_slack):
                 best = value
                 best_slack = slack
