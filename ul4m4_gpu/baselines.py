@@ -67,3 +67,27 @@ class KNNBaselineImputer(_NormalisedBaseline):
 
     def _complete_normalised(self, z):
         return self.knn_.transform(z)
+
+
+class IterativeBaselineImputer(_NormalisedBaseline):
+    """scikit-learn ``IterativeImputer`` (round-robin BayesianRidge regressions) on the
+    normalised, packed features. ``n_nearest_features`` and ``max_iter`` bound its cost, which
+    otherwise grows with the square of the number of features."""
+
+    def __init__(self, max_iter: int = 5, n_nearest_features: int | None = 20,
+                 random_state: int = 0):
+        self.max_iter = max_iter
+        self.n_nearest_features = n_nearest_features
+        self.random_state = random_state
+
+    def _fit_normalised(self, z):
+        from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+        from sklearn.impute import IterativeImputer
+
+        self.iterative_ = IterativeImputer(
+            max_iter=self.max_iter, n_nearest_features=self.n_nearest_features,
+            random_state=self.random_state, keep_empty_features=True,
+        ).fit(z)
+
+    def _complete_normalised(self, z):
+        return self.iterative_.transform(z)
