@@ -178,11 +178,11 @@ def lloyd_loop(rows: PackedRows, centers, centers_mask, max_iter: int = 100,
         n_iter += 1
         shift = center_shift(rows, centers, centers_mask, new_centers, new_mask)
         new_labels, nearest = assign(rows, new_centers, new_mask, batch_size)
-        changed = bool((new_labels != labels).any())
+        converged = ~(new_labels != labels).any() | (shift.max() < tol)
         centers, centers_mask, labels = new_centers, new_mask, new_labels
         if on_iteration is not None:
             on_iteration(n_iter, _inertia(labels, nearest))
-        if not changed or float(shift.max()) < tol:
+        if bool(converged):  # the one device-to-host transfer of an iteration
             break
     return KMeansResult(centers, centers_mask, labels, _inertia(labels, nearest), n_iter)
 
