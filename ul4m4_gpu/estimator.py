@@ -31,6 +31,37 @@ MODEL_FORMAT = "ul4m4-imputer/1"
 _FITTED_ARRAYS = ("cluster_centers_", "centers_mask_", "mean_", "scale_", "labels_")
 
 
+def check_initial_centers(init, n_clusters: int, dims, device: str):
+    """Validate an explicit ``init=(centers, centers_mask)`` pair and move it to ``device``.
+
+    centers : (K, D) normalised values; centers_mask : (K, M) bool, every centre carrying at
+    least one modality, finite values on the modalities it carries. Returns float32 centres
+    zeroed where absent, and the mask.
+    """
+    centers, centers_mask = init
+    xp = device_module(device)
+    centers = to_device(centers, device).astype(VALUE_DTYPE)
+    centers_mask = to_device(centers_mask, device)
+    n_mod = len(dims)
+    if centers.shape != (n_clusters, sum(dims)):
+        raise ValueError(
+            f"init centers have shape {tuple(centers.shape)}, expected (n_clusters, D) = "
+            f"{(n_clusters, sum(dims))}"
+        )
+    if centers_mask.shape != (n_clusters, n_mod) or centers_mask.dtype != bool:
+        raise ValueError(
+            f"init centers_mask must be bool of shape (n_clusters, M) = {(n_clusters, n_mod)}, "
+            f"got {centers_mask.dtype} {tuple(centers_mask.shape)}"
+        )
+    empty = ~centers_mask.any(axis=1)
+    if bool(empty.any()):
+        raise ValueError(f"init centres {to_numpy(xp.flatnonzero(empty)).tolist()} carry no modality")
+    for m in range(n_mod):
+        block = centers[:, sum(dims[:m]):sum(dims[:m + 1])]
+        check_finite_observed(block, centers_mask[:, m], f"init centers, modality {m}")
+    return zero_missing(centers, centers_mask, dims), centers_mask
+
+
 class UL4M4Imputer(BaseEstimator):
     """Complete missing modalities by clustering with partial centres and greedy completion.
 
@@ -116,30 +147,6 @@ class UL4M4Imputer(BaseEstimator):
             check_finite_observed(data.modality(m), data.mask[:, m], name)
         return data
 
-    def _initial_centers(self, dims):
-        centers, centers_mask = self.init
-        xp = device_module(self.device_)
-        centers = to_device(centers, self.device_).astype(VALUE_DTYPE)
-        centers_mask = to_device(centers_mask, self.device_)
-        k, n_mod = self.n_clusters, len(dims)
-        if centers.shape != (k, sum(dims)):
-            raise ValueError(
-                f"init centers have shape {tuple(centers.shape)}, expected (n_clusters, D) = "
-                f"{(k, sum(dims))}"
-            )
-        if centers_mask.shape != (k, n_mod) or centers_mask.dtype != bool:
-            raise ValueError(
-                f"init centers_mask must be bool of shape (n_clusters, M) = {(k, n_mod)}, got "
-                f"{centers_mask.dtype} {tuple(centers_mask.shape)}"
-            )
-        empty = ~centers_mask.any(axis=1)
-        if bool(empty.any()):
-            raise ValueError(f"init centres {to_numpy(xp.flatnonzero(empty)).tolist()} carry no modality")
-        for m in range(n_mod):
-            block = centers[:, sum(dims[:m]):sum(dims[:m + 1])]
-            check_finite_observed(block, centers_mask[:, m], f"init centers, modality {m}")
-        return zero_missing(centers, centers_mask, dims), centers_mask
-
     def _check_fitted(self) -> None:
         if not hasattr(self, "cluster_centers_"):
             raise NotFittedError(
@@ -172,7 +179,8 @@ class UL4M4Imputer(BaseEstimator):
             rng = check_random_state(self.random_state)
             starts = (seed_plusplus(rows, self.n_clusters, rng)[:2] for _ in range(self.n_init))
         else:
-            starts = iter([self._initial_centers(data.dims)])
+            starts = iter([check_initial_centers(self.init, self.n_clusters, data.dims,
+                                                 self.device_)])
         best = None
         for run, (centers, centers_mask) in enumerate(starts):
             result = self._run_lloyd(rows, centers, centers_mask, run)

@@ -128,34 +128,50 @@ def cluster_sums(labels, values, n_clusters: int):
     return partials.sum(axis=0)
 
 
-def update_centers(rows: PackedRows, labels, centers, centers_mask):
-    """Lloyd's update on partial data.
+def cluster_statistics(rows: PackedRows, labels, n_clusters: int, dtype=None):
+    """What Lloyd's update needs from a set of rows: per-centre sums (K, D), per-centre
+    per-modality counts of observing members (K, M) and member counts (K,), in ``dtype``
+    (default the rows' dtype; member counts int64). Sums of disjoint row sets add up."""
+    xp = rows.xp
+    dtype = dtype or rows.z.dtype
+    sums = cluster_sums(labels, rows.z.astype(dtype, copy=False), n_clusters)
+    counts = cluster_sums(labels, rows.mask.astype(dtype), n_clusters)
+    members = xp.bincount(labels[labels >= 0], minlength=n_clusters)
+    return sums, counts, members
+
+
+def centers_from_statistics(sums, counts, members, centers, centers_mask, dims):
+    """Lloyd's update on partial data, from :func:`cluster_statistics`.
 
     For a centre with members, modality m becomes the mean of z^m over the members that
     observe m, and the centre carries m iff at least one member does. A centre without
     members keeps its previous values and modalities.
 
-    Returns new (K, D) centers (zero where absent) and (K, M) bool mask.
+    Returns new (K, D) centers of ``centers.dtype`` (zero where absent) and (K, M) bool mask.
     """
-    xp = rows.xp
-    n_centers = centers.shape[0]
-    sums = cluster_sums(labels, rows.z, n_centers)
-    counts = cluster_sums(labels, rows.mask.astype(rows.z.dtype), n_centers)
-    members = xp.bincount(labels[labels >= 0], minlength=n_centers) > 0
-    new_mask = xp.where(members[:, None], counts > 0, centers_mask)
-    per_column = xp.repeat(counts, list(rows.dims), axis=1)
+    xp = array_module(sums, centers)
+    has_members = (members > 0)[:, None]
+    new_mask = xp.where(has_members, counts > 0, centers_mask)
+    per_column = xp.repeat(counts, list(dims), axis=1)
     means = sums / xp.maximum(per_column, 1)
-    new_centers = xp.where(members[:, None], means, centers)
-    new_centers *= expand_mask(new_mask, rows.dims)
-    return new_centers.astype(rows.z.dtype, copy=False), new_mask
+    new_centers = xp.where(has_members, means, centers)
+    new_centers *= expand_mask(new_mask, dims)
+    return new_centers.astype(centers.dtype, copy=False), new_mask
 
 
-def center_shift(rows: PackedRows, old, old_mask, new, new_mask):
+def update_centers(rows: PackedRows, labels, centers, centers_mask):
+    """Lloyd's update of ``centers`` from the rows' ``labels`` (see
+    :func:`centers_from_statistics`)."""
+    statistics = cluster_statistics(rows, labels, centers.shape[0])
+    return centers_from_statistics(*statistics, centers, centers_mask, rows.dims)
+
+
+def center_shift(dims, old, old_mask, new, new_mask):
     """(K,) partial distance from each old centre to its update; +inf where the modality
     set changed."""
-    xp = rows.xp
+    xp = array_module(old, new)
     diff = new - old
-    sums = (squared_norms(diff, rows.dims) * old_mask).sum(axis=1)
+    sums = (squared_norms(diff, dims) * old_mask).sum(axis=1)
     shared = old_mask.sum(axis=1).astype(sums.dtype)
     shift = distances_from_sums(sums, shared)
     return xp.where((old_mask == new_mask).all(axis=1), shift, xp.inf)
@@ -176,18 +192,19 @@ def lloyd_loop(rows: PackedRows, centers, centers_mask, max_iter: int = 100,
     while n_iter < max_iter:
         new_centers, new_mask = update_centers(rows, labels, centers, centers_mask)
         n_iter += 1
-        shift = center_shift(rows, centers, centers_mask, new_centers, new_mask)
+        shift = center_shift(rows.dims, centers, centers_mask, new_centers, new_mask)
         new_labels, nearest = assign(rows, new_centers, new_mask, batch_size)
         converged = ~(new_labels != labels).any() | (shift.max() < tol)
         centers, centers_mask, labels = new_centers, new_mask, new_labels
         if on_iteration is not None:
-            on_iteration(n_iter, _inertia(labels, nearest))
+            on_iteration(n_iter, inertia(labels, nearest))
         if bool(converged):  # the one device-to-host transfer of an iteration
             break
-    return KMeansResult(centers, centers_mask, labels, _inertia(labels, nearest), n_iter)
+    return KMeansResult(centers, centers_mask, labels, inertia(labels, nearest), n_iter)
 
 
-def _inertia(labels, nearest) -> float:
+def inertia(labels, nearest) -> float:
+    """Σ of squared distances of the assigned rows (label ≥ 0), as a Python float."""
     assigned = nearest[labels >= 0].astype(np.float64)
     return float((assigned * assigned).sum())
 

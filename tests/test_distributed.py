@@ -1,0 +1,293 @@
+"""DaskUL4M4Imputer on a real dask.distributed LocalCluster (2 worker processes, loopback):
+same results as UL4M4Imputer whatever the partitioning, seeding quality, fault tolerance and
+bounded waits."""
+
+import importlib
+import os
+import signal
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+da = pytest.importorskip("dask.array")
+
+from ul4m4_gpu import MultiModalArray, UL4M4Imputer  # noqa: E402
+from ul4m4_gpu.distributed import DaskMultiModalArray, DaskUL4M4Imputer  # noqa: E402
+from ul4m4_gpu.normalise import fit_modality_stats, normalise  # noqa: E402
+
+DIMS = (4, 3, 5)
+K = 5
+
+
+def _cluster(n_workers):
+    with warnings.catch_warnings():  # a second cluster's HTTP server: "port 8787 in use"
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1,
+                                        processes=True, dashboard_address=None,
+                                        host="127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with _cluster(2) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def make_data(seed=0, n=600, dims=DIMS, k=K, observed=0.6, spread=4.0):
+    """Clustered rows, random missing modalities, a few rows observing nothing (label −1)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=spread, size=(k, sum(dims)))
+    x = (centres[rng.integers(k, size=n)] + rng.normal(size=(n, sum(dims)))).astype(np.float32)
+    mask = rng.random((n, len(dims))) < observed
+    mask[:5] = False
+    x[~np.repeat(mask, dims, axis=1)] = np.nan
+    return x, mask
+
+
+def bad_init(x, mask, rows=slice(10, 15)):
+    """Explicit initial centres (normalised) taken from a few rows: several Lloyd updates."""
+    mean, scale = fit_modality_stats(x, mask, DIMS)
+    z = normalise(x, mask, mean, scale, DIMS)
+    centers_mask = mask[rows].copy()
+    centers_mask[~centers_mask.any(axis=1), 0] = True
+    centers = np.where(np.repeat(centers_mask, DIMS, axis=1), z[rows], 0).astype(np.float32)
+    return centers, centers_mask
+
+
+def as_dask(x, mask, chunks):
+    return (da.from_array(x, chunks=(chunks, -1)), da.from_array(mask, chunks=(chunks, -1)), DIMS)
+
+
+def gather(client, array):
+    return client.compute(array).result(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, mask = make_data()
+    init = bad_init(x, mask)
+    reference = UL4M4Imputer(n_clusters=K, init=init, device="cpu")
+    reference.fit(MultiModalArray(x, mask, DIMS))
+    assert reference.n_iter_ >= 4  # so that the fault test kills a worker mid-fit
+    return x, mask, init, reference
+
+
+def assert_same_fit(imp, reference, client):
+    np.testing.assert_allclose(imp.cluster_centers_, reference.cluster_centers_, atol=2e-6)
+    np.testing.assert_array_equal(imp.centers_mask_, reference.centers_mask_)
+    np.testing.assert_array_equal(gather(client, imp.labels_), reference.labels_)
+    assert imp.n_iter_ == reference.n_iter_
+    assert imp.inertia_ == pytest.approx(reference.inertia_, rel=1e-5)
+
+
+@pytest.mark.parametrize("chunks", [600, 200, 90, (50, 250, 100, 200)])
+def test_fit_from_explicit_init_matches_single_machine(client, data, chunks):
+    """1, 3 and 7 partitions, and irregular ones: same centres, masks, labels, n_iter."""
+    x, mask, init, reference = data
+    values, mask_d, dims = as_dask(x, mask, chunks if isinstance(chunks, int) else 600)
+    if not isinstance(chunks, int):
+        values, mask_d = values.rechunk({0: chunks}), mask_d.rechunk({0: chunks[::-1]})
+    imp = DaskUL4M4Imputer(n_clusters=K, init=init, client=client, timeout=60)
+    imp.fit((values, mask_d, dims))
+    assert_same_fit(imp, reference, client)
+    assert imp.labels_.chunks[0] == values.chunks[0]
+    assert imp.dims_ == DIMS and imp.modality_names_ == ("m0", "m1", "m2")
+    assert imp.device_ == "cpu" and imp.n_samples_fit_ == len(x)
+    assert (gather(client, imp.labels_)[:5] == -1).all()  # rows observing nothing
+
+
+def test_column_chunked_values_are_rechunked(client, data):
+    x, mask, init, reference = data
+    values = da.from_array(x, chunks=(150, 4))
+    imp = DaskUL4M4Imputer(n_clusters=K, init=init, client=client, timeout=60)
+    imp.fit((values, da.from_array(mask, chunks=(200, 2)), DIMS, ["a", "b", "c"]))
+    assert_same_fit(imp, reference, client)
+    assert imp.modality_names_ == ("a", "b", "c")
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_normalisation_statistics_match(client, ddof):
+    x, mask = make_data(seed=3, n=500)
+    x[:, 4:7] *= 1e4  # large offset/spread: sums of squares would lose digits, M2 does not
+    x[:, 4:7] += 1e6
+    mean, scale = fit_modality_stats(x, mask, DIMS, ddof=ddof)
+    for chunks in (500, 170, 73):
+        imp = DaskUL4M4Imputer(n_clusters=2, max_iter=1, random_state=0, ddof=ddof,
+                               client=client, timeout=60).fit(as_dask(x, mask, chunks))
+        np.testing.assert_allclose(imp.mean_, mean, rtol=1e-12)
+        np.testing.assert_allclose(imp.scale_, scale, rtol=1e-9)
+        if chunks == 500:  # one partition: bit-identical
+            np.testing.assert_array_equal(imp.mean_, mean)
+            np.testing.assert_array_equal(imp.scale_, scale)
+
+
+def test_transform_equals_single_machine(client, data, tmp_path):
+    x, mask, init, reference = data
+    X = as_dask(x, mask, 90)
+    imp = DaskUL4M4Imputer(n_clusters=K, init=init, client=client, timeout=60).fit(X)
+    out = imp.transform(X)
+    assert isinstance(out, DaskMultiModalArray) and out.values.chunks == X[0].chunks
+    completed = out.compute(client=client, timeout=60)
+    local = imp.to_local(device="cpu")
+    expected = local.transform(MultiModalArray(x, mask, DIMS))
+    np.testing.assert_array_equal(completed.values, expected.values)  # identical imputations
+    np.testing.assert_array_equal(completed.imputed, ~mask)
+    assert completed.mask.all()
+    observed = np.repeat(mask, DIMS, axis=1)
+    np.testing.assert_array_equal(completed.values[observed], x[observed])
+    # against the independently fitted single-machine model: same sources, values to round-off
+    data_local = MultiModalArray(x, mask, DIMS)
+    np.testing.assert_array_equal(local.imputation_sources(data_local),
+                                  reference.imputation_sources(data_local))
+    np.testing.assert_allclose(completed.values, reference.transform(data_local).values,
+                               rtol=1e-5, atol=1e-5)
+    # the local model is a complete UL4M4Imputer: labels, save / load
+    np.testing.assert_array_equal(local.labels_, reference.labels_)
+    local.save(tmp_path / "model.npz")
+    loaded = UL4M4Imputer.load(tmp_path / "model.npz", device="cpu")
+    np.testing.assert_array_equal(loaded.transform(data_local).values, expected.values)
+
+
+def test_kmeanspp_on_small_data_is_the_single_machine_seeding(client, data):
+    """With N ≤ seed_sample_size the sample is every row: same seeds, same whole fit."""
+    x, mask, _, _ = data
+    for n_init in (1, 2):
+        reference = UL4M4Imputer(n_clusters=K, n_init=n_init, random_state=7,
+                                 device="cpu").fit(MultiModalArray(x, mask, DIMS))
+        imp = DaskUL4M4Imputer(n_clusters=K, n_init=n_init, random_state=7, client=client,
+                               timeout=60).fit(as_dask(x, mask, 200))
+        assert_same_fit(imp, reference, client)
+
+
+def test_sampled_seeding_quality(client):
+    """Sampled k-means++ (10 % of the rows) then Lloyd, against the single-machine k-means++
+    on all rows, over several seeds (k-means++ itself lands in local optima at times, so
+    the distributions are compared): median and mean inertia within 5 % (or better)."""
+    x, mask = make_data(seed=11, n=3000, k=8, observed=0.7)
+    dask_inertia, local_inertia = [], []
+    for seed in range(5):
+        local = UL4M4Imputer(n_clusters=8, random_state=seed, device="cpu")
+        local_inertia.append(local.fit(MultiModalArray(x, mask, DIMS)).inertia_)
+        imp = DaskUL4M4Imputer(n_clusters=8, random_state=seed, seed_sample_size=300,
+                               client=client, timeout=60).fit(as_dask(x, mask, 700))
+        dask_inertia.append(imp.inertia_)
+    print("inertia, single machine:", np.round(local_inertia, 1), "sampled:",
+          np.round(dask_inertia, 1))
+    assert np.median(dask_inertia) <= 1.05 * np.median(local_inertia)
+    assert np.mean(dask_inertia) <= 1.05 * np.mean(local_inertia)
+
+
+def test_dataframe_input_matches_array_input(client, data):
+    """A dask DataFrame with list columns (null = missing; one partition lacks a modality
+    entirely) gives the array result; transform completes the columns in place."""
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    x, mask, _, _ = data
+    mask = mask.copy()
+    mask[:200, 2] = False
+    observed = np.repeat(mask, DIMS, axis=1)
+    x = np.where(observed, np.nan_to_num(x, nan=0.0), np.nan).astype(np.float32)
+    init = bad_init(x, mask)
+    pa = pytest.importorskip("pyarrow")
+    offsets = np.cumsum((0,) + DIMS)
+    names = ["img", "txt", "aud"]
+    columns = {
+        name: pa.array([x[i, offsets[m]:offsets[m + 1]].tolist() if mask[i, m] else None
+                        for i in range(len(x))], pa.list_(pa.float32()))
+        for m, name in enumerate(names)
+    }
+    frame = pa.table(columns).to_pandas(types_mapper=pd.ArrowDtype)
+    frame["label"] = np.arange(len(x)) % 3
+    ddf = dd.from_pandas(frame, npartitions=3)
+    imp = DaskUL4M4Imputer(n_clusters=K, init=init, client=client, timeout=60).fit(ddf)
+    reference = DaskUL4M4Imputer(n_clusters=K, init=init, client=client, timeout=60)
+    reference.fit(as_dask(x, mask, 200))
+    assert imp.dims_ == DIMS and imp.modality_names_ == tuple(names)
+    np.testing.assert_array_equal(imp.cluster_centers_, reference.cluster_centers_)
+    np.testing.assert_array_equal(imp.centers_mask_, reference.centers_mask_)
+    np.testing.assert_array_equal(gather(client, imp.labels_), gather(client, reference.labels_))
+    import dask
+
+    with dask.config.set({"dataframe.convert-string": False}):  # object columns of lists
+        objects = dd.from_pandas(frame.astype({n: object for n in names}), npartitions=4)
+        assert (objects.dtypes[names] == object).all()
+    fitted = DaskUL4M4Imputer(n_clusters=K, init=init, client=client, timeout=60).fit(objects)
+    np.testing.assert_array_equal(fitted.cluster_centers_, imp.cluster_centers_)
+    out = gather(client, imp.transform(ddf))
+    assert list(out.columns) == list(frame.columns) and (out.index == frame.index).all()
+    np.testing.assert_array_equal(out["label"], frame["label"])
+    expected = imp.to_local(device="cpu", labels=False).transform(MultiModalArray(x, mask, DIMS))
+    for m, name in enumerate(names):
+        assert out[name].dtype == frame[name].dtype and out[name].notna().all()
+        cells = pa.array(out[name]).flatten().to_numpy().reshape(len(x), DIMS[m])
+        np.testing.assert_array_equal(cells, expected.modality(m))
+
+
+def test_worker_killed_mid_fit_finishes_with_the_same_result(client, data):
+    """SIGKILL one worker process after the 2nd update: its partitions are recomputed from
+    lineage (the nanny restarts the process) and the fit ends with the undisturbed result."""
+    x, mask, init, reference = data
+    victim = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
+    old_pid = client.run(os.getpid, workers=[victim])[victim]
+    killed = []
+
+    def kill_after_second_update(n_iter, inertia):
+        if n_iter == 2:
+            held = [key for key, where in client.who_has().items() if victim in where]
+            assert any(str(key).startswith("_normalise_block") for key in held)  # partitions lost
+            os.kill(old_pid, signal.SIGKILL)
+            killed.append(n_iter)
+
+    imp = DaskUL4M4Imputer(n_clusters=K, init=init, client=client, timeout=120)
+    imp.fit(as_dask(x, mask, 90), on_iteration=kill_after_second_update)
+    assert killed == [2]
+    assert_same_fit(imp, reference, client)
+    client.wait_for_workers(2, timeout=60)
+    assert old_pid not in client.run(os.getpid).values()
+
+
+def test_worker_that_never_comes_back_times_out_clearly(data):
+    x, mask, init, _ = data
+    with _cluster(1) as cluster, distributed.Client(cluster, set_as_default=False) as lonely:
+        (nanny,) = cluster.workers.values()
+
+        def kill_for_good(n_iter, inertia):
+            if n_iter == 1:
+                nanny.close_gracefully()  # no restart
+                os.kill(nanny.pid, signal.SIGKILL)
+
+        lonely.run(importlib.import_module, "ul4m4_gpu.distributed")  # warm: imports done
+        imp = DaskUL4M4Imputer(n_clusters=K, init=init, client=lonely, timeout=4)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"iteration 2 did not finish within timeout=4") \
+                as error:
+            imp.fit(as_dask(x, mask, 200), on_iteration=kill_for_good)
+        assert time.monotonic() - start < 20
+        assert "0 worker(s) connected" in str(error.value)
+
+
+def test_errors(client, data):
+    x, mask, init, _ = data
+    X = as_dask(x, mask, 200)
+    with pytest.raises(ValueError, match="needs a dask.distributed Client"):
+        DaskUL4M4Imputer(n_clusters=K).fit(X)
+    with pytest.raises(ValueError, match="timeout"):
+        DaskUL4M4Imputer(n_clusters=K, client=client, timeout=0).fit(X)
+    with pytest.raises(TypeError, match="dask arrays"):
+        DaskUL4M4Imputer(n_clusters=K, client=client).fit((x, mask, DIMS))
+    with pytest.raises(Exception, match="not fitted"):
+        DaskUL4M4Imputer(client=client).transform(X)
+    bad = x.copy()
+    bad[450, 0] = np.inf
+    bad_mask = mask.copy()
+    bad_mask[450, 0] = True
+    with pytest.raises(ValueError, match=r"partition 2 \(global rows from 400\).*rows \[50\]"):
+        DaskUL4M4Imputer(n_clusters=K, client=client, timeout=60).fit(as_dask(bad, bad_mask, 200))
+    with pytest.raises(ValueError, match="n_clusters=700 is larger"):
+        DaskUL4M4Imputer(n_clusters=700, client=client, timeout=60).fit(X)
+    with client.as_current():  # client=None: the current client
+        imp = DaskUL4M4Imputer(n_clusters=K, init=init, max_iter=1, timeout=60).fit(X)
+    assert imp.client_ is client

@@ -1,0 +1,928 @@
+"""``DaskUL4M4Imputer``: UL4M4 on a ``dask.distributed`` cluster (DESIGN.md §1, distributed).
+
+The rows stay on the workers, split in row partitions; only small per-partition summaries
+travel. The same code drives NumPy partitions on CPU workers and CuPy partitions on
+dask-cuda workers: every task asks :func:`~ul4m4_gpu.backend.array_module` for the module of
+its chunk (this module never imports CuPy).
+
+Fit, step by step (the single-machine algorithm of :mod:`ul4m4_gpu.kmeans`, same results):
+
+1. **Partitions.** Each row block (a block of the dask arrays, or a DataFrame partition
+   converted with :meth:`MultiModalArray.from_dataframe`) becomes a future computed from
+   the input's graph, so a partition lost with its worker is recomputed from lineage.
+2. **Normalisation statistics.** Per partition and modality: the number of observing rows,
+   their per-dimension mean and M2 = Σ (x − mean)², in float64; a tree reduction combines
+   them with Chan et al.'s parallel formula (stable, unlike raw sums of squares), then
+   std = sqrt(M2 / (n − ddof)) with the rules of :func:`~ul4m4_gpu.normalise.fit_modality_stats`.
+   With a single partition the statistics are bit-identical to the single-machine ones.
+3. **Normalised partitions** (z, mask, per-modality row norms) are persisted futures whose
+   lineage is (input block, statistics).
+4. **Seeding: sampled k-means++.** A uniform sample of ``seed_sample_size`` rows (without
+   replacement, drawn from the global row indices so that it does not depend on the
+   partitioning) is gathered on one worker, which runs the library's own
+   :func:`~ul4m4_gpu.kmeans.seed_plusplus` on it. When the data has no more rows than the
+   sample size, the sample is every row in order and the seeds (hence the whole fit) are
+   those of ``UL4M4Imputer`` with the same ``random_state``. Chosen over k-means|| because
+   it reuses the exact seeding code (partial distance, 1e9 for unreachable rows, partial
+   centres) and is exact on small data; the default sample (≥ 50 rows per centre, at least
+   10 000) misses a cluster holding a fraction f of the rows with probability (1 − f)^s.
+5. **Lloyd iterations.** The centres of an iteration are one small future (its data
+   embedded in the task, so recomputable), fetched once per worker. Per partition one task
+   assigns the rows (:func:`~ul4m4_gpu.kmeans.assign`, labels and distances kept on the
+   worker as a future that depends only on the partition and the centres), and one task
+   returns the (K, D) per-centre sums (float64), (K, M) per-modality counts, (K,) member
+   counts, the number of labels that changed against the previous iteration's labels and
+   the partition's inertia. A tree of pairwise-ish sums (``split_every`` at a time) brings
+   one total to the client, which applies exactly ``update_centers``' rule and
+   ``lloyd_loop``'s stop rules (no label changed, every centre moved less than ``tol``, or
+   ``max_iter`` updates).
+6. **Transform** is embarrassingly parallel: every block runs the single-machine
+   ``UL4M4Imputer.transform`` with the fitted centres and statistics.
+
+Every wait on the cluster is bounded by ``timeout`` seconds and raises ``TimeoutError``
+naming the step (e.g. "k-means run 1/1, iteration 3") rather than hanging.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+import uuid
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_random_state
+from tqdm.auto import tqdm
+
+from .backend import array_module, device_module, is_cupy_array, to_device, to_numpy
+from .data import VALUE_DTYPE, MultiModalArray
+from .estimator import UL4M4Imputer, check_initial_centers
+from .kmeans import (
+    PackedRows,
+    assign,
+    center_shift,
+    centers_from_statistics,
+    cluster_statistics,
+    inertia,
+    seed_plusplus,
+)
+from .normalise import MIN_SCALE, normalise
+from .validation import check_finite_observed
+
+#: Partial results combined by one reduction task.
+SPLIT_EVERY = 8
+#: Smallest default k-means++ sample, and rows per centre above that.
+MIN_SEED_SAMPLE = 10_000
+SEED_SAMPLE_PER_CENTER = 50
+
+_LOCAL_PARAMS = ("n_clusters", "max_iter", "tol", "n_init", "init", "random_state", "device",
+                 "batch_size", "ddof", "verbose")
+
+
+# ---------------------------------------------------------------------------- containers
+@dataclass
+class DaskMultiModalArray:
+    """The distributed twin of :class:`MultiModalArray`: dask arrays chunked by rows only.
+
+    values : (N, D) float32 dask array; mask : (N, M) bool dask array with the same row
+    chunks; dims : M ints; names : M strings; imputed : optional (N, M) bool dask array.
+    Also accepted by :class:`DaskUL4M4Imputer` as input (like a ``(values, mask, dims)``
+    tuple).
+    """
+
+    values: object
+    mask: object
+    dims: tuple
+    names: tuple
+    imputed: object = None
+
+    def compute(self, client=None, timeout: float | None = 600) -> MultiModalArray:
+        """Gather to a local :class:`MultiModalArray` (through ``client`` when given, with
+        ``timeout`` seconds at most)."""
+        parts = [self.values, self.mask] + ([] if self.imputed is None else [self.imputed])
+        if client is None:
+            import dask
+
+            arrays = dask.compute(*parts)
+        else:
+            futures = client.compute(parts)
+            arrays = [future.result(timeout=timeout) for future in futures]
+        imputed = arrays[2] if len(arrays) > 2 else None
+        return MultiModalArray(arrays[0], arrays[1], self.dims, self.names, imputed)
+
+
+@dataclass
+class _Source:
+    """Row blocks of the training data as delayed (values, mask) pairs."""
+
+    blocks: list
+    dims: tuple
+    names: tuple
+    meta: object  # the per-row outputs' type: an array meta, a device name, or None
+
+
+@dataclass
+class _Run:
+    centers: np.ndarray
+    centers_mask: np.ndarray
+    assigned: list
+    inertia: float
+    n_iter: int
+
+
+# ---------------------------------------------------------------------------- worker tasks
+def _move(x, device: str):
+    """``x`` on ``device`` ("auto": where it already is)."""
+    return x if device == "auto" else to_device(x, device)
+
+
+def _prepare_block(values, mask, dims, names, device, index, offset):
+    """One row block, validated: (values float32, mask bool) on the chosen device."""
+    values, mask = _move(values, device), _move(mask, device)
+    where = f"partition {index}" + ("" if offset is None else f" (global rows from {offset})")
+    if values.ndim != 2 or values.shape[1] != sum(dims):
+        raise ValueError(f"{where}: values block has shape {tuple(values.shape)}, expected "
+                         f"(n, {sum(dims)})")
+    if mask.shape != (values.shape[0], len(dims)):
+        raise ValueError(f"{where}: mask block has shape {tuple(mask.shape)}, expected "
+                         f"{(values.shape[0], len(dims))} (values and mask must have the same "
+                         "row chunks)")
+    if mask.dtype != bool:
+        raise TypeError(f"{where}: mask must be boolean, got {mask.dtype}")
+    values = values.astype(VALUE_DTYPE, copy=False)
+    start = 0
+    for m, d in enumerate(dims):
+        try:
+            check_finite_observed(values[:, start:start + d], mask[:, m], names[m])
+        except ValueError as error:
+            raise ValueError(f"{where}, rows numbered within the partition: {error}") from None
+        start += d
+    return values, mask
+
+
+def _frame_device(frame, device: str) -> str:
+    if device != "auto":
+        return device
+    return "cuda" if type(frame).__module__.startswith("cudf") else "cpu"
+
+
+def _frame_to_arrow(frame):
+    import pyarrow as pa
+
+    if type(frame).__module__.startswith("cudf"):
+        return frame.to_arrow()
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _frame_layout(frame):
+    """Per column of one partition: ("list", sorted non-null lengths) | ("null",) |
+    ("other",); and the partition's row count."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = _frame_to_arrow(frame)
+    layout = {}
+    for field in table.schema:
+        column = table.column(field.name)
+        kind = field.type
+        if (pa.types.is_list(kind) or pa.types.is_large_list(kind)
+                or pa.types.is_fixed_size_list(kind)):
+            found = []
+            if column.null_count < len(column):
+                lengths = pc.list_value_length(column).drop_null()
+                found = np.unique(np.asarray(lengths)).tolist()
+            layout[field.name] = ("list", tuple(found)) if found else ("null",)
+        elif pa.types.is_null(kind) or column.null_count == len(column):
+            layout[field.name] = ("null",)
+        else:
+            layout[field.name] = ("other",)
+    return table.num_rows, layout
+
+
+def _merge_layouts(*parts):
+    return [item for part in parts for item in (part if isinstance(part, list) else [part])]
+
+
+def _frame_block(frame, columns, dims, device, index):
+    """(values, mask) of one DataFrame partition through ``MultiModalArray.from_dataframe``;
+    a modality null in every row of the partition is all-missing (NaN, False)."""
+    import pyarrow as pa
+
+    device = _frame_device(frame, device)
+    xp = device_module(device)
+    table = _frame_to_arrow(frame)
+    n = table.num_rows
+    missing_columns = [c for c in columns if c not in table.column_names]
+    if missing_columns:
+        raise ValueError(f"partition {index}: no columns {missing_columns}")
+    values = xp.full((n, sum(dims)), np.nan, dtype=VALUE_DTYPE)
+    mask = xp.zeros((n, len(dims)), dtype=bool)
+    present = [c for c in columns
+               if n and not pa.types.is_null(table.schema.field(c).type)
+               and table.column(c).null_count < n]
+    if present:  # MultiModalArray.from_dataframe is to-Arrow then from_arrow
+        data = MultiModalArray.from_arrow(table, columns=present, device=device)
+        offsets = np.concatenate([[0], np.cumsum(dims)])
+        for j, name in enumerate(present):
+            m = columns.index(name)
+            if data.dims[j] != dims[m]:
+                raise ValueError(f"partition {index}: modality column {name!r} has cells of "
+                                 f"length {data.dims[j]}, expected {dims[m]}")
+            values[:, offsets[m]:offsets[m + 1]] = data.modality(j)
+            mask[:, m] = data.mask[:, j]
+    return values, mask
+
+
+def _block_moments(block, dims):
+    """(counts (M,) int64, mean (D,) f64, m2 (D,) f64, [rows], {device}) of one partition."""
+    values, mask = block
+    xp = array_module(values, mask)
+    counts = np.zeros(len(dims), dtype=np.int64)
+    mean = np.zeros(sum(dims), dtype=np.float64)
+    m2 = np.zeros(sum(dims), dtype=np.float64)
+    start = 0
+    for m, d in enumerate(dims):
+        rows = mask[:, m]
+        count = int(rows.sum())
+        if count:
+            part = values[rows, start:start + d].astype(xp.float64)
+            mu = part.mean(axis=0)
+            dev = part - mu
+            counts[m] = count
+            mean[start:start + d] = to_numpy(mu)
+            m2[start:start + d] = to_numpy((dev * dev).sum(axis=0))
+        start += d
+    device = "cuda" if is_cupy_array(values) else "cpu"
+    return counts, mean, m2, [int(values.shape[0])], {device}
+
+
+def _merge_moments(dims, *parts):
+    """Chan et al.'s parallel combination of :func:`_block_moments` results, in order."""
+    counts, mean, m2, rows, devices = parts[0]
+    counts, mean, m2 = counts.copy(), mean.copy(), m2.copy()
+    rows, devices = list(rows), set(devices)
+    for other_counts, other_mean, other_m2, other_rows, other_devices in parts[1:]:
+        na = np.repeat(counts, dims).astype(np.float64)
+        nb = np.repeat(other_counts, dims).astype(np.float64)
+        n = na + nb
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = other_mean - mean
+            mean = np.where(n > 0, mean + delta * (nb / n), 0.0)
+            m2 = np.where(n > 0, m2 + other_m2 + delta * delta * (na * nb / n), 0.0)
+        counts = counts + other_counts
+        rows += other_rows
+        devices |= other_devices
+    return counts, mean, m2, rows, devices
+
+
+def _normalise_block(block, stats, dims):
+    """(z, mask, row_norms) of one partition: the fields of a clean :class:`PackedRows`."""
+    values, mask = block
+    xp = array_module(values, mask)
+    mean, scale = (xp.asarray(a) for a in stats)
+    rows = PackedRows.build(normalise(values, mask, mean, scale, dims), mask, dims, clean=True)
+    return rows.z, rows.mask, rows.row_norms
+
+
+def _rows(part, dims) -> PackedRows:
+    z, mask, row_norms = part
+    return PackedRows(z, mask, tuple(dims), row_norms)
+
+
+def _assign_block(part, centers, dims, batch_size):
+    """(labels, nearest distances) of one partition against the broadcast centres."""
+    rows = _rows(part, dims)
+    xp = rows.xp
+    centers, centers_mask = (xp.asarray(a) for a in centers)
+    if len(rows) == 0:
+        return xp.empty(0, dtype=xp.int64), xp.empty(0, dtype=rows.z.dtype)
+    return assign(rows, centers.astype(rows.z.dtype, copy=False), centers_mask, batch_size)
+
+
+def _block_update_stats(part, assigned, previous, n_clusters, dims):
+    """Host (sums (K, D) f64, counts (K, M) f64, members (K,) int64, changed, inertia) of one
+    partition; ``changed`` counts labels differing from ``previous`` (0 when None)."""
+    rows = _rows(part, dims)
+    labels, nearest = assigned
+    sums, counts, members = cluster_statistics(rows, labels, n_clusters, dtype=np.float64)
+    changed = 0 if previous is None else int((labels != previous[0]).sum())
+    return (to_numpy(sums), to_numpy(counts), to_numpy(members).astype(np.int64), changed,
+            inertia(labels, nearest))
+
+
+def _sum_stats(*parts):
+    sums, counts, members, changed, inertia = parts[0]
+    sums, counts, members = sums.copy(), counts.copy(), members.copy()
+    for other in parts[1:]:
+        sums += other[0]
+        counts += other[1]
+        members += other[2]
+        changed += other[3]
+        inertia += other[4]
+    return sums, counts, members, changed, inertia
+
+
+def _take_rows(part, index):
+    z, mask, _ = part
+    xp = array_module(z)
+    index = xp.asarray(index)
+    return z[index], mask[index]
+
+
+def _seed_from_sample(dims, n_clusters, rng, *samples):
+    """k-means++ (:func:`seed_plusplus`) on the concatenated sample; host results and the
+    advanced random state."""
+    xp = array_module(samples[0][0])
+    z = xp.concatenate([s[0] for s in samples])
+    mask = xp.concatenate([s[1] for s in samples])
+    rows = PackedRows.build(z, mask, dims, clean=True)
+    centers, centers_mask, _ = seed_plusplus(rows, n_clusters, rng)
+    return to_numpy(centers), to_numpy(centers_mask), rng
+
+
+def _labels_block(assigned):
+    return assigned[0]
+
+
+def _constant(value):
+    return value
+
+
+def _local_model_for(model, device: str) -> UL4M4Imputer:
+    """A shallow copy of the fitted single-machine model with its arrays on ``device``."""
+    local = copy.copy(model)
+    local.device_ = device
+    local.verbose = 0
+    for name in ("cluster_centers_", "centers_mask_", "mean_", "scale_"):
+        setattr(local, name, to_device(getattr(model, name), device))
+    return local
+
+
+def _complete_block(values, mask, model, dims, names, device):
+    """Completed (n, D) float32 values of one block: ``UL4M4Imputer.transform`` on it."""
+    values, mask = _prepare_block(values, mask, dims, names, device, "?", None)
+    if values.shape[0] == 0:
+        return values
+    local = _local_model_for(model, "cuda" if is_cupy_array(values) else "cpu")
+    return local.transform(MultiModalArray(values, mask, dims, names)).values
+
+
+def _missing_block(mask, device):
+    return ~_move(mask, device)
+
+
+def _all_true_block(mask, device):
+    mask = _move(mask, device)
+    return array_module(mask).ones(mask.shape, dtype=bool)
+
+
+def _complete_frame(frame, model, columns, dims, device):
+    """One DataFrame partition with its modality columns completed (other columns and the
+    index kept)."""
+    values, mask = _frame_block(frame, list(columns), tuple(dims), device, "?")
+    out = frame.copy()
+    if values.shape[0] == 0:
+        return out
+    local = _local_model_for(model, "cuda" if is_cupy_array(values) else "cpu")
+    completed = local.transform(MultiModalArray(values, mask, dims, columns))
+    table = completed.to_arrow()
+    if type(frame).__module__.startswith("cudf"):
+        import importlib
+
+        filled = importlib.import_module("cudf").DataFrame.from_arrow(table)
+        filled.index = frame.index
+        for name in columns:
+            out[name] = filled[name]
+        return out
+    import pandas as pd
+
+    for name in columns:
+        column = table.column(name)
+        arrow_type = getattr(frame[name].dtype, "pyarrow_dtype", None)
+        if arrow_type is not None:  # keep a pyarrow-backed column's exact type
+            cells = pd.arrays.ArrowExtensionArray(column.cast(arrow_type))
+        else:
+            cells = column.to_pandas().to_numpy()
+        out[name] = pd.Series(cells, index=frame.index, name=name)
+    return out
+
+
+# ---------------------------------------------------------------------------- client side
+class _Session:
+    """The client and the bound on every wait."""
+
+    def __init__(self, client, timeout: float):
+        self.client = client
+        self.timeout = timeout
+
+    def submit(self, func, *args):
+        return self.client.submit(func, *args, pure=False)
+
+    def constant(self, value):
+        """A future holding ``value``, recomputable from its task (unlike scattered data)."""
+        return self.client.submit(_constant, value, pure=False)
+
+    def reduce(self, futures, func, *args):
+        """Tree reduction, ``SPLIT_EVERY`` contiguous results at a time (order kept)."""
+        while len(futures) > 1:
+            futures = [self.client.submit(func, *args, *futures[i:i + SPLIT_EVERY], pure=False)
+                       for i in range(0, len(futures), SPLIT_EVERY)]
+        return futures[0]
+
+    def result(self, future, what: str):
+        from distributed import TimeoutError as DistributedTimeout
+
+        try:
+            return future.result(timeout=self.timeout)
+        except (TimeoutError, DistributedTimeout):
+            pass
+        raise TimeoutError(
+            f"DaskUL4M4Imputer: {what} did not finish within timeout={self.timeout} s; "
+            f"{self._workers()}. A worker that died without coming back leaves its data and "
+            "tasks waiting for a worker: check the cluster, or raise `timeout` for slow steps."
+        )
+
+    def _workers(self) -> str:
+        try:
+            n = len(self.client.scheduler_info(n_workers=-1)["workers"])
+        except Exception:
+            try:
+                n = len(self.client.scheduler_info()["workers"])
+            except Exception as error:
+                return f"the scheduler could not be asked for its workers ({error!r})"
+        return f"{n} worker(s) connected to the scheduler" + (" (none!)" if n == 0 else "")
+
+
+class DaskUL4M4Imputer(BaseEstimator):
+    """UL4M4 on a ``dask.distributed`` cluster; same results as :class:`UL4M4Imputer`.
+
+    Parameters
+    ----------
+    n_clusters, max_iter, tol, n_init, init, random_state, batch_size, ddof, verbose
+        As for :class:`UL4M4Imputer` (``init`` may be a (centers, centers_mask) pair of
+        normalised (K, D) values and (K, M) bool). ``batch_size`` bounds the rows of one
+        partition processed at once on a worker.
+    device : "auto", "cpu" or "cuda"
+        Where the workers keep the partitions: "auto" leaves every chunk where it is (NumPy
+        chunks on CPU workers, CuPy chunks on dask-cuda workers); "cpu" / "cuda" move them.
+    client : distributed.Client or None
+        None: the current/default client (an error if there is none).
+    timeout : float, default 600
+        Seconds any single wait on the cluster may take before ``TimeoutError``.
+    seed_sample_size : int or None
+        Rows sampled uniformly for k-means++ (default max(10000, 50 · n_clusters)); with at
+        least N rows the seeding is exactly the single-machine one.
+
+    Input ``X`` (fit and transform): a tuple ``(values, mask, dims)`` or ``(values, mask,
+    dims, names)`` of dask arrays chunked by rows — values (N, D) float, mask (N, M) bool
+    with the same row chunks —, a :class:`DaskMultiModalArray`, or a dask DataFrame with one
+    list column per modality (null = missing): pyarrow-backed list columns
+    (``pd.ArrowDtype(pa.list_(...))``), or object columns of lists when dask's
+    ``dataframe.convert-string`` option was off as the frame was built (otherwise dask turns
+    them into strings). Every list-typed column is a modality; other columns are ignored by
+    fit and passed through by transform.
+
+    Attributes
+    ----------
+    cluster_centers_ (K, D) float32, centers_mask_ (K, M) bool, mean_, scale_ (D,) float64:
+    NumPy arrays on the client, same meaning as :class:`UL4M4Imputer`'s. labels_ : (N,) int64
+    dask array (kept on the workers). n_iter_, inertia_, dims_, modality_names_; device_:
+    "cpu" or "cuda", where the partitions were; n_samples_fit_: N.
+    """
+
+    def __init__(self, n_clusters=64, max_iter=100, tol=1e-6, n_init=1, init="k-means++",
+                 random_state=None, device="auto", batch_size=None, ddof=0, verbose=0,
+                 client=None, timeout=600, seed_sample_size=None):
+        self.n_clusters = n_clusters
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_init = n_init
+        self.init = init
+        self.random_state = random_state
+        self.device = device
+        self.batch_size = batch_size
+        self.ddof = ddof
+        self.verbose = verbose
+        self.client = client
+        self.timeout = timeout
+        self.seed_sample_size = seed_sample_size
+
+    # ------------------------------------------------------------------ validation
+    def _local_estimator(self, device=None) -> UL4M4Imputer:
+        params = {name: getattr(self, name) for name in _LOCAL_PARAMS}
+        if device is not None:
+            params["device"] = device
+        return UL4M4Imputer(**params)
+
+    def _check_params(self) -> None:
+        self._local_estimator(device="cpu")._check_params()
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be one of ('auto', 'cpu', 'cuda'), got {self.device!r}")
+        if (isinstance(self.timeout, bool) or not isinstance(self.timeout, numbers.Real)
+                or not self.timeout > 0 or not math.isfinite(self.timeout)):
+            raise ValueError(
+                f"timeout must be a finite number of seconds > 0, got {self.timeout!r}")
+        size = self.seed_sample_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral)
+                                 or size < 1):
+            raise ValueError(f"seed_sample_size must be an int >= 1 or None, got {size!r}")
+
+    def _get_client(self):
+        if self.client is not None:
+            return self.client
+        from distributed import Client
+
+        try:
+            return Client.current()
+        except ValueError:
+            raise ValueError(
+                "DaskUL4M4Imputer needs a dask.distributed Client: pass client=... or create "
+                "one first (e.g. distributed.Client(LocalCluster()) or a dask-cuda "
+                "LocalCUDACluster)"
+            ) from None
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "cluster_centers_"):
+            raise NotFittedError(
+                "This DaskUL4M4Imputer instance is not fitted yet; call fit(X) before transform"
+            )
+
+    # ------------------------------------------------------------------ inputs
+    @staticmethod
+    def _is_dataframe(X) -> bool:
+        module = type(X).__module__
+        if not module.startswith(("dask", "dask_cudf", "dask_expr")):
+            return False
+        try:
+            import dask.dataframe as dd
+        except ImportError:
+            return False
+        return isinstance(X, dd.DataFrame)
+
+    def _arrays(self, X):
+        """(values, mask, dims, names) dask arrays with equal row chunks, one column chunk."""
+        import dask.array as da
+
+        if isinstance(X, DaskMultiModalArray):
+            X = (X.values, X.mask, X.dims, X.names)
+        if not isinstance(X, (tuple, list)) or len(X) not in (3, 4):
+            raise TypeError(
+                "X must be a (values, mask, dims[, names]) tuple of dask arrays, a "
+                f"DaskMultiModalArray or a dask DataFrame with list columns, got {type(X).__name__}"
+            )
+        values, mask, dims = X[:3]
+        if not isinstance(values, da.Array) or not isinstance(mask, da.Array):
+            raise TypeError("values and mask must be dask arrays (dask.array.Array)")
+        dims = tuple(int(d) for d in dims)
+        if not dims or any(d < 1 for d in dims):
+            raise ValueError(f"dims must be a non-empty sequence of positive ints, got {dims}")
+        names = tuple(f"m{m}" for m in range(len(dims))) if len(X) < 4 or X[3] is None \
+            else tuple(map(str, X[3]))
+        if len(names) != len(dims) or len(set(names)) != len(names):
+            raise ValueError(f"need {len(dims)} distinct modality names, got {names}")
+        if values.ndim != 2 or values.shape[1] != sum(dims):
+            raise ValueError(f"values must have shape (N, {sum(dims)}) for dims {dims}, got "
+                             f"{values.shape}")
+        if values.dtype.kind not in "biuf":
+            raise TypeError(f"values must be numeric, got dtype {values.dtype}")
+        if mask.ndim != 2 or mask.shape[1] != len(dims):
+            raise ValueError(f"mask must have shape (N, {len(dims)}), got {mask.shape}")
+        if mask.dtype != bool:
+            raise TypeError(f"mask must be boolean, got dtype {mask.dtype}")
+        if values.numblocks[1] != 1:
+            values = values.rechunk({1: -1})
+        if mask.numblocks[1] != 1:
+            mask = mask.rechunk({1: -1})
+        known = not any(math.isnan(c) for c in values.chunks[0] + mask.chunks[0])
+        if known:
+            if values.shape[0] != mask.shape[0]:
+                raise ValueError(f"values have {values.shape[0]} rows but mask has {mask.shape[0]}")
+            if mask.chunks[0] != values.chunks[0]:
+                mask = mask.rechunk({0: values.chunks[0]})
+        elif values.numblocks[0] != mask.numblocks[0]:
+            raise ValueError("values and mask have unknown row chunks and different numbers "
+                             "of blocks; call compute_chunk_sizes() or rechunk them alike")
+        return values, mask, dims, names
+
+    def _source(self, X, session) -> _Source:
+        import dask
+
+        if self._is_dataframe(X):
+            return self._frame_source(X, session)
+        values, mask, dims, names = self._arrays(X)
+        offsets = None
+        if not any(math.isnan(c) for c in values.chunks[0]):
+            offsets = np.concatenate([[0], np.cumsum(values.chunks[0])]).astype(int).tolist()
+        prepare = dask.delayed(_prepare_block, pure=False)
+        blocks = [prepare(v, m, dims, names, self.device, i,
+                          None if offsets is None else offsets[i])
+                  for i, (v, m) in enumerate(zip(values.to_delayed().ravel(),
+                                                 mask.to_delayed().ravel()))]
+        return _Source(blocks, dims, names, values._meta if self.device == "auto" else None)
+
+    def _frame_source(self, frame, session) -> _Source:
+        import dask
+
+        parts = frame.to_delayed()
+        layout = dask.delayed(_frame_layout, pure=False)
+        futures = session.client.compute([layout(p) for p in parts])
+        gathered = session.result(session.reduce(futures, _merge_layouts), "DataFrame layout")
+        gathered = gathered if isinstance(gathered, list) else [gathered]
+        columns, dims = [], []
+        for name in frame.columns:
+            kinds = [part[1].get(name, ("null",)) for part in gathered]
+            if not any(k[0] == "list" for k in kinds):
+                continue
+            if any(k[0] == "other" for k in kinds):
+                raise ValueError(f"column {name!r} holds lists in some partitions and other "
+                                 "values in others")
+            widths = sorted({w for k in kinds if k[0] == "list" for w in k[1]})
+            if len(widths) != 1 or widths[0] == 0:
+                raise ValueError(f"modality column {name!r}: non-null cells must all have the "
+                                 f"same non-zero length, found lengths {widths[:10]}")
+            columns.append(str(name))
+            dims.append(int(widths[0]))
+        if not columns:
+            raise ValueError(
+                "the DataFrame has no list columns to read as modalities; note that dask turns "
+                "object columns of Python lists into strings unless "
+                "dask.config.set({'dataframe.convert-string': False}) is set when the frame is "
+                "built: prefer pyarrow list dtypes, e.g. pd.ArrowDtype(pa.list_(pa.float32()))"
+            )
+        block = dask.delayed(_frame_block, pure=False)
+        blocks = [block(p, columns, tuple(dims), self.device, i) for i, p in enumerate(parts)]
+        meta = None
+        if self.device == "auto" and type(frame._meta).__module__.startswith("cudf"):
+            meta = "cuda"
+        return _Source(blocks, tuple(dims), tuple(columns), meta)
+
+    def _meta(self, like, ndim: int, dtype):
+        """Empty array of the type a per-row dask output has: that of ``device`` when it is
+        "cpu"/"cuda", else following ``like`` (an array's meta, or a device name)."""
+        from dask.array.utils import meta_from_array
+
+        if self.device != "auto":
+            like = self.device
+        if like is not None and not isinstance(like, str):
+            return meta_from_array(like, ndim=ndim, dtype=dtype)
+        try:
+            return device_module(like or "cpu").empty((0,) * ndim, dtype=dtype)
+        except ImportError:  # CuPy absent on the client: NumPy meta over CuPy chunks
+            return np.empty((0,) * ndim, dtype=dtype)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None, on_iteration=None):
+        """Learn normalisation statistics and partial centres from distributed ``X``.
+
+        on_iteration : optional ``callable(n_iter, inertia)`` run on the client after every
+            Lloyd update (as ``lloyd_loop``'s hook).
+        Returns self.
+        """
+        self._check_params()
+        client = self._get_client()
+        session = _Session(client, float(self.timeout))
+        live = []  # lists of long-lived futures, released at once if the fit fails
+        try:
+            self._fit(X, session, live, on_iteration)
+        except BaseException:
+            # Emptying the lists releases their futures even while the traceback keeps the
+            # frames alive. (Explicit Client.cancel is avoided: cancelling keys that other
+            # released keys depend on trips an assertion in some scheduler versions.)
+            for futures in live:
+                futures.clear()
+            raise
+        self.client_ = client
+        self._warn_uncarried()
+        return self
+
+    def _fit(self, X, session, live, on_iteration):
+        client = session.client
+        source = self._source(X, session)
+        dims, names = source.dims, source.names
+        raw = client.compute(source.blocks)
+        live.append(raw)
+        moments = session.result(
+            session.reduce([session.submit(_block_moments, r, dims) for r in raw],
+                           _merge_moments, dims),
+            "normalisation statistics")
+        counts, mean, m2, block_rows, devices = moments
+        if len(devices) > 1:
+            raise TypeError("partitions mix NumPy and CuPy chunks; use device='cpu' or 'cuda'")
+        n_samples = int(sum(block_rows))
+        if n_samples == 0:
+            raise ValueError("empty input: X has 0 rows")
+        unobserved = np.flatnonzero(counts == 0)
+        if unobserved.size:
+            raise ValueError(f"modalities {[names[m] for m in unobserved]} are observed in no "
+                             "training row")
+        if self.n_clusters > n_samples:
+            raise ValueError(
+                f"n_clusters={self.n_clusters} is larger than the number of rows ({n_samples})"
+            )
+        scale = self._scale(counts, m2, dims)
+        stats = session.constant((mean, scale))
+        rows = [session.submit(_normalise_block, r, stats, dims) for r in raw]
+        live.append(rows)
+        del raw, stats  # the rows keep their lineage (input block → statistics)
+        live.pop(0)
+
+        if isinstance(self.init, str):
+            starts = self._seeds(session, rows, block_rows, dims, live)
+        else:
+            starts = iter([check_initial_centers(self.init, self.n_clusters, dims, "cpu")])
+        best = None
+        for run, (centers, centers_mask) in enumerate(starts):
+            result = self._lloyd(session, rows, dims, centers, centers_mask, run, on_iteration,
+                                 live)
+            if best is None or result.inertia < best.inertia:
+                best, result = result, best
+            if result is not None:  # the losing run's labels: release them now
+                live[:] = [futures for futures in live if futures is not result.assigned]
+        labels = [session.submit(_labels_block, a) for a in best.assigned]
+
+        import dask
+        import dask.array as da
+
+        meta = self._meta(next(iter(devices)) if source.meta is None else source.meta, 1,
+                          np.int64)
+        self.labels_ = da.concatenate([
+            da.from_delayed(dask.delayed(f), shape=(n,), dtype=np.int64, meta=meta)
+            for f, n in zip(labels, block_rows)
+        ])
+        self._labels_futures = labels
+        self.mean_, self.scale_ = mean, scale
+        self.cluster_centers_, self.centers_mask_ = best.centers, best.centers_mask
+        self.inertia_, self.n_iter_ = best.inertia, best.n_iter
+        self.dims_, self.modality_names_ = dims, names
+        self.device_ = next(iter(devices))
+        self.n_samples_fit_ = n_samples
+
+    def _scale(self, counts, m2, dims):
+        """Per-dimension std from the reduced M2, with fit_modality_stats' rules."""
+        scale = np.ones(sum(dims), dtype=np.float64)
+        start = 0
+        for m, d in enumerate(dims):
+            count = int(counts[m])
+            if count > self.ddof:
+                std = np.sqrt(m2[start:start + d] / (count - self.ddof))
+                scale[start:start + d] = np.where(std <= MIN_SCALE, 1.0, std)
+            start += d
+        return scale
+
+    def _seeds(self, session, rows, block_rows, dims, live):
+        """Yield ``n_init`` k-means++ starts computed on a worker from a uniform sample."""
+        rng = check_random_state(self.random_state)
+        n_samples = int(sum(block_rows))
+        size = self.seed_sample_size or max(MIN_SEED_SAMPLE,
+                                            SEED_SAMPLE_PER_CENTER * self.n_clusters)
+        if size >= n_samples:
+            samples = [r for r, n in zip(rows, block_rows) if n]
+        else:
+            picker = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
+            index = np.sort(picker.choice(n_samples, size=size, replace=False))
+            offsets = np.concatenate([[0], np.cumsum(block_rows)])
+            samples = []
+            for part, start, stop in zip(rows, offsets[:-1], offsets[1:]):
+                local = index[(index >= start) & (index < stop)] - start
+                if local.size:
+                    samples.append(session.submit(_take_rows, part, local))
+        live.append(samples)
+        for run in range(self.n_init):
+            future = session.submit(_seed_from_sample, dims, self.n_clusters, rng, *samples)
+            centers, centers_mask, advanced = session.result(
+                future, f"k-means++ seeding (run {run + 1}/{self.n_init})")
+            rng.set_state(advanced.get_state())
+            yield centers.astype(VALUE_DTYPE), centers_mask
+
+    def _lloyd(self, session, rows, dims, centers, centers_mask, run, on_iteration, live) -> _Run:
+        """``lloyd_loop`` over the partitions; only (K, D)-sized summaries reach the client."""
+        k = self.n_clusters
+        label = f"k-means run {run + 1}/{self.n_init}"
+
+        def step(centers, centers_mask, previous, n_iter):
+            broadcast = session.constant((centers, centers_mask))
+            assigned = [session.submit(_assign_block, r, broadcast, dims, self.batch_size)
+                        for r in rows]
+            live.append(assigned)
+            previous = previous or [None] * len(rows)
+            stats = [session.submit(_block_update_stats, r, a, p, k, dims)
+                     for r, a, p in zip(rows, assigned, previous)]
+            total = session.result(session.reduce(stats, _sum_stats),
+                                   f"{label}, iteration {n_iter}")
+            return assigned, total
+
+        centers = np.asarray(centers, dtype=VALUE_DTYPE).copy()
+        centers_mask = np.asarray(centers_mask, dtype=bool)
+        bar = tqdm(total=self.max_iter, desc=label, unit="iter", leave=False,
+                   disable=not self.verbose)
+        with bar:
+            assigned, total = step(centers, centers_mask, None, 0)
+            n_iter = 0
+            while n_iter < self.max_iter:
+                sums, counts, members, _, _ = total
+                new_centers, new_mask = centers_from_statistics(sums, counts, members, centers,
+                                                           centers_mask, dims)
+                n_iter += 1
+                shift = center_shift(dims, centers, centers_mask, new_centers, new_mask)
+                previous = assigned
+                assigned, total = step(new_centers, new_mask, previous, n_iter)
+                live[:] = [futures for futures in live if futures is not previous]
+                del previous
+                centers, centers_mask = new_centers, new_mask
+                bar.update(1)
+                bar.set_postfix(inertia=f"{total[4]:.4g}")
+                if on_iteration is not None:
+                    on_iteration(n_iter, total[4])
+                if total[3] == 0 or float(shift.max()) < self.tol:
+                    break
+        return _Run(centers, centers_mask, assigned, float(total[4]), n_iter)
+
+    def _uncarried(self) -> list[str]:
+        carried = self.centers_mask_.any(axis=0)
+        return [self.modality_names_[m] for m in np.flatnonzero(~carried)]
+
+    def _warn_uncarried(self) -> None:
+        uncarried = self._uncarried()
+        if uncarried:
+            warnings.warn(
+                f"no centre carries modalities {uncarried}; their missing slots will be "
+                "filled with the training mean", UserWarning, stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ completion
+    def _completion_model(self) -> UL4M4Imputer:
+        """The fitted single-machine model (host arrays, no labels) shipped to the blocks."""
+        model = self._local_estimator(device="cpu")
+        model.device_ = "cpu"
+        model.cluster_centers_, model.centers_mask_ = self.cluster_centers_, self.centers_mask_
+        model.mean_, model.scale_ = self.mean_, self.scale_
+        model.dims_, model.modality_names_ = tuple(self.dims_), tuple(self.modality_names_)
+        model.n_iter_, model.inertia_ = self.n_iter_, self.inertia_
+        return model
+
+    def transform(self, X):
+        """Fill every missing modality of distributed ``X`` (lazy).
+
+        Returns, for array input, a :class:`DaskMultiModalArray` (values (N, D) float32 with
+        the observed values unchanged, mask all True, imputed = the input's ~mask) with the
+        input's row chunks; for a dask DataFrame, a dask DataFrame with the modality columns
+        completed (other columns and the index kept). Each block is completed by
+        ``UL4M4Imputer.transform`` with the fitted centres, so the result equals
+        ``self.to_local().transform`` on the gathered data.
+        """
+        import dask
+        import dask.array as da
+
+        self._check_fitted()
+        model = dask.delayed(self._completion_model(), name=f"ul4m4-model-{uuid.uuid4().hex}")
+        if self._is_dataframe(X):
+            missing = [n for n in self.modality_names_ if n not in X.columns]
+            if missing:
+                raise ValueError(f"X lacks the modality columns {missing} seen in fit")
+            return X.map_partitions(_complete_frame, model, tuple(self.modality_names_),
+                                    tuple(self.dims_), self.device, meta=X._meta)
+        values, mask, dims, names = self._arrays(X)
+        if dims != tuple(self.dims_):
+            raise ValueError(f"X has modality dims {dims} but the imputer was fitted on "
+                             f"{tuple(self.dims_)}")
+        like = values._meta
+        completed = da.map_blocks(
+            _complete_block, values, mask, model, dims, names, self.device,
+            dtype=VALUE_DTYPE, chunks=values.chunks,
+            meta=self._meta(like, 2, VALUE_DTYPE), name=f"ul4m4-complete-{uuid.uuid4().hex}")
+        bool_meta = self._meta(mask._meta, 2, bool)
+        imputed = mask.map_blocks(_missing_block, self.device, dtype=bool, meta=bool_meta)
+        observed = mask.map_blocks(_all_true_block, self.device, dtype=bool, meta=bool_meta)
+        return DaskMultiModalArray(completed, observed, dims, names, imputed)
+
+    def fit_transform(self, X, y=None):
+        """``fit(X).transform(X)``."""
+        return self.fit(X).transform(X)
+
+    # ------------------------------------------------------------------ local model
+    def to_local(self, device: str | None = None, labels: bool = True) -> UL4M4Imputer:
+        """A plain fitted :class:`UL4M4Imputer` with the same centres and statistics (it can
+        ``transform`` and ``save``). ``device`` defaults to this estimator's; ``labels``
+        gathers ``labels_`` to it (within ``timeout``)."""
+        from .backend import resolve_device
+
+        self._check_fitted()
+        model = self._local_estimator(device=device or self.device)
+        model.device_ = resolve_device(model.device)
+        for name in ("cluster_centers_", "centers_mask_", "mean_", "scale_"):
+            setattr(model, name, to_device(getattr(self, name), model.device_))
+        model.dims_, model.modality_names_ = tuple(self.dims_), tuple(self.modality_names_)
+        model.n_iter_, model.inertia_ = self.n_iter_, self.inertia_
+        if labels:
+            session = _Session(self.client_, float(self.timeout))
+            gathered = session.result(self.client_.compute(self.labels_), "gathering labels_")
+            model.labels_ = to_device(to_numpy(gathered), model.device_)
+        return model
+
+    def save(self, path) -> None:
+        """Write the fitted model as a :class:`UL4M4Imputer` file (``UL4M4Imputer.load``)."""
+        self.to_local(device="cpu").save(path)
