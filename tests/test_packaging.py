@@ -34,3 +34,17 @@ def test_readme_starts_with_the_demo_and_test_commands_and_ci_runs_the_latter():
                             'pip install -e ".[test]" && pytest']
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[1] in ci.splitlines()
+
+
+def test_readme_dask_example_runs(tmp_path):
+    pytest.importorskip("distributed")
+    import subprocess
+    import sys
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    (example,) = [b for b in blocks if "DaskUL4M4Imputer" in b]
+    script = tmp_path / "example.py"
+    script.write_text(example + "        assert completed.mask.all() and local.n_clusters == 32\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -33,7 +33,8 @@ Fit, step by step (the single-machine algorithm of :mod:`ul4m4_gpu.kmeans`, same
    returns the (K, D) per-centre sums (float64), (K, M) per-modality counts, (K,) member
    counts, the number of labels that changed against the previous iteration's labels and
    the partition's inertia. A tree of pairwise-ish sums (``split_every`` at a time) brings
-   one total to the client, which applies exactly ``update_centers``' rule and
+   one total to the client, which applies the single-machine update rule
+   (:func:`~ul4m4_gpu.kmeans.centers_from_statistics`) and
    ``lloyd_loop``'s stop rules (no label changed, every centre moved less than ``tol``, or
    ``max_iter`` updates).
 6. **Transform** is embarrassingly parallel: every block runs the single-machine
