@@ -2,19 +2,32 @@
 
 Errors are one line on stderr (``ul4m4: error: ...``) with exit status 1 (2 for usage
 errors, as argparse does), and no output file is left behind.
+
+``fit`` and ``impute`` read the whole input into memory by default. ``--stream`` processes a
+Parquet file/directory ``--batch-rows`` rows at a time (:mod:`ul4m4_gpu.streaming`, bounded
+memory); ``--workers N`` / ``--scheduler ADDRESS`` run on a dask.distributed cluster
+(:class:`~ul4m4_gpu.distributed.DaskUL4M4Imputer`), a LocalCluster of N worker processes
+started for the command or an existing scheduler.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from .backend import DEVICES
 from .estimator import UL4M4Imputer
 from .io import InputFileError, atomic_write, read_table, write_table
+
+#: Result partitions a distributed ``impute`` keeps in flight while writing the output.
+WRITE_WINDOW = 4
 
 
 def _add_common(parser: argparse.ArgumentParser, k_default) -> None:
@@ -23,6 +36,23 @@ def _add_common(parser: argparse.ArgumentParser, k_default) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed; default 0")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where to compute; default auto (GPU if CuPy sees one)")
+
+
+def _add_scale(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "scaling out", "default: read the whole input into memory and compute in this process")
+    group.add_argument("--stream", action="store_true",
+                       help="Parquet input only: read it --batch-rows rows at a time (memory "
+                            "bounded independently of the number of rows)")
+    group.add_argument("--batch-rows", type=int, default=None, metavar="N",
+                       help="rows per streamed batch (--stream; default 65536) or per dask "
+                            "partition of an .npz input (--workers/--scheduler)")
+    group.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="run on a dask LocalCluster of N worker processes started for "
+                            "this command")
+    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run on the dask.distributed cluster at ADDRESS "
+                            "(e.g. tcp://host:8786)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("-o", "--output", type=Path, required=True, help="model file (.npz)")
     _add_common(fit, 64)
     fit.add_argument("--max-iter", type=int, default=100, help="maximum Lloyd iterations")
+    _add_scale(fit)
 
     impute = commands.add_parser(
         "impute", help="fill every missing modality of a data file",
@@ -66,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output file, same format as INPUT")
     impute.add_argument("--model", type=Path, help="a model written by 'ul4m4 fit'")
     _add_common(impute, 64)
+    _add_scale(impute)
     quality = commands.add_parser(
         "bench-quality", help="compare UL4M4 with baseline imputers on a data set",
         description="For each missing configuration and seed: impute with UL4M4 at several K, "
@@ -102,28 +134,271 @@ def run_demo_command(args) -> None:
     print(f"\ntotal {time.perf_counter() - start:.1f} s")
 
 
+def _scale_mode(args) -> str:
+    """"memory", "stream" or "dask", after checking the scaling options (ValueError)."""
+    if args.workers is not None and args.scheduler is not None:
+        raise ValueError("--workers and --scheduler exclude each other: start a local "
+                         "cluster or connect to one")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.batch_rows is not None and args.batch_rows < 1:
+        raise ValueError(f"--batch-rows must be >= 1, got {args.batch_rows}")
+    distributed = args.workers is not None or args.scheduler is not None
+    if args.stream and distributed:
+        raise ValueError("--stream runs in this process; it excludes --workers and --scheduler")
+    if args.stream:
+        return "stream"
+    if distributed:
+        return "dask"
+    if args.batch_rows is not None:
+        raise ValueError("--batch-rows needs --stream, --workers or --scheduler")
+    return "memory"
+
+
+def _batch_rows(args) -> int:
+    from .streaming import DEFAULT_BATCH_ROWS
+
+    return args.batch_rows or DEFAULT_BATCH_ROWS
+
+
 def run_fit_command(args) -> None:
-    table = read_table(args.input, device=args.device)
+    mode = _scale_mode(args)
+    if mode == "dask":
+        return _run_dask_command(args, fit_only=True)
     imputer = UL4M4Imputer(n_clusters=args.k, max_iter=args.max_iter, random_state=args.seed,
-                           device=args.device, verbose=int(_progress_enabled(args))).fit(table.data)
+                           device=args.device, verbose=int(_progress_enabled(args)))
+    if mode == "stream":
+        from .streaming import fit_parquet
+
+        imputer = fit_parquet(args.input, imputer, batch_rows=_batch_rows(args))
+        n_rows = int(imputer.labels_.shape[0])
+    else:
+        table = read_table(args.input, device=args.device)
+        imputer.fit(table.data)
+        n_rows = table.data.n_samples
     atomic_write(args.output, imputer.save)
-    print(f"fitted K={args.k} on {table.data.n_samples} rows in {imputer.n_iter_} iterations "
-          f"(inertia {imputer.inertia_:.4g}); model written to {args.output}")
+    _print_fitted(args, n_rows, imputer.n_iter_, imputer.inertia_)
+
+
+def _print_fitted(args, n_rows, n_iter, inertia) -> None:
+    print(f"fitted K={args.k} on {n_rows} rows in {n_iter} iterations "
+          f"(inertia {inertia:.4g}); model written to {args.output}")
+
+
+def _print_filled(args, n_filled, n_rows) -> None:
+    print(f"filled {n_filled} missing modality slots in {n_rows} rows; "
+          f"written to {args.output}")
+
+
+def _load_model(args) -> UL4M4Imputer:
+    imputer = UL4M4Imputer.load(args.model, device=args.device)
+    imputer.set_params(verbose=int(_progress_enabled(args)))
+    return imputer
 
 
 def run_impute_command(args) -> None:
+    mode = _scale_mode(args)
+    if mode == "dask":
+        return _run_dask_command(args, fit_only=False)
+    if mode == "stream":
+        from .streaming import (ParquetSource, check_parquet_output, fit_parquet,
+                                transform_parquet)
+
+        source = ParquetSource.open(args.input)
+        check_parquet_output(args.output, source)  # before a long fit
+        if args.model is not None:
+            imputer = _load_model(args)
+        else:
+            imputer = fit_parquet(args.input, UL4M4Imputer(
+                n_clusters=args.k, random_state=args.seed, device=args.device,
+                verbose=int(_progress_enabled(args))), batch_rows=_batch_rows(args))
+        n_filled = transform_parquet(args.input, args.output, imputer,
+                                     batch_rows=_batch_rows(args))
+        _print_filled(args, n_filled, source.n_rows)
+        return
     table = read_table(args.input, device=args.device)
     if args.model is not None:
-        imputer = UL4M4Imputer.load(args.model, device=args.device)
-        imputer.set_params(verbose=int(_progress_enabled(args)))
+        imputer = _load_model(args)
     else:
         imputer = UL4M4Imputer(n_clusters=args.k, random_state=args.seed, device=args.device,
                                verbose=int(_progress_enabled(args))).fit(table.data)
     completed = imputer.transform(table.data)
     write_table(table, completed, args.output)
     n_filled = int((~table.data.mask).sum())
-    print(f"filled {n_filled} missing modality slots in {table.data.n_samples} rows; "
-          f"written to {args.output}")
+    _print_filled(args, n_filled, table.data.n_samples)
+
+
+# ---------------------------------------------------------------------------- dask
+@contextlib.contextmanager
+def _dask_client(args):
+    """A distributed.Client to ``--scheduler``, or to a LocalCluster of ``--workers``
+    processes that lives as long as the command; cluster logs below ERROR are silenced."""
+    from distributed import Client, LocalCluster
+
+    quiet = logging.getLogger("distributed")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        if args.scheduler is not None:
+            with Client(args.scheduler, timeout="10s", set_as_default=False) as client:
+                yield client
+        else:
+            with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                              dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                    Client(cluster, set_as_default=False) as client:
+                yield client
+    finally:
+        quiet.setLevel(level)
+
+
+def _dask_model(args, client):
+    from .distributed import DaskUL4M4Imputer
+
+    params = dict(n_clusters=args.k, random_state=args.seed, device=args.device,
+                  verbose=int(_progress_enabled(args)), client=client)
+    if getattr(args, "max_iter", None) is not None:
+        params["max_iter"] = args.max_iter
+    return DaskUL4M4Imputer(**params)
+
+
+def _dask_from_local(local: UL4M4Imputer, client):
+    """A fitted DaskUL4M4Imputer with the centres and statistics of a loaded model."""
+    from .backend import to_numpy
+    from .distributed import DaskUL4M4Imputer
+
+    params = {name: getattr(local, name) for name in local.get_params()}
+    params["init"] = "k-means++" if not isinstance(local.init, str) else local.init
+    model = DaskUL4M4Imputer(**params, client=client)
+    for name in ("cluster_centers_", "centers_mask_", "mean_", "scale_"):
+        setattr(model, name, to_numpy(getattr(local, name)))
+    model.dims_, model.modality_names_ = tuple(local.dims_), tuple(local.modality_names_)
+    model.n_iter_, model.inertia_, model.device_ = local.n_iter_, local.inertia_, "cpu"
+    model.client_ = client
+    return model
+
+
+def _run_dask_command(args, fit_only: bool) -> None:
+    """``fit`` / ``impute`` on a dask.distributed cluster."""
+    from .io import _input_format
+
+    if not args.input.exists():
+        raise InputFileError(f"cannot read {args.input}: no such file or directory")
+    try:
+        parquet = _input_format(args.input) == "parquet"
+    except ValueError as error:
+        raise InputFileError(f"cannot read {args.input}: {error}") from None
+    source = table = None
+    if parquet:
+        from .streaming import ParquetSource, check_parquet_output
+
+        source = ParquetSource.open(args.input)
+        if not fit_only:
+            check_parquet_output(args.output, source)
+    else:
+        table = read_table(args.input, device="cpu")
+    with _dask_client(args) as client, warnings.catch_warnings():
+        # dask's own parquet reader trips a pandas deprecation warning: not the user's concern
+        warnings.filterwarnings("ignore", message="The inplace keyword", module="dask")
+        if parquet:
+            _dask_parquet(args, client, source, fit_only)
+        else:
+            _dask_npz(args, client, table, fit_only)
+
+
+def _fit_or_load(args, client, X, fit_only):
+    if fit_only or args.model is None:
+        model = _dask_model(args, client).fit(X)
+        if fit_only:
+            atomic_write(args.output, model.save)
+            _print_fitted(args, model.n_samples_fit_, model.n_iter_, model.inertia_)
+        return model
+    return _dask_from_local(_load_model(args), client)
+
+
+def _dask_npz(args, client, table, fit_only):
+    """An .npz input (read whole, as its format requires) split in row chunks."""
+    import dask.array as da
+
+    from .backend import to_numpy
+
+    data = table.data
+    chunks = (args.batch_rows or max(1, -(-data.n_samples // (4 * _n_workers(client)))), -1)
+    X = (da.from_array(to_numpy(data.values), chunks=chunks),
+         da.from_array(to_numpy(data.mask), chunks=chunks), data.dims, data.names)
+    model = _fit_or_load(args, client, X, fit_only)
+    if fit_only:
+        return
+    completed = model.transform(X).compute(client=client, timeout=model.timeout)
+    write_table(table, completed, args.output)
+    _print_filled(args, int((~to_numpy(data.mask)).sum()), data.n_samples)
+
+
+def _n_workers(client) -> int:
+    try:
+        return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    except Exception:
+        return 1
+
+
+def _dask_parquet(args, client, source, fit_only):
+    """Parquet input through ``dask.dataframe.read_parquet`` with pyarrow dtypes (list
+    columns stay lists); the output is written partition by partition, in order."""
+    import dask.dataframe as dd
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+
+    from .io import IMPUTED_KEY
+    from .streaming import output_schema
+
+    frame = dd.read_parquet([str(f) for f in source.files], columns=list(source.order),
+                            dtype_backend="pyarrow")
+    model = _fit_or_load(args, client, frame[list(source.modalities)], fit_only)
+    if fit_only:
+        return
+    names = list(source.modalities)
+    flags_type = pd.ArrowDtype(pa.list_(pa.bool_()))
+    meta = frame._meta.assign(**{IMPUTED_KEY: pd.Series([], dtype=flags_type)})
+    flagged = frame.map_partitions(_with_imputed_flags, names, meta=meta)
+    parts = model.transform(flagged).to_delayed()
+    schema = output_schema(source)
+    counts = [0]
+
+    def write(tmp):
+        with pq.ParquetWriter(str(tmp), schema) as writer, \
+                tqdm(total=len(parts), desc="imputing partitions", unit="part", leave=False,
+                     disable=not _progress_enabled(args)) as bar:
+            pending = [client.compute(p) for p in parts[:WRITE_WINDOW]]
+            for i in range(len(parts)):
+                if i + WRITE_WINDOW < len(parts):
+                    pending.append(client.compute(parts[i + WRITE_WINDOW]))
+                part = pending.pop(0).result(timeout=model.timeout)
+                out = pa.Table.from_pandas(part, preserve_index=False)
+                out = out.select(list(schema.names)).cast(schema)
+                counts[0] += int(pc.sum(pc.list_flatten(out.column(IMPUTED_KEY))).as_py() or 0)
+                writer.write_table(out)
+                bar.update(1)
+
+    atomic_write(args.output, write)
+    _print_filled(args, counts[0], source.n_rows)
+
+
+def _with_imputed_flags(frame, names):
+    """One partition plus an ``imputed`` list<bool> column: the modality cells that are
+    null (missing) before completion."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from .io import IMPUTED_KEY, _bool_lists
+
+    flags = (pd.concat([frame[name].isna() for name in names], axis=1).to_numpy(dtype=bool)
+             if len(frame) else np.zeros((0, len(names)), dtype=bool))
+    out = frame.copy()
+    out[IMPUTED_KEY] = pd.Series(pd.arrays.ArrowExtensionArray(_bool_lists(flags)),
+                                 index=frame.index)
+    return out
 
 
 def run_bench_quality_command(args) -> None:

@@ -1,0 +1,146 @@
+"""``ul4m4 fit`` / ``impute`` scaled out: ``--stream`` (bounded memory, same output as the
+in-memory path) and ``--workers`` (a dask LocalCluster started for the command)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from test_streaming import make_data, write_dataset
+from ul4m4_gpu import UL4M4Imputer
+from ul4m4_gpu.cli import main
+
+K = 5
+
+
+@pytest.fixture(scope="module")
+def parquet_dir(tmp_path_factory):
+    x, mask = make_data(n=600)
+    return write_dataset(tmp_path_factory.mktemp("in") / "ds", x, mask,
+                         [(0, 200), (200, 201), (201, 450), (450, 600)])
+
+
+def modality_values(table, name):
+    return np.stack(table.column(name).to_numpy(zero_copy_only=False))
+
+
+def assert_same_output(got, expected, exact):
+    """Same schema, passthrough and flags; modality values bit-identical when ``exact``,
+    else equal to float round-off (fits that accumulate sums differently)."""
+    assert got.schema.equals(expected.schema, check_metadata=True)
+    for name in ("id", "tag", "imputed"):
+        assert got.column(name).equals(expected.column(name))
+    for name in ("img", "txt", "aud"):
+        if exact:
+            assert got.column(name).equals(expected.column(name))
+        else:
+            np.testing.assert_allclose(modality_values(got, name),
+                                       modality_values(expected, name), rtol=1e-5, atol=1e-5)
+
+
+def test_stream_fit_and_impute_equal_the_in_memory_commands(parquet_dir, tmp_path):
+    memory_model, stream_model = tmp_path / "memory.npz", tmp_path / "stream.npz"
+    assert main(["fit", str(parquet_dir), "-o", str(memory_model), "--k", str(K)]) == 0
+    assert main(["fit", str(parquet_dir), "-o", str(stream_model), "--k", str(K), "--stream",
+                 "--batch-rows", "37"]) == 0
+    memory, stream = UL4M4Imputer.load(memory_model), UL4M4Imputer.load(stream_model)
+    assert stream.n_iter_ == memory.n_iter_
+    np.testing.assert_array_equal(stream.labels_, memory.labels_)
+    np.testing.assert_array_equal(stream.centers_mask_, memory.centers_mask_)
+    np.testing.assert_allclose(stream.cluster_centers_, memory.cluster_centers_, atol=1e-5)
+
+    # the same model: streamed output bit-identical to the in-memory output
+    outputs = {}
+    for name, extra in (("memory", []), ("stream", ["--stream", "--batch-rows", "37"])):
+        outputs[name] = tmp_path / f"{name}.parquet"
+        assert main(["impute", str(parquet_dir), "-o", str(outputs[name]), "--model",
+                     str(memory_model), *extra]) == 0
+    assert_same_output(pq.read_table(outputs["stream"]), pq.read_table(outputs["memory"]),
+                       exact=True)
+    # impute --stream without a model fits first (streamed)
+    fitted = tmp_path / "fitted.parquet"
+    assert main(["impute", str(parquet_dir), "-o", str(fitted), "--k", str(K), "--stream"]) == 0
+    assert_same_output(pq.read_table(fitted), pq.read_table(outputs["memory"]), exact=False)
+
+
+def test_workers_fit_then_impute_on_a_parquet_dir(parquet_dir, tmp_path):
+    model, out, reference = tmp_path / "model.npz", tmp_path / "out.parquet", tmp_path / "ref.parquet"
+    result = subprocess.run(
+        [sys.executable, "-m", "ul4m4_gpu.cli", "fit", str(parquet_dir), "-o", str(model),
+         "--k", str(K), "--workers", "2"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "fitted K=5 on 600 rows" in result.stdout
+    assert main(["impute", str(parquet_dir), "-o", str(out), "--model", str(model),
+                 "--workers", "2"]) == 0
+    assert main(["impute", str(parquet_dir), "-o", str(reference), "--k", str(K)]) == 0
+    local = UL4M4Imputer.load(model)
+    assert local.labels_.shape == (600,)
+    assert_same_output(pq.read_table(out), pq.read_table(reference), exact=False)
+
+
+def test_scheduler_address_of_a_running_cluster(parquet_dir, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    out, reference = tmp_path / "out.parquet", tmp_path / "ref.parquet"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        assert main(["impute", str(parquet_dir), "-o", str(out), "--k", str(K),
+                     "--scheduler", cluster.scheduler_address]) == 0
+    assert main(["impute", str(parquet_dir), "-o", str(reference), "--k", str(K)]) == 0
+    assert_same_output(pq.read_table(out), pq.read_table(reference), exact=False)
+
+
+def test_workers_impute_npz_fits_first(tmp_path):
+    x, mask = make_data(n=300)
+    full = np.where(np.repeat(mask, (4, 3, 5), axis=1), x, np.nan)
+    path = tmp_path / "in.npz"
+    np.savez(path, a=full[:, :4], ids=np.arange(300), b=full[:, 4:7], c=full[:, 7:])
+    out, reference = tmp_path / "out.npz", tmp_path / "ref.npz"
+    assert main(["impute", str(path), "-o", str(out), "--k", str(K), "--workers", "2",
+                 "--batch-rows", "70"]) == 0
+    assert main(["impute", str(path), "-o", str(reference), "--k", str(K)]) == 0
+    with np.load(out) as got, np.load(reference) as expected:
+        assert list(got.keys()) == list(expected.keys()) == ["a", "ids", "b", "c", "imputed"]
+        for key in expected:
+            np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stream", "--workers", "2"], "excludes --workers"),
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "exclude each other"),
+    (["--batch-rows", "10"], "--batch-rows needs"),
+    (["--stream", "--batch-rows", "0"], "--batch-rows must be >= 1"),
+    (["--workers", "0"], "--workers must be >= 1"),
+])
+def test_option_errors_are_one_line(parquet_dir, tmp_path, capsys, args, message):
+    out = tmp_path / "out.parquet"
+    assert main(["impute", str(parquet_dir), "-o", str(out), *args]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("ul4m4: error:") and message in errors[0]
+    assert not out.exists()
+
+
+def test_stream_errors_leave_no_output(parquet_dir, tmp_path, capsys):
+    npz = tmp_path / "in.npz"
+    np.savez(npz, a=np.ones((5, 2)))
+    assert main(["fit", str(npz), "-o", str(tmp_path / "m.npz"), "--stream"]) == 1
+    assert main(["impute", str(parquet_dir), "-o", str(tmp_path / "out.npz"), "--stream"]) == 1
+    assert main(["impute", str(parquet_dir), "-o", str(tmp_path / "out.parquet"), "--stream",
+                 "--k", "601"]) == 1
+    assert main(["impute", str(parquet_dir), "-o", str(tmp_path / "w.npz"), "--workers", "2"]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 4 and all(e.startswith("ul4m4: error:") for e in errors)
+    assert "Parquet only" in errors[0] and ".parquet file" in errors[1]
+    assert "n_clusters=601" in errors[2] and ".parquet file" in errors[3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz"]
+
+
+def test_help_lists_the_scaling_options(capsys):
+    for command in ("fit", "impute"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        for option in ("--stream", "--batch-rows", "--workers", "--scheduler"):
+            assert option in out

@@ -1,0 +1,232 @@
+"""Out-of-core fit/transform of Parquet datasets (ul4m4_gpu.streaming): same results as the
+in-memory path whatever the batch size, and memory bounded independently of N."""
+
+import gc
+import tracemalloc
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ul4m4_gpu import UL4M4Imputer
+from ul4m4_gpu.io import InputFileError, OutputFileError, read_table, write_table
+from ul4m4_gpu.normalise import fit_modality_stats, normalise
+from ul4m4_gpu.streaming import ParquetSource, fit_parquet, transform_parquet
+
+DIMS = (4, 3, 5)
+NAMES = ("img", "txt", "aud")
+K = 5
+
+
+def make_data(seed=0, n=600, dims=DIMS, k=K, observed=0.6, spread=4.0):
+    """Clustered rows, random missing modalities, a few rows observing nothing (label −1)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=spread, size=(k, sum(dims)))
+    x = (centres[rng.integers(k, size=n)] + rng.normal(size=(n, sum(dims)))).astype(np.float32)
+    mask = rng.random((n, len(dims))) < observed
+    mask[:5] = False
+    return x, mask
+
+
+def list_column(block, observed, value_type=pa.float32()):
+    """A list column of the rows of ``block``, null where not observed."""
+    n, d = block.shape
+    offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32))
+    flat = pa.array(np.ascontiguousarray(block).reshape(-1)).cast(value_type)
+    return pa.ListArray.from_arrays(offsets, flat, mask=pa.array(~observed))
+
+
+def write_dataset(directory, x, mask, bounds, dims=DIMS, names=NAMES, row_group_size=None):
+    """One Parquet file per [start, stop) of ``bounds``: passthrough ``id`` (int) and ``tag``
+    (string) columns around the modality columns; ``txt`` stored as list<double>."""
+    directory.mkdir()
+    offsets = np.concatenate([[0], np.cumsum(dims)])
+    for i, (start, stop) in enumerate(bounds):
+        rows = slice(start, stop)
+        columns = {"id": pa.array(np.arange(start, stop) * 3)}
+        for m, name in enumerate(names):
+            kind = pa.float64() if name == "txt" else pa.float32()
+            columns[name] = list_column(x[rows, offsets[m]:offsets[m + 1]], mask[rows, m], kind)
+            if m == 0:
+                columns["tag"] = pa.array([f"row{j}" for j in range(start, stop)])
+        pq.write_table(pa.table(columns), directory / f"part-{i:03d}.parquet",
+                       row_group_size=row_group_size)
+    return directory
+
+
+def explicit_init(x, mask, rows=slice(10, 15)):
+    """Normalised initial centres from a few rows: several Lloyd updates follow."""
+    mean, scale = fit_modality_stats(x, mask, DIMS)
+    z = normalise(x, mask, mean, scale, DIMS)
+    centers_mask = mask[rows].copy()
+    centers_mask[~centers_mask.any(axis=1), 0] = True
+    centers = np.where(np.repeat(centers_mask, DIMS, axis=1), z[rows], 0).astype(np.float32)
+    return centers, centers_mask
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    x, mask = make_data()
+    path = write_dataset(tmp_path_factory.mktemp("data") / "ds", x, mask,
+                         [(0, 150), (150, 151), (151, 420), (420, 600)])
+    return path, x, mask
+
+
+def assert_same_fit(streamed, reference):
+    assert streamed.n_iter_ == reference.n_iter_
+    np.testing.assert_array_equal(streamed.labels_, reference.labels_)
+    np.testing.assert_array_equal(streamed.centers_mask_, reference.centers_mask_)
+    np.testing.assert_allclose(streamed.cluster_centers_, reference.cluster_centers_,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(streamed.mean_, reference.mean_, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(streamed.scale_, reference.scale_, rtol=1e-12)
+    assert streamed.inertia_ == pytest.approx(reference.inertia_, rel=1e-5)
+    assert streamed.dims_ == reference.dims_
+    assert streamed.modality_names_ == reference.modality_names_
+
+
+@pytest.mark.parametrize("batch_rows", [65536, 37])
+def test_streamed_fit_equals_in_memory_fit_from_explicit_init(dataset, batch_rows):
+    path, x, mask = dataset
+    init = explicit_init(x, mask)
+    reference = UL4M4Imputer(n_clusters=K, init=init, device="cpu").fit(read_table(path).data)
+    assert reference.n_iter_ > 2 and (reference.labels_ == -1).sum() >= 5
+    streamed = fit_parquet(path, UL4M4Imputer(n_clusters=K, init=init, device="cpu"),
+                           batch_rows=batch_rows)
+    assert isinstance(streamed, UL4M4Imputer)
+    assert_same_fit(streamed, reference)
+
+
+@pytest.mark.parametrize("batch_rows", [65536, 37])
+def test_streamed_kmeanspp_equals_in_memory_when_the_sample_holds_every_row(dataset, batch_rows):
+    path, _, _ = dataset
+    params = dict(n_clusters=K, n_init=2, random_state=7, device="cpu")
+    reference = UL4M4Imputer(**params).fit(read_table(path).data)
+    streamed = fit_parquet(path, UL4M4Imputer(**params), batch_rows=batch_rows)
+    assert_same_fit(streamed, reference)
+
+
+def test_sampled_seeding_finds_the_clusters(tmp_path):
+    x, mask = make_data(seed=3, n=3000, observed=0.9, spread=8.0)
+    path = write_dataset(tmp_path / "ds", x, mask, [(0, 1000), (1000, 3000)])
+    imputer = fit_parquet(path, UL4M4Imputer(n_clusters=K, random_state=0, device="cpu"),
+                          batch_rows=500, seed_sample_size=400)
+    reference = UL4M4Imputer(n_clusters=K, random_state=0, device="cpu").fit(
+        read_table(path).data)
+    assert imputer.labels_.shape == (3000,)
+    assert imputer.inertia_ <= 1.05 * reference.inertia_
+
+
+@pytest.mark.parametrize("batch_rows", [65536, 37])
+def test_streamed_transform_writes_what_the_in_memory_path_writes(dataset, tmp_path, batch_rows):
+    path, x, mask = dataset
+    table = read_table(path)
+    imputer = UL4M4Imputer(n_clusters=K, init=explicit_init(x, mask), device="cpu").fit(table.data)
+    write_table(table, imputer.transform(table.data), tmp_path / "memory.parquet")
+    filled = transform_parquet(path, tmp_path / "streamed.parquet", imputer,
+                               batch_rows=batch_rows)
+    assert filled == int((~mask).sum())
+    expected = pq.read_table(tmp_path / "memory.parquet")
+    got = pq.read_table(tmp_path / "streamed.parquet")
+    assert got.schema.equals(expected.schema, check_metadata=True)
+    assert got.equals(expected)  # values bit-identical, passthrough and flags too
+    assert got.column_names == ["id", "img", "tag", "txt", "aud", "imputed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memory.parquet", "streamed.parquet"]
+
+
+def test_streamed_fit_then_transform_matches_fit_transform(dataset, tmp_path):
+    path, x, mask = dataset
+    streamed = fit_parquet(path, UL4M4Imputer(n_clusters=K, random_state=1, device="cpu"),
+                           batch_rows=100)
+    transform_parquet(path, tmp_path / "out.parquet", streamed, batch_rows=100)
+    table = read_table(path)
+    reference = UL4M4Imputer(n_clusters=K, random_state=1, device="cpu")
+    write_table(table, reference.fit_transform(table.data), tmp_path / "ref.parquet")
+    got, expected = pq.read_table(tmp_path / "out.parquet"), pq.read_table(tmp_path / "ref.parquet")
+    assert got.schema.equals(expected.schema, check_metadata=True)
+    for name in ("id", "tag", "imputed"):
+        assert got.column(name).equals(expected.column(name))
+    for name in NAMES:  # centres agree to round-off (float64 vs float32 centre sums)
+        np.testing.assert_allclose(np.stack(got.column(name).to_numpy(zero_copy_only=False)),
+                                   np.stack(expected.column(name).to_numpy(zero_copy_only=False)),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_errors(dataset, tmp_path):
+    path, x, mask = dataset
+    imputer = UL4M4Imputer(n_clusters=K, random_state=0, device="cpu")
+    with pytest.raises(InputFileError, match="nope"):
+        fit_parquet(tmp_path / "nope", imputer)
+    with pytest.raises(ValueError, match="batch_rows"):
+        fit_parquet(path, imputer, batch_rows=0)
+    with pytest.raises(ValueError, match="n_clusters=601"):
+        fit_parquet(path, UL4M4Imputer(n_clusters=601, device="cpu"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.parquet").write_bytes(b"garbage")
+    with pytest.raises(InputFileError, match="a.parquet"):
+        fit_parquet(bad, imputer)
+    fitted = fit_parquet(path, imputer)
+    with pytest.raises(OutputFileError):
+        transform_parquet(path, tmp_path / "out.npz", fitted)
+    mismatched = write_dataset(tmp_path / "mismatch", x[:, :9], mask[:, :2], [(0, 50)],
+                               dims=(4, 5), names=("img", "txt"))
+    with pytest.raises(ValueError):
+        transform_parquet(mismatched, tmp_path / "out.parquet", fitted)
+    assert not (tmp_path / "out.parquet").exists()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_unobserved_modality_in_some_batches_and_schema_check(tmp_path):
+    x, mask = make_data(n=200)
+    mask[:120, 2] = False  # 'aud' null in every row of the first file and several batches
+    path = write_dataset(tmp_path / "ds", x, mask, [(0, 100), (100, 200)])
+    reference = UL4M4Imputer(n_clusters=3, random_state=0, device="cpu").fit(
+        read_table(path).data)
+    streamed = fit_parquet(path, UL4M4Imputer(n_clusters=3, random_state=0, device="cpu"),
+                           batch_rows=30)
+    assert_same_fit(streamed, reference)
+    source = ParquetSource.open(path)
+    assert source.modalities == NAMES and source.n_rows == 200
+    pq.write_table(pa.table({"other": [1, 2]}), path / "zz.parquet")
+    with pytest.raises(InputFileError, match="zz.parquet"):
+        ParquetSource.open(path)
+
+
+def _peak_bytes(func):
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = func()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_streaming_memory_is_bounded_below_the_dataset_size(tmp_path):
+    """A 40 MB (float32) dataset streamed in 2048-row batches stays under a 10 MB budget
+    (NumPy allocations are traced by tracemalloc), where the in-memory path goes far above."""
+    budget = 10 * 2**20
+    n, dims = 100_000, (60, 40)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, sum(dims))).astype(np.float32)
+    x[: n // 2] += 3.0
+    mask = rng.random((n, 2)) < 0.8
+    path = write_dataset(tmp_path / "ds", x, mask, [(0, n // 2), (n // 2, n)], dims=dims,
+                         names=("a", "b"), row_group_size=4096)
+    assert x.nbytes >= 40e6
+    del x, mask
+    params = dict(n_clusters=4, max_iter=3, random_state=0, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted, peak_fit = _peak_bytes(lambda: fit_parquet(
+            path, UL4M4Imputer(**params), batch_rows=2048, seed_sample_size=2000))
+        _, peak_transform = _peak_bytes(lambda: transform_parquet(
+            path, tmp_path / "out.parquet", fitted, batch_rows=2048))
+        _, peak_memory = _peak_bytes(lambda: UL4M4Imputer(**params).fit(read_table(path).data))
+    assert fitted.labels_.shape == (n,)
+    assert peak_fit < budget, peak_fit
+    assert peak_transform < budget, peak_transform
+    assert peak_memory > 4 * budget, peak_memory  # the check can fail: in memory it does

@@ -1,0 +1,481 @@
+"""Out-of-core UL4M4 on a Parquet dataset: fit and transform without loading it whole.
+
+The dataset is a ``.parquet`` file or a directory of ``.parquet`` files read as one dataset
+in sorted file-name order (the layout of :mod:`ul4m4_gpu.io`: every column of lists of
+numbers is a modality, null where missing; every other column is passthrough; an input
+``imputed`` column is dropped). It is read ``batch_rows`` rows at a time with
+``pyarrow.parquet.ParquetFile.iter_batches``; each batch becomes a
+:class:`~ul4m4_gpu.data.MultiModalArray` on the estimator's device, is processed and dropped.
+
+Fit (:func:`fit_parquet`), the algorithm of :class:`~ul4m4_gpu.estimator.UL4M4Imputer`:
+
+1. **Pass 1: normalisation statistics.** Per batch and modality the number of observing
+   rows, their per-dimension mean and M2 (float64), combined with Chan et al.'s parallel
+   formula (the helpers of :mod:`ul4m4_gpu.distributed`); the modality dims are learnt here.
+2. **Seeding: sampled k-means++**, as ``DaskUL4M4Imputer``: a uniform sample of
+   ``seed_sample_size`` rows drawn by global row index (default max(10000, 50·K)) is
+   gathered and :func:`~ul4m4_gpu.kmeans.seed_plusplus` runs on it. When the dataset has no
+   more rows than the sample, the sample is every row in order and the seeds are exactly
+   those of ``UL4M4Imputer.fit`` with the same ``random_state``. An explicit ``init`` pair is
+   used as given.
+3. **Lloyd iterations**: one streamed pass per iteration assigns every batch
+   (:func:`~ul4m4_gpu.kmeans.assign`) and accumulates :func:`~ul4m4_gpu.kmeans.cluster_statistics`
+   in float64, the inertia and the number of labels that changed; then
+   :func:`~ul4m4_gpu.kmeans.centers_from_statistics` and ``lloyd_loop``'s stop rules (no label
+   changed, every centre moved less than ``tol``, or ``max_iter`` updates). The labels are
+   kept as one (N,) int64 host array — the only O(N) memory.
+
+The result is a fitted plain ``UL4M4Imputer`` (save, transform, ...) equal to the in-memory
+fit up to float round-off (statistics and centre sums are accumulated in float64 batch by
+batch rather than in one go).
+
+Transform (:func:`transform_parquet`) completes each batch with ``UL4M4Imputer.transform``
+and appends it with a ``pyarrow.parquet.ParquetWriter`` to a temporary file beside the output,
+renamed into place at the end (nothing is left behind on failure). The columns, their order,
+types and the schema metadata are those of :func:`ul4m4_gpu.io.write_table`, with the last
+``imputed`` ``list<bool>`` column, and the values are those of the in-memory path.
+
+Memory: besides the labels, the peak is a few (batch_rows, D) arrays, the (sample, D) seeding
+sample and (K, D) statistics — independent of N. pyarrow decodes whole pages/row groups, so
+write the dataset with row groups of a reasonable size. cuDF is not used: each batch is read
+on the host by pyarrow and moved to the device (one host-to-device copy per batch).
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import check_random_state
+from tqdm.auto import tqdm
+
+from .backend import device_module, resolve_device, to_device, to_numpy
+from .data import VALUE_DTYPE, MultiModalArray, _list_column_to_dense
+from .distributed import (
+    MIN_SEED_SAMPLE,
+    SEED_SAMPLE_PER_CENTER,
+    _block_moments,
+    _merge_moments,
+)
+from .estimator import UL4M4Imputer, check_initial_centers
+from .io import (
+    IMPUTED_KEY,
+    InputFileError,
+    OutputFileError,
+    Table,
+    _is_numeric_list,
+    _one_line,
+    _parquet_output,
+    _READ_ERRORS,
+    atomic_write,
+)
+from .kmeans import (
+    PackedRows,
+    assign,
+    center_shift,
+    centers_from_statistics,
+    cluster_statistics,
+    inertia,
+    seed_plusplus,
+)
+from .normalise import MIN_SCALE, normalise
+from .validation import check_finite_observed
+
+#: Default rows per streamed batch.
+DEFAULT_BATCH_ROWS = 65536
+
+__all__ = ["ParquetSource", "fit_parquet", "transform_parquet", "DEFAULT_BATCH_ROWS"]
+
+
+# ---------------------------------------------------------------------------- the source
+@dataclass
+class ParquetSource:
+    """A Parquet file or directory read batch by batch.
+
+    files : the ``.parquet`` files in order; schema : their common Arrow schema (metadata of
+    the first file); modalities : the modality column names in file order; order : every
+    column but ``imputed`` in file order; n_rows : total rows; path : what was opened.
+    """
+
+    files: list
+    schema: object
+    modalities: tuple
+    order: tuple
+    n_rows: int
+    path: Path
+
+    @classmethod
+    def open(cls, path) -> "ParquetSource":
+        """Open ``path``; raises :class:`~ul4m4_gpu.io.InputFileError` (one line, naming the
+        file) for any problem."""
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        try:
+            if not path.exists():
+                raise FileNotFoundError("no such file or directory")
+            if path.is_dir():
+                files = sorted(path.glob("*.parquet"))
+                if not files:
+                    raise ValueError("the directory holds no .parquet files")
+            elif path.suffix.lower() == ".parquet":
+                files = [path]
+            else:
+                raise ValueError(f"streaming reads Parquet only: expected a .parquet file or a "
+                                 f"directory of .parquet files, got suffix {path.suffix!r}")
+            schema, n_rows = None, 0
+            for file in files:
+                try:
+                    meta = pq.ParquetFile(file)
+                    file_schema = meta.schema_arrow
+                except _READ_ERRORS as exc:
+                    raise ValueError(f"{file.name}: {exc}") from exc
+                if schema is None:
+                    schema = file_schema
+                elif not file_schema.equals(schema, check_metadata=False):
+                    raise ValueError(f"{file.name}: its schema differs from that of "
+                                     f"{files[0].name}")
+                n_rows += meta.metadata.num_rows
+            order = tuple(name for name in schema.names if name != IMPUTED_KEY)
+            modalities = tuple(f.name for f in schema if f.name != IMPUTED_KEY
+                               and _is_numeric_list(f.type))
+            if not modalities:
+                raise ValueError("no column of lists of numbers to read as a modality")
+        except _READ_ERRORS as exc:
+            raise InputFileError(f"cannot read {path}: {_one_line(exc)}") from exc
+        return cls(files, schema, modalities, order, n_rows, path)
+
+    def batches(self, batch_rows: int) -> Iterator:
+        """Yield ``(global row offset, pyarrow.Table)`` batches of at most ``batch_rows`` rows
+        (without ``imputed``), in order."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        offset = 0
+        for file in self.files:
+            try:
+                reader = pq.ParquetFile(file)
+                for batch in reader.iter_batches(batch_size=batch_rows, columns=list(self.order)):
+                    if batch.num_rows:
+                        yield offset, pa.Table.from_batches([batch])
+                        offset += batch.num_rows
+            except _READ_ERRORS as exc:
+                raise InputFileError(f"cannot read {self.path}: {file.name}: "
+                                     f"{_one_line(exc)}") from exc
+
+
+def _check_batch_rows(batch_rows) -> int:
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, numbers.Integral) \
+            or batch_rows < 1:
+        raise ValueError(f"batch_rows must be an int >= 1, got {batch_rows!r}")
+    return int(batch_rows)
+
+
+def _dense_column(table, name: str, d: int | None, where: str):
+    """(n, d) float32 NumPy values (NaN where missing) and (n,) observed of one modality
+    column of a batch; ``d`` None: learnt from the cells (None when all null)."""
+    n = table.num_rows
+    column = table.column(name)
+    if column.null_count == n:
+        return (None if d is None else np.full((n, d), np.nan, dtype=VALUE_DTYPE),
+                np.zeros(n, dtype=bool))
+    try:
+        values, observed = _list_column_to_dense(column, name)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{where}: {error}") from None
+    if d is not None and values.shape[1] != d:
+        raise ValueError(f"{where}: modality column {name!r} has cells of length "
+                         f"{values.shape[1]}, expected {d}")
+    return values, observed
+
+
+def _batch_data(table, names, dims, device: str, offset: int) -> MultiModalArray:
+    """The modalities of one batch as a validated MultiModalArray on ``device``."""
+    where = f"rows {offset}..{offset + table.num_rows - 1}"
+    parts = [_dense_column(table, name, d, where) for name, d in zip(names, dims)]
+    values = np.concatenate([p[0] for p in parts], axis=1)
+    mask = np.stack([p[1] for p in parts], axis=1)
+    data = MultiModalArray(to_device(values, device), to_device(mask, device), dims, names)
+    for m, name in enumerate(names):
+        try:
+            check_finite_observed(data.modality(m), data.mask[:, m], name)
+        except ValueError as error:
+            raise ValueError(f"{where} (numbered within the batch): {error}") from None
+    return data
+
+
+# ---------------------------------------------------------------------------- fitting
+def _moments_pass(source: ParquetSource, batch_rows: int, progress):
+    """Pass 1: per-modality dims and Chan-combined (counts, mean, m2) over the dataset."""
+    names = source.modalities
+    dims = [None] * len(names)
+    stats = [None] * len(names)  # per modality: (counts (1,), mean (d,), m2 (d,))
+    for offset, table in source.batches(batch_rows):
+        where = f"rows {offset}..{offset + table.num_rows - 1}"
+        for m, name in enumerate(names):
+            values, observed = _dense_column(table, name, dims[m], where)
+            if values is None:
+                continue
+            dims[m] = values.shape[1]
+            part = _block_moments((values, observed[:, None]), (dims[m],))[:3]
+            part = part + ([0], set())
+            stats[m] = part if stats[m] is None else _merge_moments((dims[m],), stats[m], part)
+        progress.update(table.num_rows)
+    unobserved = [name for name, s in zip(names, stats) if s is None]
+    if unobserved:
+        raise ValueError(f"modalities {unobserved} are observed in no training row")
+    counts = np.array([int(s[0][0]) for s in stats], dtype=np.int64)
+    mean = np.concatenate([s[1] for s in stats])
+    m2 = np.concatenate([s[2] for s in stats])
+    return tuple(int(d) for d in dims), counts, mean, m2
+
+
+def _scale(counts, m2, dims, ddof: int):
+    """Per-dimension std from the combined M2 with ``fit_modality_stats``' rules."""
+    scale = np.ones(sum(dims), dtype=np.float64)
+    start = 0
+    for m, d in enumerate(dims):
+        if int(counts[m]) > ddof:
+            std = np.sqrt(m2[start:start + d] / (int(counts[m]) - ddof))
+            scale[start:start + d] = np.where(std <= MIN_SCALE, 1.0, std)
+        start += d
+    return scale
+
+
+class _Normalised:
+    """Iterates the dataset as (offset, PackedRows) normalised with fixed statistics."""
+
+    def __init__(self, source, batch_rows, names, dims, mean, scale, device):
+        self.source, self.batch_rows = source, batch_rows
+        self.names, self.dims, self.device = names, dims, device
+        self.mean, self.scale = to_device(mean, device), to_device(scale, device)
+
+    def __iter__(self):
+        for offset, table in self.source.batches(self.batch_rows):
+            data = _batch_data(table, self.names, self.dims, self.device, offset)
+            z = normalise(data.values, data.mask, self.mean, self.scale, self.dims)
+            yield offset, PackedRows.build(z, data.mask, self.dims, clean=True)
+
+
+def _seed_sample(batches: _Normalised, n_rows: int, size: int, rng):
+    """PackedRows of the uniform seeding sample (every row when ``n_rows <= size``)."""
+    xp = device_module(batches.device)
+    if size >= n_rows:
+        index = None
+    else:
+        picker = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
+        index = np.sort(picker.choice(n_rows, size=size, replace=False))
+    zs, masks = [], []
+    for offset, rows in batches:
+        if index is None:
+            zs.append(rows.z)
+            masks.append(rows.mask)
+            continue
+        lo, hi = np.searchsorted(index, [offset, offset + len(rows)])
+        if hi > lo:
+            local = xp.asarray(index[lo:hi] - offset)
+            zs.append(rows.z[local])
+            masks.append(rows.mask[local])
+    return PackedRows.build(xp.concatenate(zs), xp.concatenate(masks), batches.dims, clean=True)
+
+
+def _lloyd_pass(batches: _Normalised, centers, centers_mask, labels, n_clusters, batch_size):
+    """One streamed assignment pass: fills ``labels`` (host (N,) int64) in place and returns
+    float64 host (sums, counts, members, changed, inertia)."""
+    xp = device_module(batches.device)
+    centers_d = to_device(centers, batches.device)
+    mask_d = to_device(centers_mask, batches.device)
+    dim = sum(batches.dims)
+    sums = np.zeros((n_clusters, dim))
+    counts = np.zeros((n_clusters, len(batches.dims)))
+    members = np.zeros(n_clusters, dtype=np.int64)
+    changed, total = 0, 0.0
+    for offset, rows in batches:
+        batch_labels, nearest = assign(rows, centers_d.astype(rows.z.dtype, copy=False), mask_d,
+                                       batch_size)
+        s, c, mb = cluster_statistics(rows, batch_labels, n_clusters, dtype=xp.float64)
+        sums += to_numpy(s)
+        counts += to_numpy(c)
+        members += to_numpy(mb).astype(np.int64)
+        total += inertia(batch_labels, nearest)
+        host = to_numpy(batch_labels)
+        stop = offset + host.shape[0]
+        changed += int((labels[offset:stop] != host).sum())
+        labels[offset:stop] = host
+    return sums, counts, members, changed, total
+
+
+def _streamed_lloyd(imputer, batches, n_rows, centers, centers_mask, run, on_iteration):
+    """``lloyd_loop`` with one streamed pass per iteration; returns (centers, mask, labels,
+    inertia, n_iter) on the host."""
+    k, dims = imputer.n_clusters, batches.dims
+    centers = np.asarray(to_numpy(centers), dtype=VALUE_DTYPE).copy()
+    centers_mask = np.asarray(to_numpy(centers_mask), dtype=bool)
+    labels = np.full(n_rows, -2, dtype=np.int64)  # -2: not assigned yet
+    bar = tqdm(total=imputer.max_iter, desc=f"k-means run {run + 1}/{imputer.n_init} (streamed)",
+               unit="iter", leave=False, disable=not imputer.verbose)
+    with bar:
+        total = _lloyd_pass(batches, centers, centers_mask, labels, k, imputer.batch_size)
+        n_iter = 0
+        while n_iter < imputer.max_iter:
+            sums, counts, members, _, _ = total
+            new_centers, new_mask = centers_from_statistics(sums, counts, members, centers,
+                                                            centers_mask, dims)
+            n_iter += 1
+            shift = center_shift(dims, centers, centers_mask, new_centers, new_mask)
+            total = _lloyd_pass(batches, new_centers, new_mask, labels, k, imputer.batch_size)
+            centers, centers_mask = new_centers, new_mask
+            bar.update(1)
+            bar.set_postfix(inertia=f"{total[4]:.4g}")
+            if on_iteration is not None:
+                on_iteration(n_iter, total[4])
+            if total[3] == 0 or float(shift.max()) < imputer.tol:
+                break
+    return centers, centers_mask, labels, float(total[4]), n_iter
+
+
+def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROWS,
+                seed_sample_size: int | None = None,
+                on_iteration: Callable[[int, float], None] | None = None) -> UL4M4Imputer:
+    """Fit ``imputer`` (a :class:`UL4M4Imputer`, its parameters used as given) on the Parquet
+    file or directory ``path``, streaming ``batch_rows`` rows at a time.
+
+    seed_sample_size : rows sampled uniformly for k-means++ (default max(10000, 50·K)); with
+        at least N rows the seeding is exactly ``UL4M4Imputer.fit``'s.
+    on_iteration : optional ``callable(n_iter, inertia)`` after every Lloyd update.
+
+    Sets the attributes ``UL4M4Imputer.fit`` sets (``cluster_centers_``, ``centers_mask_``,
+    ``mean_``, ``scale_``, ``labels_`` (N,) int64 in dataset row order, ``n_iter_``,
+    ``inertia_``, ``dims_``, ``modality_names_``, ``device_``) and returns ``imputer``.
+    Raises :class:`~ul4m4_gpu.io.InputFileError` for unreadable input and ``ValueError`` as
+    ``fit`` does.
+    """
+    batch_rows = _check_batch_rows(batch_rows)
+    if seed_sample_size is not None and (isinstance(seed_sample_size, bool)
+                                         or not isinstance(seed_sample_size, numbers.Integral)
+                                         or seed_sample_size < 1):
+        raise ValueError(f"seed_sample_size must be an int >= 1 or None, got {seed_sample_size!r}")
+    imputer._check_params()
+    device = resolve_device(imputer.device)
+    source = ParquetSource.open(path)
+    names, n_rows = source.modalities, source.n_rows
+    if n_rows == 0:
+        raise ValueError(f"empty input: {source.path} has 0 rows")
+    with tqdm(total=n_rows, desc="normalisation statistics", unit="row", leave=False,
+              disable=not imputer.verbose) as progress:
+        dims, counts, mean, m2 = _moments_pass(source, batch_rows, progress)
+    if imputer.n_clusters > n_rows:
+        raise ValueError(
+            f"n_clusters={imputer.n_clusters} is larger than the number of rows ({n_rows})")
+    scale = _scale(counts, m2, dims, imputer.ddof)
+    batches = _Normalised(source, batch_rows, names, dims, mean, scale, device)
+
+    if isinstance(imputer.init, str):
+        rng = check_random_state(imputer.random_state)
+        size = seed_sample_size or max(MIN_SEED_SAMPLE,
+                                       SEED_SAMPLE_PER_CENTER * imputer.n_clusters)
+        sample = _seed_sample(batches, n_rows, size, rng)
+        starts = (seed_plusplus(sample, imputer.n_clusters, rng)[:2]
+                  for _ in range(imputer.n_init))
+    else:
+        starts = iter([check_initial_centers(imputer.init, imputer.n_clusters, dims, device)])
+    best = None
+    for run, (centers, centers_mask) in enumerate(starts):
+        result = _streamed_lloyd(imputer, batches, n_rows, centers, centers_mask, run,
+                                 on_iteration)
+        if best is None or result[3] < best[3]:
+            best = result
+        del result
+    centers, centers_mask, labels, total, n_iter = best
+
+    imputer.device_ = device
+    imputer.mean_, imputer.scale_ = to_device(mean, device), to_device(scale, device)
+    imputer.cluster_centers_ = to_device(centers, device)
+    imputer.centers_mask_ = to_device(centers_mask, device)
+    imputer.labels_, imputer.inertia_, imputer.n_iter_ = to_device(labels, device), total, n_iter
+    imputer.dims_, imputer.modality_names_ = dims, names
+    imputer._warn_uncarried()
+    return imputer
+
+
+# ---------------------------------------------------------------------------- transform
+def output_schema(source: ParquetSource):
+    """The Arrow schema :func:`ul4m4_gpu.io.write_table` writes for this input: modalities
+    as ``list<float>``, passthrough fields unchanged, then ``imputed`` ``list<bool>``; the
+    input's schema metadata."""
+    import pyarrow as pa
+
+    fields = [pa.field(name, pa.list_(pa.float32())) if name in source.modalities
+              else source.schema.field(name) for name in source.order]
+    fields.append(pa.field(IMPUTED_KEY, pa.list_(pa.bool_())))
+    return pa.schema(fields, metadata=source.schema.metadata)
+
+
+def check_parquet_output(path_out, source: ParquetSource) -> Path:
+    """Raise :class:`~ul4m4_gpu.io.OutputFileError` unless ``path_out`` is a ``.parquet``
+    file in an existing directory."""
+    path_out = Path(path_out)
+    if path_out.suffix.lower() != ".parquet":
+        raise OutputFileError(
+            f"cannot write {path_out}: the output must be a .parquet file like the input "
+            f"{source.path}, got suffix {path_out.suffix or '(none)'!r}")
+    if not path_out.parent.is_dir():
+        raise OutputFileError(
+            f"cannot write {path_out}: directory {path_out.parent} does not exist")
+    return path_out
+
+
+def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
+                      batch_rows: int = DEFAULT_BATCH_ROWS) -> int:
+    """Complete every missing modality of the Parquet file or directory ``path_in`` with the
+    fitted ``imputer`` and write the ``.parquet`` file ``path_out`` batch by batch (atomic:
+    a temporary file renamed at the end). Output columns as :func:`ul4m4_gpu.io.write_table`.
+
+    Returns the number of imputed modality slots.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    batch_rows = _check_batch_rows(batch_rows)
+    imputer._check_fitted()
+    source = ParquetSource.open(path_in)
+    path_out = check_parquet_output(path_out, source)
+    names, dims = source.modalities, tuple(imputer.dims_)
+    if len(names) != len(dims):
+        raise ValueError(f"{source.path} has {len(names)} modality columns {list(names)} but "
+                         f"the imputer was fitted on {len(dims)} {list(imputer.modality_names_)}")
+    schema = output_schema(source)
+    filled = 0
+    seen_warnings = set()
+
+    def write(tmp):
+        nonlocal filled
+        with pq.ParquetWriter(str(tmp), schema) as writer, \
+                tqdm(total=source.n_rows, desc="greedy completion (streamed)", unit="row",
+                     leave=False, disable=not imputer.verbose) as bar:
+            for offset, table in source.batches(batch_rows):
+                data = _batch_data(table, names, dims, imputer.device_, offset)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    completed = imputer.transform(data)
+                for w in caught:  # once per message for the whole dataset
+                    if str(w.message) not in seen_warnings:
+                        seen_warnings.add(str(w.message))
+                        warnings.warn(w.message, w.category, stacklevel=3)
+                passthrough = table.drop_columns(list(names))
+                batch_table = Table(data, passthrough.replace_schema_metadata(schema.metadata),
+                                    "parquet", source.order, source.path)
+                imputed = to_numpy(completed.imputed)
+                out = _parquet_output(batch_table, completed, imputed)
+                writer.write_table(out.cast(schema))
+                filled += int(imputed.sum())
+                bar.update(table.num_rows)
+            if source.n_rows == 0:
+                writer.write_table(pa.Table.from_pylist([], schema=schema))
+
+    atomic_write(path_out, write)
+    return filled
