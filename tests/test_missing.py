@@ -457,3 +457,31 @@ def test_hide_modalities_accepts_torch_mask():
     keep = torch.tensor([[True, False], [True, True], [True, True], [True, True]])
     out = hide_modalities(data, keep)
     assert not out.mask[0, 1] and np.isnan(out.modality(1)[0]).all()
+
+
+# ---------------------------------------------------------------- PEPSY-style lead dropping
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 300), st.integers(1, 12), st.data())
+def test_lead_drop_removes_exactly_k_modalities_per_row(n, m, data):
+    from ul4m4_gpu import lead_drop_mask
+
+    k = data.draw(st.integers(0, m - 1))
+    mask = lead_drop_mask(n, m, k, random_state=3)
+    assert mask.shape == (n, m)
+    assert (mask.sum(axis=1) == m - k).all()
+    np.testing.assert_array_equal(mask, lead_drop_mask(n, m, k, random_state=3))
+
+
+def test_lead_drop_is_uniform_over_modalities_and_parsed():
+    from ul4m4_gpu import lead_drop_mask
+
+    mask = lead_drop_mask(60_000, 5, 2, random_state=0)
+    np.testing.assert_allclose((~mask).mean(axis=0), 0.4, atol=0.01)
+    names = ("a", "b", "c", "d", "e")
+    assert parse_missing_config("drop_2", names) == {"kind": "drop", "n_drop": 2}
+    np.testing.assert_array_equal(simulate_missing(50, names, "drop_2", random_state=1),
+                                  lead_drop_mask(50, 5, 2, random_state=1))
+    for bad in ("drop_5", "drop_x", "drop_1_2"):
+        with pytest.raises(ValueError, match=bad):
+            parse_missing_config(bad, names)

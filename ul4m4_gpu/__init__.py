@@ -22,6 +22,7 @@ from .metrics import classification_scores, multilabel_scores, regression_scores
 from .missing import (
     availability_mask,
     hide_modalities,
+    lead_drop_mask,
     missing_fraction,
     parse_missing_config,
     pattern_groups,
@@ -40,6 +41,7 @@ __all__ = [
     "greedy_complete",
     "hide_modalities",
     "kmeans_plusplus",
+    "lead_drop_mask",
     "lloyd",
     "load_mfeat",
     "missing_fraction",

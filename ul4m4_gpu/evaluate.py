@@ -34,6 +34,7 @@ from .normalise import fit_modality_stats, normalise
 MFEAT_CONFIGS = (
     "100_pix_20_fou_20_fac_20_kar_20_zer_20_mor",
     "complex_40_10_10_10_10_10_10",
+    "drop_3",
     "missing_0", "missing_20", "missing_40", "missing_60", "missing_80",
 )
 COMPLETE_CASE = "complete-case training"

@@ -33,6 +33,7 @@ CONFIG_FORMS = (
     "'missing_P' (every slot missing independently with probability P %)",
     "'P1_NAME1_P2_NAME2...' (keep modality NAME with probability P %; unlisted kept)",
     "'complex_P1_P2_...' (pattern-group percentages, summing to 100)",
+    "'drop_K' (PEPSY-style lead dropping: every row loses exactly K random modalities)",
     "a dict {name: keep_rate in [0, 1]}",
 )
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -254,6 +255,24 @@ def pattern_groups_mask(n_samples, fractions, n_modalities, random_state=None) -
     return mask
 
 
+def lead_drop_mask(n_samples, n_modalities, n_drop, random_state=None) -> np.ndarray:
+    """PEPSY-style lead dropping: every row loses exactly ``n_drop`` of its ``n_modalities``
+    modalities (EEG leads), chosen uniformly at random per row.
+
+    Returns an (N, M) bool NumPy mask, True = observed, with M − n_drop True per row.
+    """
+    n_samples = _check_n_samples(n_samples)
+    n_modalities = _check_n_modalities(n_modalities)
+    if isinstance(n_drop, bool) or not isinstance(n_drop, numbers.Integral) \
+            or not 0 <= n_drop < n_modalities:
+        raise ValueError(f"n_drop must be an int in [0, {n_modalities - 1}], got {n_drop!r}")
+    rng = check_random_state(random_state)
+    order = rng.random_sample((n_samples, n_modalities)).argsort(axis=1)
+    mask = np.ones((n_samples, n_modalities), dtype=bool)
+    np.put_along_axis(mask, order[:, :n_drop], False, axis=1)
+    return mask
+
+
 def uniform_missing_mask(n_samples, n_modalities, missing_rate, random_state=None,
                          allow_empty=False) -> np.ndarray:
     """Every (row, modality) slot missing independently with probability ``missing_rate``.
@@ -330,6 +349,14 @@ def _parse_string(config: str, names: tuple[str, ...]) -> dict:
         except ValueError as error:
             raise _config_error(config, str(error)) from None
         return {"kind": "groups", "fractions": tuple(fractions)}
+    if head == "drop":
+        if len(rest) != 1 or not rest[0].isdigit():
+            raise _config_error(config, "'drop_' takes exactly one whole number of modalities")
+        n_drop = int(rest[0])
+        if not 0 <= n_drop < len(names):
+            raise _config_error(config, f"can drop 0 to {len(names) - 1} of {len(names)} "
+                                        f"modalities per row, got {n_drop}")
+        return {"kind": "drop", "n_drop": n_drop}
     if _NUMBER.fullmatch(head):
         return _parse_availability([head, *rest], names, config)
     raise _config_error(config, f"unknown form {head!r}")
@@ -355,7 +382,9 @@ def parse_missing_config(config, names) -> dict:
           unlisted modalities kept w.p. 1 -> ``{"kind": "availability", "rates": (M floats)}``
           in ``names`` order; a dict ``{name: keep_rate}`` gives the same;
         - ``"complex_60_20_20"``: percentages (summing to 100) of the first pattern groups of
-          :func:`pattern_groups` -> ``{"kind": "groups", "fractions": (G floats)}``.
+          :func:`pattern_groups` -> ``{"kind": "groups", "fractions": (G floats)}``;
+        - ``"drop_2"``: PEPSY-style lead dropping, every row loses exactly 2 random
+          modalities -> ``{"kind": "drop", "n_drop": 2}`` (see :func:`lead_drop_mask`).
         Percentages are decimal numbers in [0, 100].
     names : sequence of M distinct modality names. The string forms split on ``"_"``, so
         names used in a ``PERCENT_NAME`` string must not contain underscores.
@@ -401,6 +430,8 @@ def simulate_missing(n_samples, names, config, random_state=None, allow_empty=Fa
                                     random_state=random_state, allow_empty=allow_empty)
     if kind == "groups":
         return pattern_groups_mask(n_samples, spec["fractions"], len(names), random_state=random_state)
+    if kind == "drop":
+        return lead_drop_mask(n_samples, len(names), spec["n_drop"], random_state=random_state)
     return availability_mask(n_samples, spec["rates"], random_state=random_state,
                              allow_empty=allow_empty)
 
