@@ -389,7 +389,6 @@ def _with_imputed_flags(frame, names):
     """One partition plus an ``imputed`` list<bool> column: the modality cells that are
     null (missing) before completion."""
     import pandas as pd
-    import pyarrow as pa
 
     from .io import IMPUTED_KEY, _bool_lists
 

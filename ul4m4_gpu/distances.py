@@ -113,7 +113,7 @@ def partial_distances(z, mask, centers, centers_mask, dims):
     """
     dims = check_packed(z, mask, dims)
     check_packed(centers, centers_mask, dims, "centers", "centers_mask")
-    xp = array_module(z, mask, centers, centers_mask)
+    array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed
     centers = centers.astype(z.dtype, copy=False)
     sums, shared = masked_sq_sums(
         zero_missing(z, mask, dims), mask, zero_missing(centers, centers_mask, dims),

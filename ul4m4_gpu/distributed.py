@@ -71,7 +71,7 @@ from .kmeans import (
     inertia,
     seed_plusplus,
 )
-from .normalise import MIN_SCALE, normalise
+from .normalise import normalise, scale_from_moments
 from .validation import check_finite_observed
 
 #: Partial results combined by one reduction task.
@@ -238,7 +238,7 @@ def _frame_block(frame, columns, dims, device, index):
     return values, mask
 
 
-def _block_moments(block, dims):
+def block_moments(block, dims):
     """(counts (M,) int64, mean (D,) f64, m2 (D,) f64, [rows], {device}) of one partition."""
     values, mask = block
     xp = array_module(values, mask)
@@ -261,8 +261,8 @@ def _block_moments(block, dims):
     return counts, mean, m2, [int(values.shape[0])], {device}
 
 
-def _merge_moments(dims, *parts):
-    """Chan et al.'s parallel combination of :func:`_block_moments` results, in order."""
+def merge_moments(dims, *parts):
+    """Chan et al.'s parallel combination of :func:`block_moments` results, in order."""
     counts, mean, m2, rows, devices = parts[0]
     counts, mean, m2 = counts.copy(), mean.copy(), m2.copy()
     rows, devices = list(rows), set(devices)
@@ -707,8 +707,8 @@ class DaskUL4M4Imputer(BaseEstimator):
         raw = client.compute(source.blocks)
         live.append(raw)
         moments = session.result(
-            session.reduce([session.submit(_block_moments, r, dims) for r in raw],
-                           _merge_moments, dims),
+            session.reduce([session.submit(block_moments, r, dims) for r in raw],
+                           merge_moments, dims),
             "normalisation statistics")
         counts, mean, m2, block_rows, devices = moments
         if len(devices) > 1:
@@ -724,7 +724,7 @@ class DaskUL4M4Imputer(BaseEstimator):
             raise ValueError(
                 f"n_clusters={self.n_clusters} is larger than the number of rows ({n_samples})"
             )
-        scale = self._scale(counts, m2, dims)
+        scale = scale_from_moments(counts, m2, dims, self.ddof)
         stats = session.constant((mean, scale))
         rows = [session.submit(_normalise_block, r, stats, dims) for r in raw]
         live.append(rows)
@@ -761,18 +761,6 @@ class DaskUL4M4Imputer(BaseEstimator):
         self.dims_, self.modality_names_ = dims, names
         self.device_ = next(iter(devices))
         self.n_samples_fit_ = n_samples
-
-    def _scale(self, counts, m2, dims):
-        """Per-dimension std from the reduced M2, with fit_modality_stats' rules."""
-        scale = np.ones(sum(dims), dtype=np.float64)
-        start = 0
-        for m, d in enumerate(dims):
-            count = int(counts[m])
-            if count > self.ddof:
-                std = np.sqrt(m2[start:start + d] / (count - self.ddof))
-                scale[start:start + d] = np.where(std <= MIN_SCALE, 1.0, std)
-            start += d
-        return scale
 
     def _seeds(self, session, rows, block_rows, dims, live):
         """Yield ``n_init`` k-means++ starts computed on a worker from a uniform sample."""

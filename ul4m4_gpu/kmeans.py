@@ -53,7 +53,7 @@ class PackedRows:
         """Validate and prepare; ``clean=True`` promises ``z`` is already zero on missing
         slots (skips a copy)."""
         dims = check_packed(z, mask, dims)
-        xp = array_module(z, mask)
+        array_module(z, mask)  # raises when NumPy and CuPy arrays are mixed
         if not clean:
             z = zero_missing(z, mask, dims)
         return cls(z, mask, dims, squared_norms(z, dims))
@@ -185,7 +185,6 @@ def lloyd_loop(rows: PackedRows, centers, centers_mask, max_iter: int = 100,
 
     ``on_iteration(n_iter, inertia)`` is called after every update (progress reporting).
     """
-    xp = rows.xp
     centers = centers.astype(rows.z.dtype, copy=True)
     labels, nearest = assign(rows, centers, centers_mask, batch_size)
     n_iter = 0

@@ -6,6 +6,8 @@ it only. Missing slots become 0 in the normalised space (the modality's training
 
 from __future__ import annotations
 
+import numpy as np
+
 from .backend import array_module
 from .validation import check_packed
 
@@ -49,6 +51,23 @@ def fit_modality_stats(values, mask, dims, ddof: int = 0):
             scale[start:start + d] = xp.where(std <= MIN_SCALE, 1.0, std)
         start += d
     return mean, scale
+
+
+def scale_from_moments(counts, m2, dims, ddof: int = 0):
+    """Per-dimension standard deviation from combined moments, with the rules of
+    :func:`fit_modality_stats` (≤ 1e-8 → 1; 1 when a modality has ≤ ``ddof`` rows).
+
+    counts : (M,) observing rows per modality; m2 : (D,) float64 Σ (x − mean)² over them.
+    Returns a (D,) float64 NumPy array.
+    """
+    scale = np.ones(sum(dims), dtype=np.float64)
+    start = 0
+    for m, d in enumerate(dims):
+        if int(counts[m]) > ddof:
+            std = np.sqrt(m2[start:start + d] / (int(counts[m]) - ddof))
+            scale[start:start + d] = np.where(std <= MIN_SCALE, 1.0, std)
+        start += d
+    return scale
 
 
 def normalise(values, mask, mean, scale, dims, dtype=None):

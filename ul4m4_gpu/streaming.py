@@ -58,8 +58,8 @@ from .data import VALUE_DTYPE, MultiModalArray, _list_column_to_dense
 from .distributed import (
     MIN_SEED_SAMPLE,
     SEED_SAMPLE_PER_CENTER,
-    _block_moments,
-    _merge_moments,
+    block_moments,
+    merge_moments,
 )
 from .estimator import UL4M4Imputer, check_initial_centers
 from .io import (
@@ -82,7 +82,7 @@ from .kmeans import (
     inertia,
     seed_plusplus,
 )
-from .normalise import MIN_SCALE, normalise
+from .normalise import normalise, scale_from_moments
 from .validation import check_finite_observed
 
 #: Default rows per streamed batch.
@@ -221,9 +221,9 @@ def _moments_pass(source: ParquetSource, batch_rows: int, progress):
             if values is None:
                 continue
             dims[m] = values.shape[1]
-            part = _block_moments((values, observed[:, None]), (dims[m],))[:3]
+            part = block_moments((values, observed[:, None]), (dims[m],))[:3]
             part = part + ([0], set())
-            stats[m] = part if stats[m] is None else _merge_moments((dims[m],), stats[m], part)
+            stats[m] = part if stats[m] is None else merge_moments((dims[m],), stats[m], part)
         progress.update(table.num_rows)
     unobserved = [name for name, s in zip(names, stats) if s is None]
     if unobserved:
@@ -232,18 +232,6 @@ def _moments_pass(source: ParquetSource, batch_rows: int, progress):
     mean = np.concatenate([s[1] for s in stats])
     m2 = np.concatenate([s[2] for s in stats])
     return tuple(int(d) for d in dims), counts, mean, m2
-
-
-def _scale(counts, m2, dims, ddof: int):
-    """Per-dimension std from the combined M2 with ``fit_modality_stats``' rules."""
-    scale = np.ones(sum(dims), dtype=np.float64)
-    start = 0
-    for m, d in enumerate(dims):
-        if int(counts[m]) > ddof:
-            std = np.sqrt(m2[start:start + d] / (int(counts[m]) - ddof))
-            scale[start:start + d] = np.where(std <= MIN_SCALE, 1.0, std)
-        start += d
-    return scale
 
 
 class _Normalised:
@@ -371,7 +359,7 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
     if imputer.n_clusters > n_rows:
         raise ValueError(
             f"n_clusters={imputer.n_clusters} is larger than the number of rows ({n_rows})")
-    scale = _scale(counts, m2, dims, imputer.ddof)
+    scale = scale_from_moments(counts, m2, dims, imputer.ddof)
     batches = _Normalised(source, batch_rows, names, dims, mean, scale, device)
 
     if isinstance(imputer.init, str):
