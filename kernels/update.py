@@ -3,8 +3,8 @@ each chunk accumulates its own (K, P) partial sums (one writer per element), and
 partials are then added up.
 
 ``values`` (N, P) float, ``labels`` (N,) int64 in [−1, K) (−1 rows are skipped);
-``rows_per_chunk`` int; ``partials`` (ceil(N / rows_per_chunk), K, P) zero-initialised,
-filled in place; the caller sums axis 0.
+``rows_per_chunk`` int; ``partials`` (ceil(N / rows_per_chunk), K, P), float64 for exact-ish
+sums of float32 rows, zero-initialised, filled in place; the caller sums axis 0.
 """
 
 from __future__ import annotations

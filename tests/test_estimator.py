@@ -323,3 +323,13 @@ def test_batching_and_pattern_splits_do_not_change_the_result(monkeypatch):
     np.testing.assert_array_equal(imp.imputation_sources(data), whole)
     np.testing.assert_array_equal(
         UL4M4Imputer(n_clusters=5, random_state=0, batch_size=11).fit(data).labels_, imp.labels_)
+
+
+def test_save_accepts_numpy_integer_parameters(tmp_path):
+    blocks, mask = make_data(0)
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    imp = UL4M4Imputer(n_clusters=np.int64(3), random_state=np.int64(0), max_iter=np.int32(20))
+    imp.fit(data).save(tmp_path / "m.npz")
+    loaded = UL4M4Imputer.load(tmp_path / "m.npz")
+    assert loaded.n_clusters == 3 and loaded.random_state == 0 and loaded.max_iter == 20
+    np.testing.assert_array_equal(loaded.transform(data).values, imp.transform(data).values)

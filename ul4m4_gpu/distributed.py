@@ -309,7 +309,7 @@ def _block_update_stats(part, assigned, previous, n_clusters, dims):
     partition; ``changed`` counts labels differing from ``previous`` (0 when None)."""
     rows = _rows(part, dims)
     labels, nearest = assigned
-    sums, counts, members = cluster_statistics(rows, labels, n_clusters, dtype=np.float64)
+    sums, counts, members = cluster_statistics(rows, labels, n_clusters)
     changed = 0 if previous is None else int((labels != previous[0]).sum())
     return (to_numpy(sums), to_numpy(counts), to_numpy(members).astype(np.int64), changed,
             inertia(labels, nearest))

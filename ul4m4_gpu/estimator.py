@@ -277,6 +277,8 @@ class UL4M4Imputer(BaseEstimator):
             params["init"] = "explicit"
         if params["random_state"] is not None and not isinstance(params["random_state"], numbers.Integral):
             params["random_state"] = None
+        params = {name: value.item() if isinstance(value, np.generic) else value
+                  for name, value in params.items()}
         meta = {
             "format": MODEL_FORMAT, "params": params, "dims": list(self.dims_),
             "modality_names": list(self.modality_names_), "n_iter": int(self.n_iter_),

@@ -114,13 +114,13 @@ def assign(rows: PackedRows, centers, centers_mask, batch_size: int | None = Non
 
 
 def cluster_sums(labels, values, n_clusters: int):
-    """(K, P) sums of the rows of ``values`` (N, P) by label (−1 rows skipped), through the
-    ``update`` kernel: per-chunk partial sums, then one reduction."""
+    """(K, P) float64 sums of the rows of ``values`` (N, P) by label (−1 rows skipped),
+    through the ``update`` kernel: per-chunk float64 partial sums, then one reduction."""
     xp = array_module(labels, values)
     max_chunks = 4 * numba.get_num_threads() if xp is np else 1024
     chunk = update_kernels.rows_per_chunk(values.shape[0], max_chunks)
     partials = xp.zeros((-(-values.shape[0] // chunk), n_clusters, values.shape[1]),
-                        dtype=values.dtype)
+                        dtype=xp.float64)
     if xp is np:
         update_kernels.chunk_sums_cpu(values, labels, chunk, partials)
     else:
@@ -128,14 +128,13 @@ def cluster_sums(labels, values, n_clusters: int):
     return partials.sum(axis=0)
 
 
-def cluster_statistics(rows: PackedRows, labels, n_clusters: int, dtype=None):
-    """What Lloyd's update needs from a set of rows: per-centre sums (K, D), per-centre
-    per-modality counts of observing members (K, M) and member counts (K,), in ``dtype``
-    (default the rows' dtype; member counts int64). Sums of disjoint row sets add up."""
+def cluster_statistics(rows: PackedRows, labels, n_clusters: int):
+    """What Lloyd's update needs from a set of rows: per-centre sums (K, D) and per-centre
+    per-modality counts of observing members (K, M), both float64, and member counts (K,)
+    int64. Statistics of disjoint row sets add up."""
     xp = rows.xp
-    dtype = dtype or rows.z.dtype
-    sums = cluster_sums(labels, rows.z.astype(dtype, copy=False), n_clusters)
-    counts = cluster_sums(labels, rows.mask.astype(dtype), n_clusters)
+    sums = cluster_sums(labels, rows.z, n_clusters)
+    counts = cluster_sums(labels, rows.mask.astype(rows.z.dtype), n_clusters)
     members = xp.bincount(labels[labels >= 0], minlength=n_clusters)
     return sums, counts, members
 
@@ -244,7 +243,9 @@ def seed_plusplus(rows: PackedRows, n_clusters: int, random_state=None):
         if total > 0:
             threshold = xp.asarray([rng.random_sample() * total])
             pick = int(xp.searchsorted(cumulative, threshold, side="right")[0])
-            seeds.append(min(pick, len(rows) - 1))
+            if pick >= len(rows):  # round-off put the threshold at the very end
+                pick = int(xp.flatnonzero(weights > 0)[-1])
+            seeds.append(pick)
         else:
             seeds.append(int(candidates[rng.randint(candidates.size)]))
     index = xp.asarray(seeds)

@@ -285,7 +285,7 @@ def _lloyd_pass(batches: _Normalised, centers, centers_mask, labels, n_clusters,
     for offset, rows in batches:
         batch_labels, nearest = assign(rows, centers_d.astype(rows.z.dtype, copy=False), mask_d,
                                        batch_size)
-        s, c, mb = cluster_statistics(rows, batch_labels, n_clusters, dtype=xp.float64)
+        s, c, mb = cluster_statistics(rows, batch_labels, n_clusters)
         sums += to_numpy(s)
         counts += to_numpy(c)
         members += to_numpy(mb).astype(np.int64)
