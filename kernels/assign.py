@@ -33,13 +33,11 @@ def _value_and_slack(norms, cross, count, rtol):
     return value, rtol * norms / count
 
 
-@numba.njit(parallel=True, cache=True)
-def nearest_centers_cpu(cross, row_norms, mask, center_norms, centers_mask, rtol, labels,
-                        nearest):
-    """CPU twin: one row per parallel iteration. Pairs where both sides carry every
-    modality take a shortcut (precomputed totals) with the same arithmetic."""
-    n, k = cross.shape
-    n_mod = mask.shape[1]
+@numba.njit
+def _center_totals(center_norms, centers_mask):
+    """(K,) sum of each centre's per-modality norms and (K,) whether it carries every
+    modality: the shortcut for pairs where both sides are complete."""
+    k, n_mod = centers_mask.shape
     center_total = np.zeros(k)
     center_full = np.ones(k, dtype=np.bool_)
     for l in range(k):
@@ -48,39 +46,90 @@ def nearest_centers_cpu(cross, row_norms, mask, center_norms, centers_mask, rtol
                 center_total[l] += center_norms[l, m]
             else:
                 center_full[l] = False
-    for i in numba.prange(n):
-        row_total = 0.0
-        row_full = True
-        for m in range(n_mod):
-            if mask[i, m]:
-                row_total += row_norms[i, m]
-            else:
-                row_full = False
-        best = np.inf
-        best_slack = 0.0
-        best_l = -1
-        for l in range(k):
-            if row_full and center_full[l]:
-                value, slack = _value_and_slack(row_total + center_total[l], cross[i, l],
-                                                n_mod, rtol)
-            else:
-                row_part = 0.0
-                center_part = 0.0
-                count = 0
-                for m in range(n_mod):
-                    if mask[i, m] and centers_mask[l, m]:
-                        row_part += row_norms[i, m]
-                        center_part += center_norms[l, m]
-                        count += 1
-                if count == 0:
-                    continue
-                value, slack = _value_and_slack(row_part + center_part, cross[i, l], count, rtol)
-            if value < best - max(slack, best_slack):
-                best = value
-                best_slack = slack
-                best_l = l
-        labels[i] = best_l
+    return center_total, center_full
+
+
+@numba.njit(inline="always")
+def _nearest_of_row(i, cross_row, row_norms, mask, center_norms, centers_mask, center_total,
+                    center_full, rtol):
+    """(label, d²) of row i from its (K,) cross terms; (−1, +inf) when nothing is shared."""
+    n_mod = mask.shape[1]
+    row_total = 0.0
+    row_full = True
+    for m in range(n_mod):
+        if mask[i, m]:
+            row_total += row_norms[i, m]
+        else:
+            row_full = False
+    best = np.inf
+    best_slack = 0.0
+    best_l = -1
+    for l in range(cross_row.shape[0]):
+        if row_full and center_full[l]:
+            value, slack = _value_and_slack(row_total + center_total[l], cross_row[l], n_mod,
+                                            rtol)
+        else:
+            row_part = 0.0
+            center_part = 0.0
+            count = 0
+            for m in range(n_mod):
+                if mask[i, m] and centers_mask[l, m]:
+                    row_part += row_norms[i, m]
+                    center_part += center_norms[l, m]
+                    count += 1
+            if count == 0:
+                continue
+            value, slack = _value_and_slack(row_part + center_part, cross_row[l], count, rtol)
+        if value < best - max(slack, best_slack):
+            best = value
+            best_slack = slack
+            best_l = l
+    return best_l, best
+
+
+@numba.njit(parallel=True, cache=True)
+def nearest_centers_cpu(cross, row_norms, mask, center_norms, centers_mask, rtol, labels,
+                        nearest):
+    """CPU twin: one row per parallel iteration. Pairs where both sides carry every
+    modality take a shortcut (precomputed totals) with the same arithmetic."""
+    center_total, center_full = _center_totals(center_norms, centers_mask)
+    for i in numba.prange(cross.shape[0]):
+        label, best = _nearest_of_row(i, cross[i], row_norms, mask, center_norms,
+                                      centers_mask, center_total, center_full, rtol)
+        labels[i] = label
         nearest[i] = math.sqrt(best)
+
+
+@numba.njit(parallel=True, cache=True)
+def assign_and_accumulate_cpu(z, scaled_centers_t, row_norms, mask, center_norms,
+                              centers_mask, rtol, rows_per_chunk, labels, nearest, sums,
+                              counts):
+    """CPU fused pass (sklearn-style): per chunk of rows, the cross terms (one BLAS call on
+    a cache-sized block, ``scaled_centers_t`` (D, K)), the nearest centre of each row as in
+    :func:`nearest_centers_cpu`, and the row's values and observed flags added to its
+    centre's statistics while the block is in cache. ``sums`` (T, K, D) and ``counts``
+    (T, K, M) float64 zero-initialised, one slice per thread (T = Numba's thread count);
+    the caller adds them up. Call with BLAS limited to one thread."""
+    center_total, center_full = _center_totals(center_norms, centers_mask)
+    n, width = z.shape
+    n_chunks = (n + rows_per_chunk - 1) // rows_per_chunk
+    for chunk in numba.prange(n_chunks):
+        thread = numba.get_thread_id()
+        start = chunk * rows_per_chunk
+        stop = min(n, start + rows_per_chunk)
+        cross = np.dot(z[start:stop], scaled_centers_t)
+        for r in range(stop - start):
+            i = start + r
+            label, best = _nearest_of_row(i, cross[r], row_norms, mask, center_norms,
+                                          centers_mask, center_total, center_full, rtol)
+            labels[i] = label
+            nearest[i] = math.sqrt(best)
+            if label >= 0:
+                for col in range(width):
+                    sums[thread, label, col] += z[i, col]
+                for m in range(mask.shape[1]):
+                    if mask[i, m]:
+                        counts[thread, label, m] += 1.0
 
 
 @cuda.jit

@@ -141,3 +141,23 @@ def test_cuda_kernels_run_in_the_simulator_without_a_gpu():
     if HAS_GPU:
         pytest.skip("a real GPU is present")
     assert numba.config.ENABLE_CUDASIM
+
+
+@settings(max_examples=25, deadline=None)
+@given(partial_problem(), st.sampled_from([np.float32, np.float64]), st.integers(1, 4))
+def test_fused_assign_and_statistics_match_the_separate_steps(problem, dtype, chunk):
+    from ul4m4_gpu.kmeans import (PackedRows, assign, assign_with_statistics,
+                                  cluster_statistics)
+
+    z, mask, centers, centers_mask, dims = problem
+    rows = PackedRows.build(z.astype(dtype), mask, dims)
+    centers = centers.astype(dtype)
+    labels, nearest, (sums, counts, members) = assign_with_statistics(
+        rows, centers, centers_mask, batch_size=chunk)
+    ref_labels, ref_nearest = assign(rows, centers, centers_mask)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(nearest, ref_nearest, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    ref_sums, ref_counts, ref_members = cluster_statistics(rows, ref_labels, centers.shape[0])
+    np.testing.assert_allclose(sums, ref_sums, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(counts, ref_counts)
+    np.testing.assert_array_equal(members, ref_members)

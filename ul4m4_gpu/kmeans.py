@@ -7,6 +7,7 @@ module of its inputs, so NumPy and CuPy share it (cf. FAISS ``contrib/clustering
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -113,6 +114,45 @@ def assign(rows: PackedRows, centers, centers_mask, batch_size: int | None = Non
     return labels, nearest
 
 
+#: Rows per block of the fused CPU pass (its (block, K) cross terms stay in cache).
+FUSED_ROWS_PER_CHUNK = 1024
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def assign_with_statistics(rows: PackedRows, centers, centers_mask,
+                           batch_size: int | None = None):
+    """:func:`assign` plus the :func:`cluster_statistics` of the labels it returns.
+
+    On the CPU (C-contiguous float rows) one fused pass does both, block by block, with BLAS
+    on one thread per block (as scikit-learn's Lloyd does); elsewhere the two steps run one
+    after the other. Returns labels, nearest distances and (sums, counts, members).
+    """
+    xp = rows.xp
+    n_centers = centers.shape[0]
+    if xp is not np or not rows.z.flags.c_contiguous:
+        labels, nearest = assign(rows, centers, centers_mask, batch_size)
+        return labels, nearest, cluster_statistics(rows, labels, n_centers)
+    scaled_t = np.ascontiguousarray((centers * column_scale(rows.dims, np, rows.z.dtype)).T)
+    threads = numba.get_num_threads()
+    labels = np.empty(len(rows), dtype=np.int64)
+    nearest = np.empty(len(rows), dtype=rows.z.dtype)
+    sums = np.zeros((threads, n_centers, rows.z.shape[1]))
+    counts = np.zeros((threads, n_centers, len(rows.dims)))
+    chunk = min(batch_size or FUSED_ROWS_PER_CHUNK, FUSED_ROWS_PER_CHUNK)
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        assign_kernels.assign_and_accumulate_cpu(
+            rows.z, scaled_t, rows.row_norms, rows.mask, squared_norms(centers, rows.dims),
+            centers_mask, roundoff_rtol(rows.z.dtype), chunk, labels, nearest, sums, counts)
+    members = np.bincount(labels[labels >= 0], minlength=n_centers)
+    return labels, nearest, (sums.sum(axis=0), counts.sum(axis=0), members)
+
+
 def cluster_sums(labels, values, n_clusters: int):
     """(K, P) float64 sums of the rows of ``values`` (N, P) by label (−1 rows skipped),
     through the ``update`` kernel: per-chunk float64 partial sums, then one reduction."""
@@ -158,13 +198,6 @@ def centers_from_statistics(sums, counts, members, centers, centers_mask, dims):
     return new_centers.astype(centers.dtype, copy=False), new_mask
 
 
-def update_centers(rows: PackedRows, labels, centers, centers_mask):
-    """Lloyd's update of ``centers`` from the rows' ``labels`` (see
-    :func:`centers_from_statistics`)."""
-    statistics = cluster_statistics(rows, labels, centers.shape[0])
-    return centers_from_statistics(*statistics, centers, centers_mask, rows.dims)
-
-
 def center_shift(dims, old, old_mask, new, new_mask):
     """(K,) partial distance from each old centre to its update; +inf where the modality
     set changed."""
@@ -185,13 +218,15 @@ def lloyd_loop(rows: PackedRows, centers, centers_mask, max_iter: int = 100,
     ``on_iteration(n_iter, inertia)`` is called after every update (progress reporting).
     """
     centers = centers.astype(rows.z.dtype, copy=True)
-    labels, nearest = assign(rows, centers, centers_mask, batch_size)
+    labels, nearest, statistics = assign_with_statistics(rows, centers, centers_mask, batch_size)
     n_iter = 0
     while n_iter < max_iter:
-        new_centers, new_mask = update_centers(rows, labels, centers, centers_mask)
+        new_centers, new_mask = centers_from_statistics(*statistics, centers, centers_mask,
+                                                        rows.dims)
         n_iter += 1
         shift = center_shift(rows.dims, centers, centers_mask, new_centers, new_mask)
-        new_labels, nearest = assign(rows, new_centers, new_mask, batch_size)
+        new_labels, nearest, statistics = assign_with_statistics(rows, new_centers, new_mask,
+                                                                 batch_size)
         converged = ~(new_labels != labels).any() | (shift.max() < tol)
         centers, centers_mask, labels = new_centers, new_mask, new_labels
         if on_iteration is not None:
