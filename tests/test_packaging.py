@@ -48,3 +48,14 @@ def test_readme_dask_example_runs(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                             timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_readme_python_api_example_runs(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    (example,) = [b for b in blocks if "UL4M4Imputer.load" in b]
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert namespace["completed"].mask.all()
+    assert namespace["tensor"].data_ptr() == namespace["completed"].values.ctypes.data
+    assert (tmp_path / "model.npz").exists()
