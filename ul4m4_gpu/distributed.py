@@ -57,7 +57,6 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
-from tqdm.auto import tqdm
 
 from .backend import array_module, device_module, is_cupy_array, to_device, to_numpy
 from .data import VALUE_DTYPE, MultiModalArray
@@ -65,10 +64,9 @@ from .estimator import UL4M4Imputer, check_initial_centers
 from .kmeans import (
     PackedRows,
     assign,
-    center_shift,
-    centers_from_statistics,
     cluster_statistics,
     inertia,
+    lloyd_over_passes,
     seed_plusplus,
 )
 from .normalise import normalise, scale_from_moments
@@ -804,31 +802,20 @@ class DaskUL4M4Imputer(BaseEstimator):
                                    f"{label}, iteration {n_iter}")
             return assigned, total
 
-        centers = np.asarray(centers, dtype=VALUE_DTYPE).copy()
-        centers_mask = np.asarray(centers_mask, dtype=bool)
-        bar = tqdm(total=self.max_iter, desc=label, unit="iter", leave=False,
-                   disable=not self.verbose)
-        with bar:
-            assigned, total = step(centers, centers_mask, None, 0)
-            n_iter = 0
-            while n_iter < self.max_iter:
-                sums, counts, members, _, _ = total
-                new_centers, new_mask = centers_from_statistics(sums, counts, members, centers,
-                                                           centers_mask, dims)
-                n_iter += 1
-                shift = center_shift(dims, centers, centers_mask, new_centers, new_mask)
-                previous = assigned
-                assigned, total = step(new_centers, new_mask, previous, n_iter)
+        state = {"assigned": None}
+
+        def assignment_pass(centers, centers_mask, n_iter):
+            previous = state["assigned"]
+            state["assigned"], total = step(centers, centers_mask, previous, n_iter)
+            if previous is not None:  # the previous labels are no longer needed
                 live[:] = [futures for futures in live if futures is not previous]
-                del previous
-                centers, centers_mask = new_centers, new_mask
-                bar.update(1)
-                bar.set_postfix(inertia=f"{total[4]:.4g}")
-                if on_iteration is not None:
-                    on_iteration(n_iter, total[4])
-                if total[3] == 0 or float(shift.max()) < self.tol:
-                    break
-        return _Run(centers, centers_mask, assigned, float(total[4]), n_iter)
+            return total
+
+        centers, centers_mask, total, n_iter = lloyd_over_passes(
+            assignment_pass, np.asarray(centers, dtype=VALUE_DTYPE).copy(),
+            np.asarray(centers_mask, dtype=bool), dims, self.max_iter, self.tol, desc=label,
+            verbose=self.verbose, on_iteration=on_iteration)
+        return _Run(centers, centers_mask, state["assigned"], total, n_iter)
 
     def _uncarried(self) -> list[str]:
         carried = self.centers_mask_.any(axis=0)

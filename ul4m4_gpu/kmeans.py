@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 import numba
+from tqdm.auto import tqdm
 
 from .backend import array_module
 from .kernels import assign as assign_kernels
@@ -234,6 +235,36 @@ def lloyd_loop(rows: PackedRows, centers, centers_mask, max_iter: int = 100,
         if bool(converged):  # the one device-to-host transfer of an iteration
             break
     return KMeansResult(centers, centers_mask, labels, inertia(labels, nearest), n_iter)
+
+
+def lloyd_over_passes(assignment_pass, centers, centers_mask, dims, max_iter: int = 100,
+                      tol: float = 1e-6, desc: str = "k-means", verbose: int = 0,
+                      on_iteration: Callable[[int, float], None] | None = None):
+    """:func:`lloyd_loop`'s update and stop rules around an external assignment pass, for
+    rows that are not in this process's memory (streamed batches, Dask partitions).
+
+    ``assignment_pass(centers, centers_mask, n_iter)`` assigns every row to the given
+    centres and returns host (sums (K, D), counts (K, M), members (K,), number of labels
+    changed since the previous pass, inertia); it keeps the labels itself. Returns the final
+    (centers, centers_mask, inertia, n_iter); ``verbose`` shows a progress bar.
+    """
+    with tqdm(total=max_iter, desc=desc, unit="iter", leave=False, disable=not verbose) as bar:
+        total = assignment_pass(centers, centers_mask, 0)
+        n_iter = 0
+        while n_iter < max_iter:
+            new_centers, new_mask = centers_from_statistics(*total[:3], centers, centers_mask,
+                                                            dims)
+            n_iter += 1
+            shift = center_shift(dims, centers, centers_mask, new_centers, new_mask)
+            total = assignment_pass(new_centers, new_mask, n_iter)
+            centers, centers_mask = new_centers, new_mask
+            bar.update(1)
+            bar.set_postfix(inertia=f"{total[4]:.4g}")
+            if on_iteration is not None:
+                on_iteration(n_iter, total[4])
+            if total[3] == 0 or float(shift.max()) < tol:
+                break
+    return centers, centers_mask, float(total[4]), n_iter
 
 
 def inertia(labels, nearest) -> float:

@@ -73,15 +73,7 @@ from .io import (
     _READ_ERRORS,
     atomic_write,
 )
-from .kmeans import (
-    PackedRows,
-    assign,
-    center_shift,
-    centers_from_statistics,
-    cluster_statistics,
-    inertia,
-    seed_plusplus,
-)
+from .kmeans import PackedRows, assign, cluster_statistics, inertia, lloyd_over_passes, seed_plusplus
 from .normalise import normalise, scale_from_moments
 from .validation import check_finite_observed
 
@@ -274,7 +266,6 @@ def _seed_sample(batches: _Normalised, n_rows: int, size: int, rng):
 def _lloyd_pass(batches: _Normalised, centers, centers_mask, labels, n_clusters, batch_size):
     """One streamed assignment pass: fills ``labels`` (host (N,) int64) in place and returns
     float64 host (sums, counts, members, changed, inertia)."""
-    xp = device_module(batches.device)
     centers_d = to_device(centers, batches.device)
     mask_d = to_device(centers_mask, batches.device)
     dim = sum(batches.dims)
@@ -300,30 +291,18 @@ def _lloyd_pass(batches: _Normalised, centers, centers_mask, labels, n_clusters,
 def _streamed_lloyd(imputer, batches, n_rows, centers, centers_mask, run, on_iteration):
     """``lloyd_loop`` with one streamed pass per iteration; returns (centers, mask, labels,
     inertia, n_iter) on the host."""
-    k, dims = imputer.n_clusters, batches.dims
-    centers = np.asarray(to_numpy(centers), dtype=VALUE_DTYPE).copy()
-    centers_mask = np.asarray(to_numpy(centers_mask), dtype=bool)
     labels = np.full(n_rows, -2, dtype=np.int64)  # -2: not assigned yet
-    bar = tqdm(total=imputer.max_iter, desc=f"k-means run {run + 1}/{imputer.n_init} (streamed)",
-               unit="iter", leave=False, disable=not imputer.verbose)
-    with bar:
-        total = _lloyd_pass(batches, centers, centers_mask, labels, k, imputer.batch_size)
-        n_iter = 0
-        while n_iter < imputer.max_iter:
-            sums, counts, members, _, _ = total
-            new_centers, new_mask = centers_from_statistics(sums, counts, members, centers,
-                                                            centers_mask, dims)
-            n_iter += 1
-            shift = center_shift(dims, centers, centers_mask, new_centers, new_mask)
-            total = _lloyd_pass(batches, new_centers, new_mask, labels, k, imputer.batch_size)
-            centers, centers_mask = new_centers, new_mask
-            bar.update(1)
-            bar.set_postfix(inertia=f"{total[4]:.4g}")
-            if on_iteration is not None:
-                on_iteration(n_iter, total[4])
-            if total[3] == 0 or float(shift.max()) < imputer.tol:
-                break
-    return centers, centers_mask, labels, float(total[4]), n_iter
+
+    def assignment_pass(centers, centers_mask, n_iter):
+        return _lloyd_pass(batches, centers, centers_mask, labels, imputer.n_clusters,
+                           imputer.batch_size)
+
+    centers, centers_mask, total, n_iter = lloyd_over_passes(
+        assignment_pass, np.asarray(to_numpy(centers), dtype=VALUE_DTYPE).copy(),
+        np.asarray(to_numpy(centers_mask), dtype=bool), batches.dims, imputer.max_iter,
+        imputer.tol, desc=f"k-means run {run + 1}/{imputer.n_init} (streamed)",
+        verbose=imputer.verbose, on_iteration=on_iteration)
+    return centers, centers_mask, labels, total, n_iter
 
 
 def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROWS,
