@@ -24,6 +24,8 @@ import numba
 import numpy as np
 from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
+from . import launching
+
 
 @numba.njit(inline="always")
 def _value_and_slack(norms, cross, count, rtol):
@@ -170,5 +172,5 @@ THREADS_1D = 256
 
 def launch(cross, *args):
     """Run the CUDA twin over every row of ``cross`` (256-thread blocks)."""
-    blocks = (cross.shape[0] + THREADS_1D - 1) // THREADS_1D
-    nearest_centers_cuda[blocks, THREADS_1D](cross, *args)
+    launching.launch(nearest_centers_cuda, launching.blocks_for(cross.shape[:1], (THREADS_1D,)),
+                     THREADS_1D, cross, *args)

@@ -17,6 +17,8 @@ import numba
 import numpy as np
 from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
+from . import launching
+
 
 @numba.njit(parallel=True, cache=True)
 def candidate_scores_cpu(sums, shared, which, pattern_sums, pattern_shared, out):
@@ -86,5 +88,4 @@ THREADS_2D = (16, 16)
 
 def launch_2d(kernel, shape, *args):
     """Launch a 2-D ``cuda.jit`` kernel covering ``shape`` with 16×16 blocks."""
-    blocks = tuple((s + t - 1) // t for s, t in zip(shape, THREADS_2D))
-    kernel[blocks, THREADS_2D](*args)
+    launching.launch(kernel, launching.blocks_for(shape, THREADS_2D), THREADS_2D, *args)

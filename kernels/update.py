@@ -12,6 +12,8 @@ from __future__ import annotations
 import numba
 from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
+from . import launching
+
 #: Fewest rows accumulated by one chunk (one CPU task, or one CUDA block).
 MIN_ROWS_PER_CHUNK = 4096
 
@@ -55,6 +57,6 @@ def chunk_sums_cuda(values, labels, rows_per_chunk, partials):
 
 def launch(values, labels, rows_per_chunk, partials) -> None:
     """Run the CUDA twin over every chunk and column."""
-    col_blocks = (values.shape[1] + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
-    chunk_sums_cuda[(partials.shape[0], col_blocks), THREADS_PER_BLOCK](
-        values, labels, rows_per_chunk, partials)
+    (col_blocks,) = launching.blocks_for(values.shape[1:], (THREADS_PER_BLOCK,))
+    launching.launch(chunk_sums_cuda, (partials.shape[0], col_blocks), THREADS_PER_BLOCK,
+                     values, labels, rows_per_chunk, partials)

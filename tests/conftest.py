@@ -28,3 +28,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def cupy_sim(monkeypatch):
+    """Serve ``import cupy`` from the CPU simulator (tests/cupy_sim.py) for one test, so
+    the ``device="cuda"`` path runs here; skipped where a real GPU can run it instead."""
+    if HAS_GPU:
+        pytest.skip("a real GPU is present: the gpu-marked tests cover the CuPy path")
+    import sys
+
+    import cupy_sim as sim
+
+    monkeypatch.setitem(sys.modules, "cupy", sim.build_module())
+    sim.reset_transfers()
+    return sim

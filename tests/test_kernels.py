@@ -161,3 +161,17 @@ def test_fused_assign_and_statistics_match_the_separate_steps(problem, dtype, ch
     np.testing.assert_allclose(sums, ref_sums, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(counts, ref_counts)
     np.testing.assert_array_equal(members, ref_members)
+
+
+def test_launch_skips_an_empty_grid():
+    """CUDA rejects zero-block grids: an empty launch must not reach the kernel."""
+    from ul4m4_gpu.kernels import launching
+
+    class NeverLaunched:
+        def __getitem__(self, config):
+            raise AssertionError(f"launched with {config}")
+
+    assert launching.blocks_for((0, 300), (16, 16)) == (0, 19)
+    launching.launch(NeverLaunched(), launching.blocks_for((0, 300), (16, 16)), (16, 16))
+    with pytest.raises(AssertionError, match="launched"):
+        launching.launch(NeverLaunched(), (1, 19), (16, 16))

@@ -207,7 +207,7 @@ def greedy_complete(z, mask, centers, centers_mask, dims, batch_size: int | None
     """
     rows = PackedRows.build(z, mask, dims)
     check_packed(centers, centers_mask, rows.dims, "centers", "centers_mask")
-    xp = rows.xp
+    xp = array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed
     centers = zero_missing(centers.astype(z.dtype), centers_mask, rows.dims)
     pairs = CenterPairs.build(centers, centers_mask, rows.dims)
     sources = completion_sources(rows, pairs, batch_size)

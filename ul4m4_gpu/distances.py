@@ -84,10 +84,8 @@ def roundoff_rtol(dtype) -> float:
 def distances_from_sums(sums, shared):
     """sqrt(sums / shared), +inf where ``shared`` is 0; arrays of equal shape and dtype."""
     xp = array_module(sums, shared)
-    with_shared = shared > 0
-    out = xp.full(sums.shape, xp.inf, dtype=sums.dtype)
-    out[with_shared] = xp.sqrt(sums[with_shared] / shared[with_shared])
-    return out
+    inf = xp.full((), xp.inf, dtype=sums.dtype)
+    return xp.where(shared > 0, xp.sqrt(sums / xp.maximum(shared, 1)), inf)
 
 
 def zero_missing(z, mask, dims):

@@ -17,7 +17,7 @@ from sklearn.utils import check_random_state
 import numba
 from tqdm.auto import tqdm
 
-from .backend import array_module
+from .backend import array_module, to_numpy
 from .kernels import assign as assign_kernels
 from .kernels import update as update_kernels
 from .distances import (
@@ -172,12 +172,17 @@ def cluster_sums(labels, values, n_clusters: int):
 def cluster_statistics(rows: PackedRows, labels, n_clusters: int):
     """What Lloyd's update needs from a set of rows: per-centre sums (K, D) and per-centre
     per-modality counts of observing members (K, M), both float64, and member counts (K,)
-    int64. Statistics of disjoint row sets add up."""
+    int64. Statistics of disjoint row sets add up.
+
+    Counts and member counts come from one pass of the ``update`` kernel over the mask with
+    a column of ones appended, so nothing here waits for the device (no bincount, no
+    boolean indexing)."""
     xp = rows.xp
     sums = cluster_sums(labels, rows.z, n_clusters)
-    counts = cluster_sums(labels, rows.mask.astype(rows.z.dtype), n_clusters)
-    members = xp.bincount(labels[labels >= 0], minlength=n_clusters)
-    return sums, counts, members
+    flags = xp.concatenate([rows.mask.astype(rows.z.dtype),
+                            xp.ones((len(rows), 1), dtype=rows.z.dtype)], axis=1)
+    counts = cluster_sums(labels, flags, n_clusters)
+    return sums, counts[:, :-1], counts[:, -1].astype(xp.int64)
 
 
 def centers_from_statistics(sums, counts, members, centers, centers_mask, dims):
@@ -269,7 +274,8 @@ def lloyd_over_passes(assignment_pass, centers, centers_mask, dims, max_iter: in
 
 def inertia(labels, nearest) -> float:
     """Σ of squared distances of the assigned rows (label ≥ 0), as a Python float."""
-    assigned = nearest[labels >= 0].astype(np.float64)
+    xp = array_module(labels, nearest)
+    assigned = xp.where(labels >= 0, nearest.astype(xp.float64), 0.0)
     return float((assigned * assigned).sum())
 
 
@@ -285,7 +291,7 @@ def seed_plusplus(rows: PackedRows, n_clusters: int, random_state=None):
     """
     xp = rows.xp
     rng = check_random_state(random_state)
-    candidates = np.flatnonzero(_to_host(rows.mask.any(axis=1)))
+    candidates = np.flatnonzero(to_numpy(rows.mask.any(axis=1)))
     if n_clusters > candidates.size:
         raise ValueError(
             f"n_clusters={n_clusters} is larger than the number of rows that observe at "
@@ -318,10 +324,6 @@ def seed_plusplus(rows: PackedRows, n_clusters: int, random_state=None):
     return rows.z[index].copy(), rows.mask[index].copy(), np.asarray(seeds, dtype=np.int64)
 
 
-def _to_host(x) -> np.ndarray:
-    return x.get() if hasattr(x, "get") else np.asarray(x)
-
-
 def kmeans_plusplus(z, mask, dims, n_clusters: int, random_state=None):
     """k-means++ seeds for partial rows (see :func:`seed_plusplus`).
 
@@ -351,5 +353,6 @@ def lloyd(z, mask, dims, centers, centers_mask, max_iter: int = 100, tol: float 
     """
     rows = PackedRows.build(z, mask, dims)
     check_packed(centers, centers_mask, rows.dims, "centers", "centers_mask")
+    array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed
     centers = zero_missing(centers.astype(rows.z.dtype), centers_mask, rows.dims)
     return lloyd_loop(rows, centers, centers_mask, max_iter, tol, batch_size)

@@ -1,0 +1,207 @@
+"""The ``device="cuda"`` path, run on a CPU: CuPy served by tests/cupy_sim.py and the CUDA
+kernels by Numba's simulator. Checks that the CuPy orchestration runs end to end, gives the
+NumPy path's results, keeps data on the device and syncs with the host once per Lloyd
+iteration. (On a machine with a GPU these tests skip; tests/test_gpu.py runs the real thing.)
+"""
+
+import numpy as np
+import pytest
+
+from ul4m4_gpu import (
+    MultiModalArray,
+    UL4M4Imputer,
+    greedy_complete,
+    kmeans_plusplus,
+    lloyd,
+    partial_distances,
+)
+from ul4m4_gpu.backend import to_numpy
+
+DIMS = (6, 4, 3)
+
+
+def clustered(n=60, seed=0, spread=20.0, observed=0.6, k=4):
+    """(N, D) float64 rows around k centres with random missing modalities (NaN) and mask."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=spread, size=(k, sum(DIMS)))
+    x = centres[rng.integers(k, size=n)] + rng.normal(size=(n, sum(DIMS)))
+    mask = rng.random((n, len(DIMS))) < observed
+    mask[~mask.any(axis=1), rng.integers(len(DIMS))] = True
+    x[~np.repeat(mask, DIMS, axis=1)] = np.nan
+    return x, mask
+
+
+def on_both_devices(x, mask, **params):
+    """Fit + transform the same data with device="cpu" and device="cuda"."""
+    out = {}
+    for device in ("cpu", "cuda"):
+        data = MultiModalArray(x, mask, DIMS).to(device)
+        imputer = UL4M4Imputer(device=device, **params).fit(data)
+        out[device] = imputer, imputer.transform(data)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cuda_fit_and_transform_match_cpu(cupy_sim, seed):
+    x, mask = clustered(seed=seed)
+    fits = on_both_devices(x, mask, n_clusters=4, random_state=seed)
+    (cpu, cpu_out), (gpu, gpu_out) = fits["cpu"], fits["cuda"]
+    assert isinstance(gpu.cluster_centers_, cupy_sim.ndarray)
+    assert isinstance(gpu_out.values, cupy_sim.ndarray)
+    assert isinstance(gpu_out.imputed, cupy_sim.ndarray)
+    np.testing.assert_array_equal(to_numpy(gpu.labels_), cpu.labels_)
+    np.testing.assert_array_equal(to_numpy(gpu.centers_mask_), cpu.centers_mask_)
+    np.testing.assert_allclose(to_numpy(gpu.cluster_centers_), cpu.cluster_centers_,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(gpu_out.values), cpu_out.values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(to_numpy(gpu_out.imputed), cpu_out.imputed)
+    observed = np.repeat(mask, DIMS, axis=1)
+    np.testing.assert_array_equal(to_numpy(gpu_out.values)[observed], x[observed])
+
+
+def test_one_host_transfer_per_lloyd_iteration(cupy_sim):
+    """Fits from the same seeds that stop after 1 and after several updates differ in host
+    transfers by exactly one per extra iteration (the convergence flag)."""
+    x, mask = clustered(n=120, seed=3, spread=1.0, k=6)
+    data = MultiModalArray(x, mask, DIMS).to("cuda")
+    transfers = {}
+    for max_iter in (1, 8):
+        cupy_sim.reset_transfers()
+        imputer = UL4M4Imputer(n_clusters=6, random_state=0, device="cuda", max_iter=max_iter,
+                               tol=0.0).fit(data)
+        transfers[imputer.n_iter_] = sum(cupy_sim.transfers.values())
+    (short, few), (long, many) = sorted(transfers.items())
+    assert long >= short + 2, "the data should need several Lloyd updates"
+    assert many - few == long - short
+
+
+def test_low_level_functions_on_device_arrays_match_numpy(cupy_sim):
+    rng = np.random.default_rng(1)
+    dims = [3, 5]
+    z = rng.normal(size=(40, 8))
+    mask = rng.random((40, 2)) < 0.7
+    mask[~mask.any(axis=1), 0] = True
+    centers = rng.normal(size=(6, 8))
+    centers_mask = rng.random((6, 2)) < 0.8
+    centers_mask[~centers_mask.any(axis=1), 1] = True
+    host = (z, mask, centers, centers_mask)
+    device = [cupy_sim.build_module().asarray(a) for a in host]
+
+    distances = partial_distances(*device, dims)
+    assert isinstance(distances, cupy_sim.ndarray)
+    np.testing.assert_allclose(to_numpy(distances), partial_distances(*host, dims), rtol=1e-10)
+
+    done, sources = greedy_complete(*device, dims)
+    expected_done, expected_sources = greedy_complete(*host, dims)
+    np.testing.assert_allclose(to_numpy(done), expected_done, rtol=1e-10)
+    np.testing.assert_array_equal(to_numpy(sources), expected_sources)
+
+    seeds = kmeans_plusplus(device[0], device[1], dims, 4, random_state=5)
+    expected_seeds = kmeans_plusplus(z, mask, dims, 4, random_state=5)
+    for got, expected in zip(seeds, expected_seeds):
+        np.testing.assert_allclose(to_numpy(got), expected)
+
+    result = lloyd(device[0], device[1], dims, seeds[0], seeds[1])
+    expected = lloyd(z, mask, dims, expected_seeds[0], expected_seeds[1])
+    np.testing.assert_array_equal(to_numpy(result.labels), expected.labels)
+    np.testing.assert_allclose(to_numpy(result.centers), expected.centers, rtol=1e-10)
+    assert result.n_iter == expected.n_iter
+
+
+def test_host_centres_with_device_rows_are_refused_up_front(cupy_sim):
+    x, mask = clustered(n=20)
+    cupy = cupy_sim.build_module()
+    z, device_mask = cupy.asarray(np.nan_to_num(x)), cupy.asarray(mask)
+    centers, centers_mask = np.zeros((2, sum(DIMS))), np.ones((2, len(DIMS)), dtype=bool)
+    with pytest.raises(TypeError, match="mix NumPy and CuPy"):
+        lloyd(z, device_mask, DIMS, centers, centers_mask)
+    with pytest.raises(TypeError, match="mix NumPy and CuPy"):
+        greedy_complete(z, device_mask, centers, centers_mask, DIMS)
+
+
+def test_saved_cuda_model_loads_on_either_device(cupy_sim, tmp_path):
+    x, mask = clustered(seed=4)
+    data = MultiModalArray(x, mask, DIMS).to("cuda")
+    imputer = UL4M4Imputer(n_clusters=4, random_state=0, device="cuda").fit(data)
+    imputer.save(tmp_path / "model.npz")
+    on_cpu = UL4M4Imputer.load(tmp_path / "model.npz", device="cpu")
+    on_gpu = UL4M4Imputer.load(tmp_path / "model.npz")
+    assert isinstance(on_gpu.cluster_centers_, cupy_sim.ndarray)
+    expected = to_numpy(imputer.transform(data).values)
+    np.testing.assert_array_equal(to_numpy(on_gpu.transform(data).values), expected)
+    np.testing.assert_allclose(on_cpu.transform(MultiModalArray(x, mask, DIMS)).values,
+                               expected, rtol=1e-6)
+
+
+def test_to_torch_shares_the_device_buffer(cupy_sim):
+    x, mask = clustered(n=20)
+    data = MultiModalArray(x, mask, DIMS).to("cuda")
+    tensor = data.to_torch()
+    assert tensor.data_ptr() == data.values.ctypes.data
+    assert tuple(tensor.shape) == data.values.shape
+
+
+def test_simulator_refuses_what_cupy_refuses(cupy_sim):
+    """The simulator's own rules, so that the tests above can fail: no implicit host arrays
+    in arithmetic or array functions, no names CuPy lacks, reductions stay on the device."""
+    cupy = cupy_sim.build_module()
+    device, host = cupy.asarray(np.ones(3)), np.ones(3)
+    with pytest.raises(TypeError, match="NumPy array"):
+        device + host
+    with pytest.raises(TypeError, match="NumPy array"):
+        cupy.concatenate([device, host])
+    with pytest.raises(AttributeError, match="cupy.nanpercentile"):
+        cupy.nanpercentile
+    total = device.sum()
+    assert isinstance(total, cupy_sim.ndarray) and total.ndim == 0
+    cupy_sim.reset_transfers()
+    assert float(total) == 3.0 and cupy_sim.transfers["float"] == 1
+
+
+def test_dask_fit_on_device_partitions_matches_cpu(cupy_sim):
+    """DaskUL4M4Imputer with device="cuda" (CuPy partitions, as on dask-cuda workers) gives
+    the CPU fit's centres and imputations. One in-process worker thread: the simulated
+    kernels cannot run concurrently and worker processes would not see the simulator."""
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    from ul4m4_gpu.distributed import DaskUL4M4Imputer
+
+    x, mask = clustered(n=90, seed=5)
+    X = (da.from_array(x, chunks=(40, -1)), da.from_array(mask, chunks=(40, -1)), DIMS)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        fits = {device: DaskUL4M4Imputer(n_clusters=4, random_state=0, device=device,
+                                         client=client).fit(X)
+                for device in ("cpu", "cuda")}
+        assert fits["cuda"].device_ == "cuda"
+        completed = {device: fit.transform(X).compute(client) for device, fit in fits.items()}
+    np.testing.assert_allclose(fits["cuda"].cluster_centers_, fits["cpu"].cluster_centers_,
+                               rtol=1e-5, atol=1e-5)
+    assert isinstance(completed["cuda"].values, cupy_sim.ndarray)
+    np.testing.assert_allclose(to_numpy(completed["cuda"].values), completed["cpu"].values,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_streamed_parquet_fit_and_transform_on_device(cupy_sim, tmp_path):
+    """fit_parquet / transform_parquet with a device="cuda" imputer: batches move to the
+    device, the output file equals the CPU run's."""
+    import pyarrow.parquet as pq
+
+    from ul4m4_gpu.io import read_table
+    from ul4m4_gpu.streaming import fit_parquet, transform_parquet
+
+    x, mask = clustered(n=80, seed=6)
+    pq.write_table(MultiModalArray(x, mask, DIMS).to_arrow(), tmp_path / "in.parquet")
+    outputs = {}
+    for device in ("cpu", "cuda"):
+        imputer = fit_parquet(tmp_path / "in.parquet",
+                              UL4M4Imputer(n_clusters=4, random_state=0, device=device),
+                              batch_rows=32)
+        assert imputer.device_ == device
+        transform_parquet(tmp_path / "in.parquet", tmp_path / f"{device}.parquet", imputer,
+                          batch_rows=32)
+        outputs[device] = read_table(tmp_path / f"{device}.parquet", device="cpu").data
+    np.testing.assert_allclose(outputs["cuda"].values, outputs["cpu"].values, rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_array_equal(outputs["cuda"].mask, outputs["cpu"].mask)
