@@ -43,3 +43,15 @@ def cupy_sim(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", sim.build_module())
     sim.reset_transfers()
     return sim
+
+
+@pytest.fixture
+def cudf_sim(cupy_sim, monkeypatch):
+    """Serve ``import cudf`` from tests/cudf_sim.py (device buffers from the CuPy
+    simulator) for one test."""
+    import sys
+
+    import cudf_sim as sim
+
+    monkeypatch.setitem(sys.modules, "cudf", sim.build_module())
+    return sim

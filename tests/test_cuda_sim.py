@@ -205,3 +205,88 @@ def test_streamed_parquet_fit_and_transform_on_device(cupy_sim, tmp_path):
     np.testing.assert_allclose(outputs["cuda"].values, outputs["cpu"].values, rtol=1e-5,
                                atol=1e-5)
     np.testing.assert_array_equal(outputs["cuda"].mask, outputs["cpu"].mask)
+
+
+# ---------------------------------------------------------------- cuDF, straight to device
+def list_table(seed=0, n=30, dims=DIMS, observed=0.6):
+    """An Arrow table of list<float32> modality columns (null where missing), a
+    list<int64> one, and a passthrough string column; and the dense truth."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    columns, blocks, masks = {"tag": pa.array([f"r{i}" for i in range(n)])}, [], []
+    for m, d in enumerate(dims):
+        block = rng.integers(-50, 50, size=(n, d)) if m == 1 else rng.normal(size=(n, d))
+        seen = rng.random(n) < observed
+        seen[m] = True
+        columns[f"m{m}"] = pa.array([list(row) if s else None for row, s in zip(block, seen)])
+        blocks.append(block)
+        masks.append(seen)
+    return pa.table(columns), blocks, np.stack(masks, axis=1)
+
+
+def test_cudf_columns_unpack_on_device_like_arrow_columns(cudf_sim, cupy_sim):
+    from ul4m4_gpu.list_columns import arrow_list_to_dense, cudf_list_to_dense
+
+    table, blocks, mask = list_table()
+    frame = cudf_sim.DataFrame.from_arrow(table)
+    for m in range(len(DIMS)):
+        values, observed = cudf_list_to_dense(frame[f"m{m}"], f"m{m}")
+        expected_values, expected_observed = arrow_list_to_dense(table.column(f"m{m}"), f"m{m}")
+        assert isinstance(values, cupy_sim.ndarray) and isinstance(observed, cupy_sim.ndarray)
+        np.testing.assert_array_equal(to_numpy(observed), expected_observed)
+        np.testing.assert_array_equal(to_numpy(values), expected_values)
+        np.testing.assert_array_equal(expected_observed, mask[:, m])
+
+    data = MultiModalArray.from_dataframe(frame)
+    assert data.device == "cuda" and list(data.names) == ["m0", "m1", "m2"]
+    expected = MultiModalArray.from_arrow(table, device="cpu")
+    np.testing.assert_array_equal(to_numpy(data.values), expected.values)
+    np.testing.assert_array_equal(to_numpy(data.mask), expected.mask)
+
+
+@pytest.mark.parametrize("cells, message", [
+    ([[1.0, 2.0], [3.0], None], r"same non-zero length, found lengths \[1, 2\]"),
+    ([[1.0, None], [3.0, 4.0]], "null entries inside a non-null cell"),
+    ([["a", "b"], ["c", "d"]], "holds"),
+    ([[[1.0], [2.0]], [[3.0], [4.0]]], "holds"),
+    ([None, None], "null in every row"),
+])
+def test_cudf_and_arrow_columns_refuse_the_same_cells(cudf_sim, cells, message):
+    import pyarrow as pa
+
+    from ul4m4_gpu.list_columns import arrow_list_to_dense, cudf_list_to_dense
+
+    column = pa.array(cells, type=pa.list_(pa.float64()) if cells[0] is None else None)
+    for unpack, given in ((arrow_list_to_dense, column),
+                          (cudf_list_to_dense, cudf_sim.Series(column))):
+        with pytest.raises((ValueError, TypeError), match=message) as error:
+            unpack(given, "img")
+        assert "'img'" in str(error.value)
+
+
+def test_streamed_fit_reads_row_groups_with_cudf(cudf_sim, tmp_path):
+    """With cuDF installed, a device run reads row groups with cuDF (sliced into
+    batch_rows) and gives the CPU run's model and output."""
+    import pyarrow.parquet as pq
+
+    from ul4m4_gpu.io import read_table
+    from ul4m4_gpu.streaming import fit_parquet, transform_parquet
+
+    table, _, _ = list_table(seed=7, n=90)
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=40)
+    results = {}
+    for device in ("cpu", "cuda"):
+        imputer = fit_parquet(tmp_path / "in.parquet",
+                              UL4M4Imputer(n_clusters=3, random_state=0, device=device),
+                              batch_rows=25)
+        transform_parquet(tmp_path / "in.parquet", tmp_path / f"{device}.parquet", imputer,
+                          batch_rows=25)
+        results[device] = imputer, read_table(tmp_path / f"{device}.parquet")
+    assert sorted(set(cudf_sim.row_groups_read)) == [0, 1, 2]
+    (cpu, cpu_out), (gpu, gpu_out) = results["cpu"], results["cuda"]
+    np.testing.assert_array_equal(to_numpy(gpu.labels_), cpu.labels_)
+    np.testing.assert_allclose(to_numpy(gpu.cluster_centers_), cpu.cluster_centers_,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gpu_out.data.values, cpu_out.data.values, rtol=1e-5, atol=1e-5)
+    assert gpu_out.passthrough.equals(cpu_out.passthrough)

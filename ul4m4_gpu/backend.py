@@ -14,6 +14,9 @@ import numpy as np
 
 DEVICES = ("auto", "cpu", "cuda")
 
+#: dtype of packed modality values on every device.
+VALUE_DTYPE = np.float32
+
 
 def _import_cupy() -> ModuleType | None:
     """Return the ``cupy`` module when it is importable and sees a GPU, else ``None``."""

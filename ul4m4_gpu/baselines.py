@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.impute import KNNImputer
 
-from .backend import to_device, to_numpy
-from .data import VALUE_DTYPE, MultiModalArray
+from .backend import VALUE_DTYPE, to_device, to_numpy
+from .data import MultiModalArray
 from .normalise import denormalise, expand_mask, fit_modality_stats, normalise
 
 

@@ -12,10 +12,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .backend import array_module, device_module, is_cupy_array, resolve_device, to_device, to_numpy
+from .backend import (
+    VALUE_DTYPE,
+    array_module,
+    device_module,
+    is_cupy_array,
+    resolve_device,
+    to_device,
+    to_numpy,
+)
+from .list_columns import arrow_list_to_dense, cudf_list_columns, cudf_list_to_dense, is_list_type
 from .validation import check_finite_observed, describe_rows
-
-VALUE_DTYPE = np.float32
 
 
 def _as_2d_float(x, name: str):
@@ -154,33 +161,41 @@ class MultiModalArray:
         ``columns`` names the modality columns (default: every list-typed column). Every
         non-null cell of a column must have the same length.
         """
-        import pyarrow as pa
-
         if columns is None:
-            columns = [f.name for f in table.schema if pa.types.is_list(f.type)
-                       or pa.types.is_large_list(f.type) or pa.types.is_fixed_size_list(f.type)]
-        if not columns:
-            raise ValueError("the table has no list columns to read as modalities")
-        arrays, masks = [], []
-        for name in columns:
-            if name not in table.column_names:
-                raise ValueError(f"no column named {name!r}; columns are {table.column_names}")
-            values, observed = _list_column_to_dense(table.column(name), name)
-            arrays.append(values)
-            masks.append(observed)
-        return cls.from_modalities(arrays, mask=np.stack(masks, axis=1), names=columns, device=device)
+            columns = [f.name for f in table.schema if is_list_type(f.type)]
+        return cls._from_list_columns(columns, table.column_names, table.column,
+                                      arrow_list_to_dense, device)
 
     @classmethod
     def from_dataframe(cls, frame, columns=None, device: str = "auto"):
         """Pack a pandas or cuDF DataFrame with one list-valued column per modality
-        (null/None = missing); see :meth:`from_arrow`."""
+        (null/None = missing); see :meth:`from_arrow`. A cuDF frame is unpacked on the GPU
+        (nothing goes through the host)."""
         import pyarrow as pa
 
         if type(frame).__module__.startswith("cudf"):
-            table = frame.to_arrow()
-        else:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-        return cls.from_arrow(table, columns=columns, device=device)
+            if columns is None:
+                columns = cudf_list_columns(frame)
+            return cls._from_list_columns(columns, list(frame.columns), frame.__getitem__,
+                                          cudf_list_to_dense, device)
+        return cls.from_arrow(pa.Table.from_pandas(frame, preserve_index=False),
+                              columns=columns, device=device)
+
+    @classmethod
+    def _from_list_columns(cls, columns, available, column, to_dense, device):
+        """Pack the named list columns: ``column(name)`` gives one, ``to_dense(column,
+        name)`` its (values, observed)."""
+        if not columns:
+            raise ValueError("the table has no list columns to read as modalities")
+        arrays, masks = [], []
+        for name in columns:
+            if name not in available:
+                raise ValueError(f"no column named {name!r}; columns are {available}")
+            values, observed = to_dense(column(name), name)
+            arrays.append(values)
+            masks.append(observed)
+        mask = array_module(*masks).stack(masks, axis=1)
+        return cls.from_modalities(arrays, mask=mask, names=columns, device=device)
 
     @classmethod
     def coerce(cls, data, device: str = "auto") -> "MultiModalArray":
@@ -312,30 +327,3 @@ def _observed_from_nan(x, name: str):
             "must be NaN in every feature (or pass an explicit mask)"
         )
     return ~all_nan
-
-
-def _list_column_to_dense(column, name: str):
-    """Dense (N, d) float32 values and (N,) observed mask of an Arrow list column."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    observed = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    if not observed.any():
-        raise ValueError(f"modality column {name!r} is null in every row")
-    lengths = np.asarray(pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False))
-    widths = np.unique(lengths[observed])
-    if widths.size != 1 or widths[0] == 0:
-        raise ValueError(
-            f"modality column {name!r}: non-null cells must all have the same non-zero "
-            f"length, found lengths {widths.tolist()[:10]}"
-        )
-    d = int(widths[0])
-    flat = pc.list_flatten(column.filter(pa.array(observed)))
-    if flat.null_count:
-        raise ValueError(f"modality column {name!r}: null entries inside a non-null cell")
-    if not (pa.types.is_floating(flat.type) or pa.types.is_integer(flat.type)):
-        raise TypeError(f"modality column {name!r} holds {flat.type}, expected numbers")
-    dense = np.full((len(column), d), np.nan, dtype=VALUE_DTYPE)
-    dense[observed] = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=VALUE_DTYPE).reshape(-1, d)
-    return dense, observed

@@ -58,8 +58,8 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
-from .backend import array_module, device_module, is_cupy_array, to_device, to_numpy
-from .data import VALUE_DTYPE, MultiModalArray
+from .backend import VALUE_DTYPE, array_module, device_module, is_cupy_array, to_device, to_numpy
+from .data import MultiModalArray
 from .estimator import UL4M4Imputer, check_initial_centers
 from .kmeans import (
     PackedRows,

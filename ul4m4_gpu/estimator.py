@@ -19,9 +19,9 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
-from .backend import array_module, device_module, resolve_device, to_device, to_numpy
+from .backend import VALUE_DTYPE, array_module, device_module, resolve_device, to_device, to_numpy
 from .completion import CenterPairs, completion_sources, fill_from_sources
-from .data import VALUE_DTYPE, MultiModalArray
+from .data import MultiModalArray
 from .distances import zero_missing
 from .kmeans import PackedRows, lloyd_loop, seed_plusplus
 from .normalise import denormalise, fit_modality_stats, normalise

@@ -3,9 +3,14 @@
 The dataset is a ``.parquet`` file or a directory of ``.parquet`` files read as one dataset
 in sorted file-name order (the layout of :mod:`ul4m4_gpu.io`: every column of lists of
 numbers is a modality, null where missing; every other column is passthrough; an input
-``imputed`` column is dropped). It is read ``batch_rows`` rows at a time with
-``pyarrow.parquet.ParquetFile.iter_batches``; each batch becomes a
-:class:`~ul4m4_gpu.data.MultiModalArray` on the estimator's device, is processed and dropped.
+``imputed`` column is dropped). Each batch becomes a :class:`~ul4m4_gpu.data.MultiModalArray`
+on the estimator's device, is processed and dropped. On the CPU, and on the GPU without
+cuDF, it is read ``batch_rows`` rows at a time with
+``pyarrow.parquet.ParquetFile.iter_batches`` and moved to the device. On the GPU with cuDF
+installed, ``cudf.read_parquet`` decodes one row group at a time straight into GPU memory,
+the list columns are unpacked there (:func:`~ul4m4_gpu.list_columns.cudf_list_to_dense`)
+and the row group is processed ``batch_rows`` rows at a time; nothing goes through the host
+but the output written by transform.
 
 Fit (:func:`fit_parquet`), the algorithm of :class:`~ul4m4_gpu.estimator.UL4M4Imputer`:
 
@@ -37,12 +42,13 @@ types and the schema metadata are those of :func:`ul4m4_gpu.io.write_table`, wit
 
 Memory: besides the labels, the peak is a few (batch_rows, D) arrays, the (sample, D) seeding
 sample and (K, D) statistics — independent of N. pyarrow decodes whole pages/row groups, so
-write the dataset with row groups of a reasonable size. cuDF is not used: each batch is read
-on the host by pyarrow and moved to the device (one host-to-device copy per batch).
+write the dataset with row groups of a reasonable size (with cuDF a whole row group is held
+on the GPU).
 """
 
 from __future__ import annotations
 
+import importlib
 import numbers
 import warnings
 from collections.abc import Callable, Iterator
@@ -53,8 +59,8 @@ import numpy as np
 from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
-from .backend import device_module, resolve_device, to_device, to_numpy
-from .data import VALUE_DTYPE, MultiModalArray, _list_column_to_dense
+from .backend import VALUE_DTYPE, array_module, device_module, resolve_device, to_device, to_numpy
+from .data import MultiModalArray
 from .distributed import (
     MIN_SEED_SAMPLE,
     SEED_SAMPLE_PER_CENTER,
@@ -74,6 +80,7 @@ from .io import (
     atomic_write,
 )
 from .kmeans import PackedRows, assign, cluster_statistics, inertia, lloyd_over_passes, seed_plusplus
+from .list_columns import arrow_list_to_dense, cudf_list_to_dense
 from .normalise import normalise, scale_from_moments
 from .validation import check_finite_observed
 
@@ -141,23 +148,55 @@ class ParquetSource:
             raise InputFileError(f"cannot read {path}: {_one_line(exc)}") from exc
         return cls(files, schema, modalities, order, n_rows, path)
 
-    def batches(self, batch_rows: int) -> Iterator:
-        """Yield ``(global row offset, pyarrow.Table)`` batches of at most ``batch_rows`` rows
-        (without ``imputed``), in order."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+    def batches(self, batch_rows: int, device: str = "cpu") -> Iterator:
+        """Yield ``(global row offset, batch)`` batches of at most ``batch_rows`` rows
+        (without ``imputed``), in order: ``pyarrow.Table`` batches, or cuDF DataFrames
+        when ``device`` is ``"cuda"`` and cuDF is installed."""
+        cudf = _cudf_module() if device == "cuda" else None
         offset = 0
         for file in self.files:
             try:
-                reader = pq.ParquetFile(file)
-                for batch in reader.iter_batches(batch_size=batch_rows, columns=list(self.order)):
-                    if batch.num_rows:
-                        yield offset, pa.Table.from_batches([batch])
-                        offset += batch.num_rows
-            except _READ_ERRORS as exc:
+                for batch in (_arrow_batches(file, self.order, batch_rows) if cudf is None
+                              else _cudf_batches(cudf, file, self.order, batch_rows)):
+                    yield offset, batch
+                    offset += len(batch)
+            except (*_READ_ERRORS, RuntimeError) as exc:  # cuDF's reader raises RuntimeError
                 raise InputFileError(f"cannot read {self.path}: {file.name}: "
                                      f"{_one_line(exc)}") from exc
+
+
+def _cudf_module():
+    """``cudf`` when it is installed, else None."""
+    try:
+        return importlib.import_module("cudf")
+    except ImportError:
+        return None
+
+
+def _arrow_batches(file, columns, batch_rows: int):
+    """Non-empty ``pyarrow.Table`` batches of one file, read on the host."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows, columns=list(columns)):
+        if batch.num_rows:
+            yield pa.Table.from_batches([batch])
+
+
+def _cudf_batches(cudf, file, columns, batch_rows: int):
+    """Non-empty cuDF DataFrame batches of one file: one row group at a time decoded on
+    the GPU, sliced into ``batch_rows`` rows."""
+    import pyarrow.parquet as pq
+
+    for group in range(pq.ParquetFile(file).num_row_groups):
+        frame = cudf.read_parquet(file, columns=list(columns), row_groups=[group],
+                                  use_pandas_metadata=False)
+        for start in range(0, len(frame), batch_rows):
+            yield frame.iloc[start:start + batch_rows]
+
+
+def _is_cudf(batch) -> bool:
+    return type(batch).__module__.startswith("cudf")
 
 
 def _check_batch_rows(batch_rows) -> int:
@@ -167,16 +206,19 @@ def _check_batch_rows(batch_rows) -> int:
     return int(batch_rows)
 
 
-def _dense_column(table, name: str, d: int | None, where: str):
-    """(n, d) float32 NumPy values (NaN where missing) and (n,) observed of one modality
-    column of a batch; ``d`` None: learnt from the cells (None when all null)."""
-    n = table.num_rows
-    column = table.column(name)
+def _dense_column(batch, name: str, d: int | None, where: str):
+    """(n, d) float32 values (NaN where missing) and (n,) observed of one modality column of
+    a batch, NumPy for an Arrow batch and CuPy for a cuDF one; ``d`` None: learnt from the
+    cells (None when all null)."""
+    n = len(batch)
+    on_gpu = _is_cudf(batch)
+    column = batch[name] if on_gpu else batch.column(name)
     if column.null_count == n:
-        return (None if d is None else np.full((n, d), np.nan, dtype=VALUE_DTYPE),
-                np.zeros(n, dtype=bool))
+        xp = device_module("cuda" if on_gpu else "cpu")
+        return (None if d is None else xp.full((n, d), xp.nan, dtype=VALUE_DTYPE),
+                xp.zeros(n, dtype=bool))
     try:
-        values, observed = _list_column_to_dense(column, name)
+        values, observed = (cudf_list_to_dense if on_gpu else arrow_list_to_dense)(column, name)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{where}: {error}") from None
     if d is not None and values.shape[1] != d:
@@ -185,12 +227,13 @@ def _dense_column(table, name: str, d: int | None, where: str):
     return values, observed
 
 
-def _batch_data(table, names, dims, device: str, offset: int) -> MultiModalArray:
+def _batch_data(batch, names, dims, device: str, offset: int) -> MultiModalArray:
     """The modalities of one batch as a validated MultiModalArray on ``device``."""
-    where = f"rows {offset}..{offset + table.num_rows - 1}"
-    parts = [_dense_column(table, name, d, where) for name, d in zip(names, dims)]
-    values = np.concatenate([p[0] for p in parts], axis=1)
-    mask = np.stack([p[1] for p in parts], axis=1)
+    where = f"rows {offset}..{offset + len(batch) - 1}"
+    parts = [_dense_column(batch, name, d, where) for name, d in zip(names, dims)]
+    xp = array_module(*(p[1] for p in parts))
+    values = xp.concatenate([p[0] for p in parts], axis=1)
+    mask = xp.stack([p[1] for p in parts], axis=1)
     data = MultiModalArray(to_device(values, device), to_device(mask, device), dims, names)
     for m, name in enumerate(names):
         try:
@@ -201,22 +244,22 @@ def _batch_data(table, names, dims, device: str, offset: int) -> MultiModalArray
 
 
 # ---------------------------------------------------------------------------- fitting
-def _moments_pass(source: ParquetSource, batch_rows: int, progress):
+def _moments_pass(source: ParquetSource, batch_rows: int, device: str, progress):
     """Pass 1: per-modality dims and Chan-combined (counts, mean, m2) over the dataset."""
     names = source.modalities
     dims = [None] * len(names)
     stats = [None] * len(names)  # per modality: (counts (1,), mean (d,), m2 (d,))
-    for offset, table in source.batches(batch_rows):
-        where = f"rows {offset}..{offset + table.num_rows - 1}"
+    for offset, batch in source.batches(batch_rows, device):
+        where = f"rows {offset}..{offset + len(batch) - 1}"
         for m, name in enumerate(names):
-            values, observed = _dense_column(table, name, dims[m], where)
+            values, observed = _dense_column(batch, name, dims[m], where)
             if values is None:
                 continue
             dims[m] = values.shape[1]
             part = block_moments((values, observed[:, None]), (dims[m],))[:3]
             part = part + ([0], set())
             stats[m] = part if stats[m] is None else merge_moments((dims[m],), stats[m], part)
-        progress.update(table.num_rows)
+        progress.update(len(batch))
     unobserved = [name for name, s in zip(names, stats) if s is None]
     if unobserved:
         raise ValueError(f"modalities {unobserved} are observed in no training row")
@@ -235,8 +278,8 @@ class _Normalised:
         self.mean, self.scale = to_device(mean, device), to_device(scale, device)
 
     def __iter__(self):
-        for offset, table in self.source.batches(self.batch_rows):
-            data = _batch_data(table, self.names, self.dims, self.device, offset)
+        for offset, batch in self.source.batches(self.batch_rows, self.device):
+            data = _batch_data(batch, self.names, self.dims, self.device, offset)
             z = normalise(data.values, data.mask, self.mean, self.scale, self.dims)
             yield offset, PackedRows.build(z, data.mask, self.dims, clean=True)
 
@@ -334,7 +377,7 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
         raise ValueError(f"empty input: {source.path} has 0 rows")
     with tqdm(total=n_rows, desc="normalisation statistics", unit="row", leave=False,
               disable=not imputer.verbose) as progress:
-        dims, counts, mean, m2 = _moments_pass(source, batch_rows, progress)
+        dims, counts, mean, m2 = _moments_pass(source, batch_rows, device, progress)
     if imputer.n_clusters > n_rows:
         raise ValueError(
             f"n_clusters={imputer.n_clusters} is larger than the number of rows ({n_rows})")
@@ -424,8 +467,8 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
         with pq.ParquetWriter(str(tmp), schema) as writer, \
                 tqdm(total=source.n_rows, desc="greedy completion (streamed)", unit="row",
                      leave=False, disable=not imputer.verbose) as bar:
-            for offset, table in source.batches(batch_rows):
-                data = _batch_data(table, names, dims, imputer.device_, offset)
+            for offset, batch in source.batches(batch_rows, imputer.device_):
+                data = _batch_data(batch, names, dims, imputer.device_, offset)
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     completed = imputer.transform(data)
@@ -433,14 +476,15 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
                     if str(w.message) not in seen_warnings:
                         seen_warnings.add(str(w.message))
                         warnings.warn(w.message, w.category, stacklevel=3)
-                passthrough = table.drop_columns(list(names))
+                passthrough = (batch.drop(columns=list(names)).to_arrow(preserve_index=False)
+                               if _is_cudf(batch) else batch.drop_columns(list(names)))
                 batch_table = Table(data, passthrough.replace_schema_metadata(schema.metadata),
                                     "parquet", source.order, source.path)
                 imputed = to_numpy(completed.imputed)
                 out = _parquet_output(batch_table, completed, imputed)
                 writer.write_table(out.cast(schema))
                 filled += int(imputed.sum())
-                bar.update(table.num_rows)
+                bar.update(len(batch))
             if source.n_rows == 0:
                 writer.write_table(pa.Table.from_pylist([], schema=schema))
 
