@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress_enabled(args) -> bool:
+def progress_enabled(args) -> bool:
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
@@ -160,7 +160,7 @@ def run_fit_command(args) -> None:
 
         return run_dask_command(args, fit_only=True)
     imputer = UL4M4Imputer(n_clusters=args.k, max_iter=args.max_iter, random_state=args.seed,
-                           device=args.device, verbose=int(_progress_enabled(args)))
+                           device=args.device, verbose=int(progress_enabled(args)))
     if mode == "stream":
         from .streaming import fit_parquet
 
@@ -171,22 +171,22 @@ def run_fit_command(args) -> None:
         imputer.fit(table.data)
         n_rows = table.data.n_samples
     atomic_write(args.output, imputer.save)
-    _print_fitted(args, n_rows, imputer.n_iter_, imputer.inertia_)
+    print_fitted(args, n_rows, imputer.n_iter_, imputer.inertia_)
 
 
-def _print_fitted(args, n_rows, n_iter, inertia) -> None:
+def print_fitted(args, n_rows, n_iter, inertia) -> None:
     print(f"fitted K={args.k} on {n_rows} rows in {n_iter} iterations "
           f"(inertia {inertia:.4g}); model written to {args.output}")
 
 
-def _print_filled(args, n_filled, n_rows) -> None:
+def print_filled(args, n_filled, n_rows) -> None:
     print(f"filled {n_filled} missing modality slots in {n_rows} rows; "
           f"written to {args.output}")
 
 
-def _load_model(args) -> UL4M4Imputer:
+def load_model(args) -> UL4M4Imputer:
     imputer = UL4M4Imputer.load(args.model, device=args.device)
-    imputer.set_params(verbose=int(_progress_enabled(args)))
+    imputer.set_params(verbose=int(progress_enabled(args)))
     return imputer
 
 
@@ -203,25 +203,25 @@ def run_impute_command(args) -> None:
         source = ParquetSource.open(args.input)
         check_parquet_output(args.output, source)  # before a long fit
         if args.model is not None:
-            imputer = _load_model(args)
+            imputer = load_model(args)
         else:
             imputer = fit_parquet(args.input, UL4M4Imputer(
                 n_clusters=args.k, random_state=args.seed, device=args.device,
-                verbose=int(_progress_enabled(args))), batch_rows=_batch_rows(args))
+                verbose=int(progress_enabled(args))), batch_rows=_batch_rows(args))
         n_filled = transform_parquet(args.input, args.output, imputer,
                                      batch_rows=_batch_rows(args))
-        _print_filled(args, n_filled, source.n_rows)
+        print_filled(args, n_filled, source.n_rows)
         return
     table = read_table(args.input, device=args.device)
     if args.model is not None:
-        imputer = _load_model(args)
+        imputer = load_model(args)
     else:
         imputer = UL4M4Imputer(n_clusters=args.k, random_state=args.seed, device=args.device,
-                               verbose=int(_progress_enabled(args))).fit(table.data)
+                               verbose=int(progress_enabled(args))).fit(table.data)
     completed = imputer.transform(table.data)
     write_table(table, completed, args.output)
     n_filled = int((~table.data.mask).sum())
-    _print_filled(args, n_filled, table.data.n_samples)
+    print_filled(args, n_filled, table.data.n_samples)
 
 
 def run_bench_quality_command(args) -> None:
@@ -234,7 +234,7 @@ def run_bench_quality_command(args) -> None:
     settings = make(device=args.device, **chosen)
     data, labels = load_mfeat(device=args.device)
     start = time.perf_counter()
-    results = evaluate(data, labels, settings, progress=_progress_enabled(args))
+    results = evaluate(data, labels, settings, progress=progress_enabled(args))
     paths = write_outputs(results, args.out)
     print(to_markdown(results["summary"]))
     print(f"\n{len(results['records'])} runs in {time.perf_counter() - start:.0f} s; wrote "

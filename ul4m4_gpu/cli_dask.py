@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from .cli import _load_model, _print_filled, _print_fitted, _progress_enabled
+from .cli import load_model, print_filled, print_fitted, progress_enabled
 from .estimator import UL4M4Imputer
 from .io import InputFileError, atomic_write, read_table, write_table
 
@@ -48,7 +48,7 @@ def _dask_model(args, client):
     from .distributed import DaskUL4M4Imputer
 
     params = dict(n_clusters=args.k, random_state=args.seed, device=args.device,
-                  verbose=int(_progress_enabled(args)), client=client)
+                  verbose=int(progress_enabled(args)), client=client)
     if getattr(args, "max_iter", None) is not None:
         params["max_iter"] = args.max_iter
     return DaskUL4M4Imputer(**params)
@@ -72,12 +72,12 @@ def _dask_from_local(local: UL4M4Imputer, client):
 
 def run_dask_command(args, fit_only: bool) -> None:
     """``fit`` / ``impute`` on a dask.distributed cluster."""
-    from .io import _input_format
+    from .io import input_format
 
     if not args.input.exists():
         raise InputFileError(f"cannot read {args.input}: no such file or directory")
     try:
-        parquet = _input_format(args.input) == "parquet"
+        parquet = input_format(args.input) == "parquet"
     except ValueError as error:
         raise InputFileError(f"cannot read {args.input}: {error}") from None
     source = table = None
@@ -103,9 +103,9 @@ def _fit_or_load(args, client, X, fit_only):
         model = _dask_model(args, client).fit(X)
         if fit_only:
             atomic_write(args.output, model.save)
-            _print_fitted(args, model.n_samples_fit_, model.n_iter_, model.inertia_)
+            print_fitted(args, model.n_samples_fit_, model.n_iter_, model.inertia_)
         return model
-    return _dask_from_local(_load_model(args), client)
+    return _dask_from_local(load_model(args), client)
 
 
 def _dask_npz(args, client, table, fit_only):
@@ -123,7 +123,7 @@ def _dask_npz(args, client, table, fit_only):
         return
     completed = model.transform(X).compute(client=client, timeout=model.timeout)
     write_table(table, completed, args.output)
-    _print_filled(args, int((~to_numpy(data.mask)).sum()), data.n_samples)
+    print_filled(args, int((~to_numpy(data.mask)).sum()), data.n_samples)
 
 
 def _n_workers(client) -> int:
@@ -162,7 +162,7 @@ def _dask_parquet(args, client, source, fit_only):
     def write(tmp):
         with pq.ParquetWriter(str(tmp), schema) as writer, \
                 tqdm(total=len(parts), desc="imputing partitions", unit="part", leave=False,
-                     disable=not _progress_enabled(args)) as bar:
+                     disable=not progress_enabled(args)) as bar:
             pending = [client.compute(p) for p in parts[:WRITE_WINDOW]]
             for i in range(len(parts)):
                 if i + WRITE_WINDOW < len(parts):
@@ -175,7 +175,7 @@ def _dask_parquet(args, client, source, fit_only):
                 bar.update(1)
 
     atomic_write(args.output, write)
-    _print_filled(args, counts[0], source.n_rows)
+    print_filled(args, counts[0], source.n_rows)
 
 
 def _with_imputed_flags(frame, names):
@@ -183,11 +183,11 @@ def _with_imputed_flags(frame, names):
     null (missing) before completion."""
     import pandas as pd
 
-    from .io import IMPUTED_KEY, _bool_lists
+    from .io import IMPUTED_KEY, bool_lists
 
     flags = (pd.concat([frame[name].isna() for name in names], axis=1).to_numpy(dtype=bool)
              if len(frame) else np.zeros((0, len(names)), dtype=bool))
     out = frame.copy()
-    out[IMPUTED_KEY] = pd.Series(pd.arrays.ArrowExtensionArray(_bool_lists(flags)),
+    out[IMPUTED_KEY] = pd.Series(pd.arrays.ArrowExtensionArray(bool_lists(flags)),
                                  index=frame.index)
     return out

@@ -60,6 +60,7 @@ from sklearn.utils import check_random_state
 
 from .backend import VALUE_DTYPE, array_module, device_module, is_cupy_array, to_device, to_numpy
 from .data import MultiModalArray
+from .list_columns import is_list_type
 from .estimator import UL4M4Imputer, check_initial_centers
 from .kmeans import (
     PackedRows,
@@ -188,8 +189,7 @@ def _frame_layout(frame):
     for field in table.schema:
         column = table.column(field.name)
         kind = field.type
-        if (pa.types.is_list(kind) or pa.types.is_large_list(kind)
-                or pa.types.is_fixed_size_list(kind)):
+        if is_list_type(kind):
             found = []
             if column.null_count < len(column):
                 lengths = pc.list_value_length(column).drop_null()

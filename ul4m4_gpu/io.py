@@ -38,6 +38,7 @@ import numpy as np
 
 from .backend import resolve_device, to_numpy
 from .data import MultiModalArray
+from .list_columns import is_numeric_list_type
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -48,7 +49,7 @@ IMPUTED_KEY = "imputed"
 
 # What a malformed or unreadable file raises while it is read; pyarrow's errors derive
 # from these too (ArrowInvalid from ValueError, ArrowIOError from OSError, ...).
-_READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, NotImplementedError,
+READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, NotImplementedError,
                 zipfile.BadZipFile, zlib.error)
 
 
@@ -94,13 +95,13 @@ def read_table(path, device: str = "cpu") -> Table:
     try:
         if not path.exists():
             raise FileNotFoundError("no such file or directory")
-        reader = _read_npz if _input_format(path) == "npz" else _read_parquet
+        reader = _read_npz if input_format(path) == "npz" else _read_parquet
         return reader(path, device)
-    except _READ_ERRORS as exc:
-        raise InputFileError(f"cannot read {path}: {_one_line(exc)}") from exc
+    except READ_ERRORS as exc:
+        raise InputFileError(f"cannot read {path}: {one_line(exc)}") from exc
 
 
-def _input_format(path: Path) -> str:
+def input_format(path: Path) -> str:
     """``"npz"`` or ``"parquet"`` from the suffix of an existing path (a directory is parquet)."""
     suffix = path.suffix.lower()
     if path.is_dir() or suffix == ".parquet":
@@ -170,7 +171,7 @@ def _read_parquet(path: Path, device: str) -> Table:
     table = _read_parquet_dataset(path)
     if IMPUTED_KEY in table.column_names:
         table = table.drop_columns([IMPUTED_KEY])
-    names = [field.name for field in table.schema if _is_numeric_list(field.type)]
+    names = [field.name for field in table.schema if is_numeric_list_type(field.type)]
     if not names:
         raise ValueError("no column of lists of numbers to read as a modality")
     data = MultiModalArray.from_arrow(table, columns=names, device=device)
@@ -197,21 +198,11 @@ def _read_parquet_part(file: Path) -> pa.Table:
 
     try:
         return pq.read_table(file)
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise ValueError(f"{file.name}: {exc}") from exc
 
 
-def _is_numeric_list(arrow_type) -> bool:
-    """True for a list, large_list or fixed_size_list Arrow type of integers or floats."""
-    import pyarrow as pa
-
-    is_list = (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
-               or pa.types.is_fixed_size_list(arrow_type))
-    return is_list and (pa.types.is_integer(arrow_type.value_type)
-                        or pa.types.is_floating(arrow_type.value_type))
-
-
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The message of ``exc`` with its whitespace (newlines included) collapsed."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -236,7 +227,7 @@ def write_table(table: Table, completed: MultiModalArray, path) -> None:
     else:
         import pyarrow.parquet as pq
 
-        output = _parquet_output(table, completed, imputed)
+        output = parquet_output(table, completed, imputed)
         atomic_write(path, lambda tmp: pq.write_table(output, str(tmp)))
 
 
@@ -275,7 +266,7 @@ def _save_npz(file: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
-def _parquet_output(table: Table, completed: MultiModalArray, imputed: np.ndarray) -> pa.Table:
+def parquet_output(table: Table, completed: MultiModalArray, imputed: np.ndarray) -> pa.Table:
     """The Arrow table to write: ``list<float>`` modalities and passthrough columns in file
     order, then ``imputed`` ``list<bool>``; schema metadata of the input."""
     import pyarrow as pa
@@ -287,12 +278,12 @@ def _parquet_output(table: Table, completed: MultiModalArray, imputed: np.ndarra
         fields.append(source.schema.field(name))
         columns.append(source.column(name))
     fields.append(pa.field(IMPUTED_KEY, pa.list_(pa.bool_())))
-    columns.append(_bool_lists(imputed))
+    columns.append(bool_lists(imputed))
     schema = pa.schema(fields, metadata=table.passthrough.schema.metadata)
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _bool_lists(flags: np.ndarray) -> pa.Array:
+def bool_lists(flags: np.ndarray) -> pa.Array:
     """A ``list<bool>`` Arrow array with one list of M flags per row of (N, M) ``flags``."""
     import pyarrow as pa
 

@@ -22,6 +22,14 @@ def is_list_type(arrow_type) -> bool:
             or pa.types.is_fixed_size_list(arrow_type))
 
 
+def is_numeric_list_type(arrow_type) -> bool:
+    """True for an Arrow list type (see :func:`is_list_type`) of integers or floats."""
+    import pyarrow as pa
+
+    return is_list_type(arrow_type) and (pa.types.is_integer(arrow_type.value_type)
+                                         or pa.types.is_floating(arrow_type.value_type))
+
+
 def cudf_list_columns(frame) -> list:
     """Names of the list-typed columns of a cuDF DataFrame, in order."""
     import cudf

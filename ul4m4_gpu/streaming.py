@@ -70,17 +70,16 @@ from .distributed import (
 from .estimator import UL4M4Imputer, check_initial_centers
 from .io import (
     IMPUTED_KEY,
+    READ_ERRORS,
     InputFileError,
     OutputFileError,
     Table,
-    _is_numeric_list,
-    _one_line,
-    _parquet_output,
-    _READ_ERRORS,
     atomic_write,
+    one_line,
+    parquet_output,
 )
 from .kmeans import PackedRows, assign, cluster_statistics, inertia, lloyd_over_passes, seed_plusplus
-from .list_columns import arrow_list_to_dense, cudf_list_to_dense
+from .list_columns import arrow_list_to_dense, cudf_list_to_dense, is_numeric_list_type
 from .normalise import normalise, scale_from_moments
 from .validation import check_finite_observed
 
@@ -131,7 +130,7 @@ class ParquetSource:
                 try:
                     meta = pq.ParquetFile(file)
                     file_schema = meta.schema_arrow
-                except _READ_ERRORS as exc:
+                except READ_ERRORS as exc:
                     raise ValueError(f"{file.name}: {exc}") from exc
                 if schema is None:
                     schema = file_schema
@@ -141,11 +140,11 @@ class ParquetSource:
                 n_rows += meta.metadata.num_rows
             order = tuple(name for name in schema.names if name != IMPUTED_KEY)
             modalities = tuple(f.name for f in schema if f.name != IMPUTED_KEY
-                               and _is_numeric_list(f.type))
+                               and is_numeric_list_type(f.type))
             if not modalities:
                 raise ValueError("no column of lists of numbers to read as a modality")
-        except _READ_ERRORS as exc:
-            raise InputFileError(f"cannot read {path}: {_one_line(exc)}") from exc
+        except READ_ERRORS as exc:
+            raise InputFileError(f"cannot read {path}: {one_line(exc)}") from exc
         return cls(files, schema, modalities, order, n_rows, path)
 
     def batches(self, batch_rows: int, device: str = "cpu") -> Iterator:
@@ -160,9 +159,9 @@ class ParquetSource:
                               else _cudf_batches(cudf, file, self.order, batch_rows)):
                     yield offset, batch
                     offset += len(batch)
-            except (*_READ_ERRORS, RuntimeError) as exc:  # cuDF's reader raises RuntimeError
+            except (*READ_ERRORS, RuntimeError) as exc:  # cuDF's reader raises RuntimeError
                 raise InputFileError(f"cannot read {self.path}: {file.name}: "
-                                     f"{_one_line(exc)}") from exc
+                                     f"{one_line(exc)}") from exc
 
 
 def _cudf_module():
@@ -481,7 +480,7 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
                 batch_table = Table(data, passthrough.replace_schema_metadata(schema.metadata),
                                     "parquet", source.order, source.path)
                 imputed = to_numpy(completed.imputed)
-                out = _parquet_output(batch_table, completed, imputed)
+                out = parquet_output(batch_table, completed, imputed)
                 writer.write_table(out.cast(schema))
                 filled += int(imputed.sum())
                 bar.update(len(batch))
