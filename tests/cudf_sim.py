@@ -4,10 +4,10 @@ a machine without a GPU). Each call mirrors the cuDF API documented at
 docs.rapids.ai/api/cudf/stable:
 
 * ``read_parquet(path, columns=, row_groups=, use_pandas_metadata=)``;
-* ``DataFrame``: ``len``, ``columns``, ``df[name]``, ``iloc[a:b]``, ``drop(columns=)``,
-  ``to_arrow(preserve_index=)``, ``DataFrame.from_arrow``;
+* ``DataFrame``: ``len``, ``columns``, ``index``, ``df[name]`` (get and set), ``iloc[a:b]``,
+  ``copy()``, ``drop(columns=)``, ``to_arrow(preserve_index=)``, ``DataFrame.from_arrow``;
 * ``Series``: ``len``, ``dtype`` (a ``ListDtype`` for list columns), ``null_count``,
-  ``isna()``, ``fillna(value)``, ``~`` on booleans, boolean-mask indexing, ``values`` (a
+  ``isna()``, ``dropna()``, ``fillna(value)``, ``~`` on booleans, boolean-mask indexing, ``values`` (a
   device array; raises when the column has nulls, as cuDF does), ``list.len()`` (null for
   null rows) and ``list.leaves`` (the innermost values, flattened through every level).
 
@@ -90,6 +90,9 @@ class Series:
     def isna(self):
         return Series(self._array.is_null())
 
+    def dropna(self):
+        return Series(self._array.drop_null())
+
     def fillna(self, value):
         return Series(pc.fill_null(self._array, value))
 
@@ -112,8 +115,9 @@ class _Rows:
 class DataFrame:
     __module__ = "cudf"
 
-    def __init__(self, table):
+    def __init__(self, table, index=None):
         self._table = table
+        self.index = range(table.num_rows) if index is None else index
 
     @classmethod
     def from_arrow(cls, table):
@@ -132,6 +136,13 @@ class DataFrame:
     @property
     def iloc(self):
         return _Rows(self)
+
+    def __setitem__(self, name, series):
+        position = self._table.column_names.index(name)
+        self._table = self._table.set_column(position, name, series._array)
+
+    def copy(self):
+        return DataFrame(self._table, self.index)
 
     def drop(self, columns):
         return DataFrame(self._table.drop_columns(list(columns)))

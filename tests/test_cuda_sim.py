@@ -290,3 +290,46 @@ def test_streamed_fit_reads_row_groups_with_cudf(cudf_sim, tmp_path):
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gpu_out.data.values, cpu_out.data.values, rtol=1e-5, atol=1e-5)
     assert gpu_out.passthrough.equals(cpu_out.passthrough)
+
+
+def test_dask_cudf_partitions_are_read_and_completed_like_pandas_ones(cudf_sim, cupy_sim):
+    """The per-partition steps of DaskUL4M4Imputer on a cuDF partition (as on dask-cuda
+    workers) agree with the same partition as pandas: layout, device unpacking, completion."""
+    from ul4m4_gpu.distributed import _complete_frame, _frame_block, _frame_layout
+
+    table, _, _ = list_table(seed=8, n=40)
+    table = table.append_column("blank", pa_nulls(40))
+    frames = {"cpu": table.to_pandas(types_mapper=arrow_dtypes),
+              "cuda": cudf_sim.DataFrame.from_arrow(table)}
+    assert _frame_layout(frames["cuda"]) == _frame_layout(frames["cpu"])
+    columns = ["m0", "m1", "m2", "blank"]
+    dims = DIMS + (2,)
+    blocks = {device: _frame_block(frame, columns, dims, "auto", 0)
+              for device, frame in frames.items()}
+    assert isinstance(blocks["cuda"][0], cupy_sim.ndarray)
+    for got, expected in zip(blocks["cuda"], blocks["cpu"]):
+        np.testing.assert_array_equal(to_numpy(got), expected)
+
+    values, mask = blocks["cpu"]  # fit where "blank" is observed: it is filled in the partition
+    values[:, -2:] = np.random.default_rng(0).normal(size=(len(values), 2))
+    mask[:, -1] = True
+    model = UL4M4Imputer(n_clusters=3, random_state=0, device="cpu").fit(
+        MultiModalArray(values, mask, dims, columns))
+    completed = {device: _complete_frame(frame, model, columns, dims, "auto")
+                 for device, frame in frames.items()}
+    for name in columns:
+        np.testing.assert_allclose(
+            np.stack(completed["cuda"][name]._array.to_pylist()),
+            np.stack(completed["cpu"][name].to_list()), rtol=1e-6)
+
+
+def pa_nulls(n):
+    import pyarrow as pa
+
+    return pa.nulls(n, type=pa.list_(pa.float32()))
+
+
+def arrow_dtypes(arrow_type):
+    import pandas as pd
+
+    return pd.ArrowDtype(arrow_type)

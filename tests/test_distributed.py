@@ -226,6 +226,31 @@ def test_dataframe_input_matches_array_input(client, data):
         np.testing.assert_array_equal(cells, expected.modality(m))
 
 
+def test_integer_list_columns_come_back_as_float_lists(client):
+    """Filled values are floats: a pyarrow list<int64> modality comes back list<float32>
+    with its observed cells unchanged (casting the fill back to int64 used to fail)."""
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    pa = pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(3)
+    n = 60
+    ints = rng.integers(-9, 9, size=(n, 2))
+    seen = rng.random(n) < 0.5
+    floats = rng.normal(size=(n, 3))
+    frame = pa.table({
+        "counts": pa.array([r.tolist() if s else None for r, s in zip(ints, seen)],
+                           pa.list_(pa.int64())),
+        "emb": pa.array(floats.tolist(), pa.list_(pa.float64())),
+    }).to_pandas(types_mapper=pd.ArrowDtype)
+    ddf = dd.from_pandas(frame, npartitions=2)
+    imp = DaskUL4M4Imputer(n_clusters=3, random_state=0, client=client, timeout=60).fit(ddf)
+    out = gather(client, imp.transform(ddf))
+    assert out["counts"].dtype == pd.ArrowDtype(pa.list_(pa.float32()))
+    assert out["emb"].dtype == frame["emb"].dtype and out["counts"].notna().all()
+    cells = np.stack(out["counts"].to_list())
+    np.testing.assert_array_equal(cells[seen], ints[seen])
+
+
 def test_worker_killed_mid_fit_finishes_with_the_same_result(client, data):
     """SIGKILL one worker process after the 2nd update: its partitions are recomputed from
     lineage (the nanny restarts the process) and the fit ends with the undisturbed result."""

@@ -60,7 +60,7 @@ from sklearn.utils import check_random_state
 
 from .backend import VALUE_DTYPE, array_module, device_module, is_cupy_array, to_device, to_numpy
 from .data import MultiModalArray
-from .list_columns import is_list_type
+from .list_columns import cudf_list_columns, is_list_type
 from .estimator import UL4M4Imputer, check_initial_centers
 from .kmeans import (
     PackedRows,
@@ -164,42 +164,53 @@ def _prepare_block(values, mask, dims, names, device, index, offset):
     return values, mask
 
 
+def _is_cudf(frame) -> bool:
+    return type(frame).__module__.startswith("cudf")
+
+
 def _frame_device(frame, device: str) -> str:
     if device != "auto":
         return device
-    return "cuda" if type(frame).__module__.startswith("cudf") else "cpu"
+    return "cuda" if _is_cudf(frame) else "cpu"
 
 
 def _frame_to_arrow(frame):
     import pyarrow as pa
 
-    if type(frame).__module__.startswith("cudf"):
+    if _is_cudf(frame):
         return frame.to_arrow()
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
+def _layout_entry(is_list: bool, n_nulls: int, n_rows: int, lengths):
+    """("list", sorted non-null lengths) | ("null",) | ("other",) of one column;
+    ``lengths()`` gives the non-null cells' lengths of a list column."""
+    if n_nulls == n_rows:
+        return ("null",)
+    if is_list:
+        return ("list", tuple(np.unique(to_numpy(lengths())).tolist()))
+    return ("other",)
+
+
 def _frame_layout(frame):
     """Per column of one partition: ("list", sorted non-null lengths) | ("null",) |
-    ("other",); and the partition's row count."""
+    ("other",); and the partition's row count. A cuDF partition is inspected on the GPU."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if _is_cudf(frame):
+        lists = set(cudf_list_columns(frame))
+        n = len(frame)
+        return n, {name: _layout_entry(name in lists, frame[name].null_count, n,
+                                       lambda s=frame[name]: s.list.len().dropna().values)
+                   for name in frame.columns}
     table = _frame_to_arrow(frame)
-    layout = {}
-    for field in table.schema:
-        column = table.column(field.name)
-        kind = field.type
-        if is_list_type(kind):
-            found = []
-            if column.null_count < len(column):
-                lengths = pc.list_value_length(column).drop_null()
-                found = np.unique(np.asarray(lengths)).tolist()
-            layout[field.name] = ("list", tuple(found)) if found else ("null",)
-        elif pa.types.is_null(kind) or column.null_count == len(column):
-            layout[field.name] = ("null",)
-        else:
-            layout[field.name] = ("other",)
-    return table.num_rows, layout
+    n = table.num_rows
+    return n, {field.name: _layout_entry(
+        is_list_type(field.type),
+        n if pa.types.is_null(field.type) else table.column(field.name).null_count, n,
+        lambda c=table.column(field.name): np.asarray(pc.list_value_length(c).drop_null()))
+        for field in table.schema}
 
 
 def _merge_layouts(*parts):
@@ -207,24 +218,31 @@ def _merge_layouts(*parts):
 
 
 def _frame_block(frame, columns, dims, device, index):
-    """(values, mask) of one DataFrame partition through ``MultiModalArray.from_dataframe``;
-    a modality null in every row of the partition is all-missing (NaN, False)."""
+    """(values, mask) of one DataFrame partition through ``MultiModalArray.from_dataframe``
+    (a cuDF partition is unpacked on the GPU); a modality null in every row of the partition
+    is all-missing (NaN, False)."""
     import pyarrow as pa
 
     device = _frame_device(frame, device)
     xp = device_module(device)
-    table = _frame_to_arrow(frame)
-    n = table.num_rows
-    missing_columns = [c for c in columns if c not in table.column_names]
+    if _is_cudf(frame):
+        source, n, available = frame, len(frame), list(frame.columns)
+        null_counts = {c: frame[c].null_count for c in columns if c in available}
+        unpack = MultiModalArray.from_dataframe
+    else:
+        source = _frame_to_arrow(frame)
+        n, available = source.num_rows, source.column_names
+        null_counts = {c: n if pa.types.is_null(source.schema.field(c).type)
+                       else source.column(c).null_count for c in columns if c in available}
+        unpack = MultiModalArray.from_arrow
+    missing_columns = [c for c in columns if c not in available]
     if missing_columns:
         raise ValueError(f"partition {index}: no columns {missing_columns}")
     values = xp.full((n, sum(dims)), np.nan, dtype=VALUE_DTYPE)
     mask = xp.zeros((n, len(dims)), dtype=bool)
-    present = [c for c in columns
-               if n and not pa.types.is_null(table.schema.field(c).type)
-               and table.column(c).null_count < n]
-    if present:  # MultiModalArray.from_dataframe is to-Arrow then from_arrow
-        data = MultiModalArray.from_arrow(table, columns=present, device=device)
+    present = [c for c in columns if null_counts[c] < n]
+    if present:
+        data = unpack(source, columns=present, device=device)
         offsets = np.concatenate([[0], np.cumsum(dims)])
         for j, name in enumerate(present):
             m = columns.index(name)
@@ -389,7 +407,7 @@ def _complete_frame(frame, model, columns, dims, device):
     local = _local_model_for(model, "cuda" if is_cupy_array(values) else "cpu")
     completed = local.transform(MultiModalArray(values, mask, dims, columns))
     table = completed.to_arrow()
-    if type(frame).__module__.startswith("cudf"):
+    if _is_cudf(frame):  # list columns are rebuilt through Arrow on the host
         import importlib
 
         filled = importlib.import_module("cudf").DataFrame.from_arrow(table)
@@ -398,11 +416,14 @@ def _complete_frame(frame, model, columns, dims, device):
             out[name] = filled[name]
         return out
     import pandas as pd
+    import pyarrow as pa
 
     for name in columns:
         column = table.column(name)
         arrow_type = getattr(frame[name].dtype, "pyarrow_dtype", None)
-        if arrow_type is not None:  # keep a pyarrow-backed column's exact type
+        if arrow_type is not None:  # pyarrow-backed: keep a float column's type, ints become
+            if not pa.types.is_floating(arrow_type.value_type):  # float32 (filled values)
+                arrow_type = pa.list_(pa.float32())
             cells = pd.arrays.ArrowExtensionArray(column.cast(arrow_type))
         else:
             cells = column.to_pandas().to_numpy()
@@ -655,7 +676,7 @@ class DaskUL4M4Imputer(BaseEstimator):
         block = dask.delayed(_frame_block, pure=False)
         blocks = [block(p, columns, tuple(dims), self.device, i) for i, p in enumerate(parts)]
         meta = None
-        if self.device == "auto" and type(frame._meta).__module__.startswith("cudf"):
+        if self.device == "auto" and _is_cudf(frame._meta):
             meta = "cuda"
         return _Source(blocks, tuple(dims), tuple(columns), meta)
 
