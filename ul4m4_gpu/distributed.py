@@ -70,7 +70,7 @@ from .kmeans import (
     lloyd_over_passes,
     seed_plusplus,
 )
-from .normalise import normalise, scale_from_moments
+from .normalise import modality_moments, normalise, scale_from_moments
 from .validation import check_finite_observed
 
 #: Partial results combined by one reduction task.
@@ -255,26 +255,12 @@ def _frame_block(frame, columns, dims, device, index):
 
 
 def block_moments(block, dims):
-    """(counts (M,) int64, mean (D,) f64, m2 (D,) f64, [rows], {device}) of one partition."""
+    """(counts (M,) int64, mean (D,) f64, m2 (D,) f64, [rows], {device}) of one partition,
+    host arrays from :func:`~ul4m4_gpu.normalise.modality_moments`."""
     values, mask = block
-    xp = array_module(values, mask)
-    counts = np.zeros(len(dims), dtype=np.int64)
-    mean = np.zeros(sum(dims), dtype=np.float64)
-    m2 = np.zeros(sum(dims), dtype=np.float64)
-    start = 0
-    for m, d in enumerate(dims):
-        rows = mask[:, m]
-        count = int(rows.sum())
-        if count:
-            part = values[rows, start:start + d].astype(xp.float64)
-            mu = part.mean(axis=0)
-            dev = part - mu
-            counts[m] = count
-            mean[start:start + d] = to_numpy(mu)
-            m2[start:start + d] = to_numpy((dev * dev).sum(axis=0))
-        start += d
+    counts, mean, m2 = modality_moments(values, mask, dims)
     device = "cuda" if is_cupy_array(values) else "cpu"
-    return counts, mean, m2, [int(values.shape[0])], {device}
+    return counts, to_numpy(mean), to_numpy(m2), [int(values.shape[0])], {device}
 
 
 def merge_moments(dims, *parts):

@@ -14,6 +14,31 @@ from .validation import check_packed
 MIN_SCALE = 1e-8
 
 
+def modality_moments(values, mask, dims):
+    """Per-modality count and per-dimension mean and M2 = Σ (x − mean)² over the observing
+    rows: the statistics that add up across row blocks (Chan et al.) and give the scale.
+
+    values : (N, D) float array (NumPy or CuPy); mask : (N, M) bool; dims : M ints.
+    Returns counts (M,) int64 NumPy, and mean, m2 (D,) float64 on the input's device
+    (0 for a modality no row observes).
+    """
+    xp = array_module(values, mask)
+    counts = np.zeros(len(dims), dtype=np.int64)
+    mean = xp.zeros(sum(dims), dtype=xp.float64)
+    m2 = xp.zeros(sum(dims), dtype=xp.float64)
+    start = 0
+    for m, d in enumerate(dims):
+        rows = mask[:, m]
+        counts[m] = int(rows.sum())
+        if counts[m]:
+            block = values[rows, start:start + d].astype(xp.float64)
+            mean[start:start + d] = block.mean(axis=0)
+            deviation = block - mean[start:start + d]
+            m2[start:start + d] = (deviation * deviation).sum(axis=0)
+        start += d
+    return counts, mean, m2
+
+
 def fit_modality_stats(values, mask, dims, ddof: int = 0):
     """Per-dimension mean and standard deviation of each modality over its observing rows.
 
@@ -32,40 +57,30 @@ def fit_modality_stats(values, mask, dims, ddof: int = 0):
     Raises ``ValueError`` naming the modality when no row observes it.
     """
     dims = check_packed(values, mask, dims, "values")
-    xp = array_module(values, mask)
-    mean = xp.zeros(sum(dims), dtype=xp.float64)
-    scale = xp.ones(sum(dims), dtype=xp.float64)
-    start = 0
-    for m, d in enumerate(dims):
-        rows = mask[:, m]
-        count = int(rows.sum())
-        if count == 0:
-            raise ValueError(
-                f"modality {m} is observed in no training row; cannot compute its "
-                "normalisation statistics (drop it or provide rows that observe it)"
-            )
-        block = values[rows, start:start + d].astype(xp.float64)
-        mean[start:start + d] = block.mean(axis=0)
-        if count > ddof:
-            std = block.std(axis=0, ddof=ddof)
-            scale[start:start + d] = xp.where(std <= MIN_SCALE, 1.0, std)
-        start += d
-    return mean, scale
+    counts, mean, m2 = modality_moments(values, mask, dims)
+    unobserved = np.flatnonzero(counts == 0)
+    if unobserved.size:
+        raise ValueError(
+            f"modality {unobserved[0]} is observed in no training row; cannot compute its "
+            "normalisation statistics (drop it or provide rows that observe it)"
+        )
+    return mean, scale_from_moments(counts, m2, dims, ddof)
 
 
 def scale_from_moments(counts, m2, dims, ddof: int = 0):
-    """Per-dimension standard deviation from combined moments, with the rules of
-    :func:`fit_modality_stats` (≤ 1e-8 → 1; 1 when a modality has ≤ ``ddof`` rows).
+    """Per-dimension standard deviation sqrt(M2 / (count − ddof)); ≤ 1e-8 becomes 1, and a
+    modality with no more than ``ddof`` rows gets 1.
 
-    counts : (M,) observing rows per modality; m2 : (D,) float64 Σ (x − mean)² over them.
-    Returns a (D,) float64 NumPy array.
+    counts : (M,) observing rows per modality (host ints); m2 : (D,) float64 Σ (x − mean)²
+    over them (NumPy or CuPy). Returns a (D,) float64 array on m2's device.
     """
-    scale = np.ones(sum(dims), dtype=np.float64)
+    xp = array_module(m2)
+    scale = xp.ones(sum(dims), dtype=xp.float64)
     start = 0
     for m, d in enumerate(dims):
         if int(counts[m]) > ddof:
-            std = np.sqrt(m2[start:start + d] / (int(counts[m]) - ddof))
-            scale[start:start + d] = np.where(std <= MIN_SCALE, 1.0, std)
+            std = xp.sqrt(m2[start:start + d] / (int(counts[m]) - ddof))
+            scale[start:start + d] = xp.where(std <= MIN_SCALE, 1.0, std)
         start += d
     return scale
 
