@@ -31,24 +31,38 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
-def cupy_sim(monkeypatch):
-    """Serve ``import cupy`` from the CPU simulator (tests/cupy_sim.py) for one test, so
-    the ``device="cuda"`` path runs here; skipped where a real GPU can run it instead."""
+def cupy_sim(device_cupy):
+    """The simulator's own module (tests/cupy_sim.py: ``transfers``, ``ndarray``), for the
+    tests of what only the simulator can count; skipped on a GPU machine."""
     if HAS_GPU:
-        pytest.skip("a real GPU is present: the gpu-marked tests cover the CuPy path")
-    import sys
-
+        pytest.skip("counts host transfers of the CuPy simulator; a real GPU is present")
     import cupy_sim as sim
 
-    monkeypatch.setitem(sys.modules, "cupy", sim.build_module())
-    sim.reset_transfers()
     return sim
 
 
 @pytest.fixture
-def cudf_sim(cupy_sim, monkeypatch):
-    """Serve ``import cudf`` from tests/cudf_sim.py (device buffers from the CuPy
-    simulator) for one test."""
+def device_cupy(monkeypatch):
+    """The CuPy module the ``device="cuda"`` path uses in this test: the real one on a GPU
+    machine, the simulator (installed as ``cupy``) elsewhere."""
+    if HAS_GPU:
+        import cupy
+
+        return cupy
+    import sys
+
+    import cupy_sim as sim
+
+    module = sim.build_module()
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    sim.reset_transfers()
+    return module
+
+
+@pytest.fixture
+def cudf_sim(device_cupy, monkeypatch):
+    """Serve ``import cudf`` from tests/cudf_sim.py (its device buffers from
+    ``device_cupy``) for one test."""
     import sys
 
     import cudf_sim as sim

@@ -79,7 +79,9 @@ class UL4M4Imputer(BaseEstimator):
     init : "k-means++" or (centers, centers_mask)
         Explicit initial centres: normalised (K, D) values and a (K, M) bool mask.
     random_state : None, int or numpy.random.RandomState
-        Seeds k-means++; the same value gives the same result.
+        Seeds k-means++; the same value gives the same result on the same device. The CPU
+        and a GPU round sums differently (BLAS vs cuBLAS), so a near-tie in the seeding
+        draw can pick another row there; pass ``init`` for identical starts everywhere.
     device : "auto", "cpu" or "cuda"
         Where the arrays live. "auto" uses a GPU when CuPy sees one, else the CPU.
     batch_size : int or None

@@ -1,7 +1,9 @@
-"""The ``device="cuda"`` path, run on a CPU: CuPy served by tests/cupy_sim.py and the CUDA
-kernels by Numba's simulator. Checks that the CuPy orchestration runs end to end, gives the
-NumPy path's results, keeps data on the device and syncs with the host once per Lloyd
-iteration. (On a machine with a GPU these tests skip; tests/test_gpu.py runs the real thing.)
+"""The ``device="cuda"`` path against the CPU path: on a GPU machine with real CuPy and CUDA;
+everywhere else with CuPy served by tests/cupy_sim.py and the CUDA kernels by Numba's
+simulator (the ``device_cupy`` fixture). Checks that the CuPy orchestration runs end to end
+(estimator, low-level functions, save/load, Dask, streaming, cuDF reading), gives the NumPy
+path's results and keeps data on the device; on the simulator also that a Lloyd iteration
+syncs with the host once (``cupy_sim``-only tests).
 """
 
 import numpy as np
@@ -42,13 +44,13 @@ def on_both_devices(x, mask, **params):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_cuda_fit_and_transform_match_cpu(cupy_sim, seed):
+def test_cuda_fit_and_transform_match_cpu(device_cupy, seed):
     x, mask = clustered(seed=seed)
     fits = on_both_devices(x, mask, n_clusters=4, random_state=seed)
     (cpu, cpu_out), (gpu, gpu_out) = fits["cpu"], fits["cuda"]
-    assert isinstance(gpu.cluster_centers_, cupy_sim.ndarray)
-    assert isinstance(gpu_out.values, cupy_sim.ndarray)
-    assert isinstance(gpu_out.imputed, cupy_sim.ndarray)
+    assert isinstance(gpu.cluster_centers_, device_cupy.ndarray)
+    assert isinstance(gpu_out.values, device_cupy.ndarray)
+    assert isinstance(gpu_out.imputed, device_cupy.ndarray)
     np.testing.assert_array_equal(to_numpy(gpu.labels_), cpu.labels_)
     np.testing.assert_array_equal(to_numpy(gpu.centers_mask_), cpu.centers_mask_)
     np.testing.assert_allclose(to_numpy(gpu.cluster_centers_), cpu.cluster_centers_,
@@ -75,7 +77,7 @@ def test_one_host_transfer_per_lloyd_iteration(cupy_sim):
     assert many - few == long - short
 
 
-def test_low_level_functions_on_device_arrays_match_numpy(cupy_sim):
+def test_low_level_functions_on_device_arrays_match_numpy(device_cupy):
     rng = np.random.default_rng(1)
     dims = [3, 5]
     z = rng.normal(size=(40, 8))
@@ -85,10 +87,10 @@ def test_low_level_functions_on_device_arrays_match_numpy(cupy_sim):
     centers_mask = rng.random((6, 2)) < 0.8
     centers_mask[~centers_mask.any(axis=1), 1] = True
     host = (z, mask, centers, centers_mask)
-    device = [cupy_sim.build_module().asarray(a) for a in host]
+    device = [device_cupy.asarray(a) for a in host]
 
     distances = partial_distances(*device, dims)
-    assert isinstance(distances, cupy_sim.ndarray)
+    assert isinstance(distances, device_cupy.ndarray)
     np.testing.assert_allclose(to_numpy(distances), partial_distances(*host, dims), rtol=1e-10)
 
     done, sources = greedy_complete(*device, dims)
@@ -108,9 +110,9 @@ def test_low_level_functions_on_device_arrays_match_numpy(cupy_sim):
     assert result.n_iter == expected.n_iter
 
 
-def test_host_centres_with_device_rows_are_refused_up_front(cupy_sim):
+def test_host_centres_with_device_rows_are_refused_up_front(device_cupy):
     x, mask = clustered(n=20)
-    cupy = cupy_sim.build_module()
+    cupy = device_cupy
     z, device_mask = cupy.asarray(np.nan_to_num(x)), cupy.asarray(mask)
     centers, centers_mask = np.zeros((2, sum(DIMS))), np.ones((2, len(DIMS)), dtype=bool)
     with pytest.raises(TypeError, match="mix NumPy and CuPy"):
@@ -119,14 +121,14 @@ def test_host_centres_with_device_rows_are_refused_up_front(cupy_sim):
         greedy_complete(z, device_mask, centers, centers_mask, DIMS)
 
 
-def test_saved_cuda_model_loads_on_either_device(cupy_sim, tmp_path):
+def test_saved_cuda_model_loads_on_either_device(device_cupy, tmp_path):
     x, mask = clustered(seed=4)
     data = MultiModalArray(x, mask, DIMS).to("cuda")
     imputer = UL4M4Imputer(n_clusters=4, random_state=0, device="cuda").fit(data)
     imputer.save(tmp_path / "model.npz")
     on_cpu = UL4M4Imputer.load(tmp_path / "model.npz", device="cpu")
     on_gpu = UL4M4Imputer.load(tmp_path / "model.npz")
-    assert isinstance(on_gpu.cluster_centers_, cupy_sim.ndarray)
+    assert isinstance(on_gpu.cluster_centers_, device_cupy.ndarray)
     expected = to_numpy(imputer.transform(data).values)
     np.testing.assert_array_equal(to_numpy(on_gpu.transform(data).values), expected)
     np.testing.assert_allclose(on_cpu.transform(MultiModalArray(x, mask, DIMS)).values,
@@ -158,7 +160,7 @@ def test_simulator_refuses_what_cupy_refuses(cupy_sim):
     assert float(total) == 3.0 and cupy_sim.transfers["float"] == 1
 
 
-def test_dask_fit_on_device_partitions_matches_cpu(cupy_sim):
+def test_dask_fit_on_device_partitions_matches_cpu(device_cupy):
     """DaskUL4M4Imputer with device="cuda" (CuPy partitions, as on dask-cuda workers) gives
     the CPU fit's centres and imputations. One in-process worker thread: the simulated
     kernels cannot run concurrently and worker processes would not see the simulator."""
@@ -178,12 +180,12 @@ def test_dask_fit_on_device_partitions_matches_cpu(cupy_sim):
         completed = {device: fit.transform(X).compute(client) for device, fit in fits.items()}
     np.testing.assert_allclose(fits["cuda"].cluster_centers_, fits["cpu"].cluster_centers_,
                                rtol=1e-5, atol=1e-5)
-    assert isinstance(completed["cuda"].values, cupy_sim.ndarray)
+    assert isinstance(completed["cuda"].values, device_cupy.ndarray)
     np.testing.assert_allclose(to_numpy(completed["cuda"].values), completed["cpu"].values,
                                rtol=1e-5, atol=1e-5)
 
 
-def test_streamed_parquet_fit_and_transform_on_device(cupy_sim, tmp_path):
+def test_streamed_parquet_fit_and_transform_on_device(device_cupy, tmp_path):
     """fit_parquet / transform_parquet with a device="cuda" imputer: batches move to the
     device, the output file equals the CPU run's."""
     import pyarrow.parquet as pq
@@ -225,7 +227,7 @@ def list_table(seed=0, n=30, dims=DIMS, observed=0.6):
     return pa.table(columns), blocks, np.stack(masks, axis=1)
 
 
-def test_cudf_columns_unpack_on_device_like_arrow_columns(cudf_sim, cupy_sim):
+def test_cudf_columns_unpack_on_device_like_arrow_columns(cudf_sim, device_cupy):
     from ul4m4_gpu.list_columns import arrow_list_to_dense, cudf_list_to_dense
 
     table, blocks, mask = list_table()
@@ -233,7 +235,7 @@ def test_cudf_columns_unpack_on_device_like_arrow_columns(cudf_sim, cupy_sim):
     for m in range(len(DIMS)):
         values, observed = cudf_list_to_dense(frame[f"m{m}"], f"m{m}")
         expected_values, expected_observed = arrow_list_to_dense(table.column(f"m{m}"), f"m{m}")
-        assert isinstance(values, cupy_sim.ndarray) and isinstance(observed, cupy_sim.ndarray)
+        assert isinstance(values, device_cupy.ndarray) and isinstance(observed, device_cupy.ndarray)
         np.testing.assert_array_equal(to_numpy(observed), expected_observed)
         np.testing.assert_array_equal(to_numpy(values), expected_values)
         np.testing.assert_array_equal(expected_observed, mask[:, m])
@@ -292,7 +294,7 @@ def test_streamed_fit_reads_row_groups_with_cudf(cudf_sim, tmp_path):
     assert gpu_out.passthrough.equals(cpu_out.passthrough)
 
 
-def test_dask_cudf_partitions_are_read_and_completed_like_pandas_ones(cudf_sim, cupy_sim):
+def test_dask_cudf_partitions_are_read_and_completed_like_pandas_ones(cudf_sim, device_cupy):
     """The per-partition steps of DaskUL4M4Imputer on a cuDF partition (as on dask-cuda
     workers) agree with the same partition as pandas: layout, device unpacking, completion."""
     from ul4m4_gpu.distributed import _complete_frame, _frame_block, _frame_layout
@@ -306,7 +308,7 @@ def test_dask_cudf_partitions_are_read_and_completed_like_pandas_ones(cudf_sim, 
     dims = DIMS + (2,)
     blocks = {device: _frame_block(frame, columns, dims, "auto", 0)
               for device, frame in frames.items()}
-    assert isinstance(blocks["cuda"][0], cupy_sim.ndarray)
+    assert isinstance(blocks["cuda"][0], device_cupy.ndarray)
     for got, expected in zip(blocks["cuda"], blocks["cpu"]):
         np.testing.assert_array_equal(to_numpy(got), expected)
 
