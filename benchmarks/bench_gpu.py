@@ -6,7 +6,8 @@ throughput (rows/s), the fraction of the same-run CuPy GEMM throughput that one 
 reaches (time of a plain (N, D) @ (D, K) float32 matmul / time of one iteration), and, where
 importable, cuML's and FAISS's k-means time per iteration on the same complete data.
 
-Run:  python benchmarks/bench_gpu.py [--n 1000000] [--k 256] [--iters 5] [--json out.json]
+Run:  python benchmarks/bench_gpu.py [--n 1000000] [--k 256] [--iters 5] [--dims 768,1024,768]
+                                    [--json out.json]
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def other_kmeans(x, k: int, iters: int, init) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv=None) -> None:
     import cupy
 
     from ul4m4_gpu import MultiModalArray, UL4M4Imputer
@@ -82,9 +83,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=256)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--missing", type=float, default=0.5)
+    parser.add_argument("--dims", default="768,1024,768", help="modality widths, comma-separated")
     parser.add_argument("--json", default=None)
-    args = parser.parse_args()
-    dims = (768, 1024, 768)
+    args = parser.parse_args(argv)
+    dims = tuple(int(d) for d in args.dims.split(","))
     n, k, d = args.n, args.k, sum(dims)
     figures = {"n": n, "k": k, "dims": dims, "missing": args.missing,
                "gpu": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()}

@@ -178,6 +178,22 @@ def _function(name):
     return call
 
 
+class _Generator:
+    """``cupy.random.default_rng(seed)``: the methods the benchmarks use, NumPy's streams."""
+
+    def __init__(self, seed=None):
+        self._rng = np.random.default_rng(seed)
+
+    def standard_normal(self, size=None, dtype=np.float64):
+        return _on_device(self._rng.standard_normal(size, dtype=dtype))
+
+    def integers(self, low, high=None, size=None):
+        return _on_device(self._rng.integers(low, high, size))
+
+    def random(self, size=None):
+        return _on_device(self._rng.random(size))
+
+
 def asnumpy(x, **kwargs) -> np.ndarray:
     return x.get() if isinstance(x, ndarray) else np.asarray(x, **kwargs)
 
@@ -194,8 +210,12 @@ def build_module() -> types.ModuleType:
     module.ndarray = ndarray
     module.asnumpy = asnumpy
     module.cuda = types.SimpleNamespace(  # one device; the default stream is current
-        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
-        get_current_stream=lambda: types.SimpleNamespace(ptr=0))
+        runtime=types.SimpleNamespace(
+            getDeviceCount=lambda: 1,
+            getDeviceProperties=lambda device: {"name": b"cupy_sim (CPU)"}),
+        get_current_stream=lambda: types.SimpleNamespace(ptr=0),
+        Device=lambda device=0: types.SimpleNamespace(synchronize=lambda: None))
+    module.random = types.SimpleNamespace(default_rng=_Generator)
     module.__getattr__ = _missing_name
     return module
 

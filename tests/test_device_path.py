@@ -335,3 +335,22 @@ def arrow_dtypes(arrow_type):
     import pandas as pd
 
     return pd.ArrowDtype(arrow_type)
+
+
+def test_gpu_benchmark_runs_end_to_end(cupy_sim, tmp_path):
+    """benchmarks/bench_gpu.py on tiny shapes through the simulators, so that the first GPU
+    loan does not spend its minutes on a crash (the figures here mean nothing)."""
+    import importlib.util
+    import json
+    import math
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "figures.json"
+    bench.main(["--n", "96", "--k", "3", "--iters", "1", "--dims", "4,3,5", "--json", str(out)])
+    figures = json.loads(out.read_text())
+    for key in ("s_per_iter", "gemm_fraction", "completion_rows_per_s", "ours_complete_s_per_iter"):
+        assert math.isfinite(figures[key]) and figures[key] > 0, key
