@@ -60,12 +60,20 @@ def device_cupy(monkeypatch):
 
 
 @pytest.fixture
-def cudf_sim(device_cupy, monkeypatch):
-    """Serve ``import cudf`` from tests/cudf_sim.py (its device buffers from
-    ``device_cupy``) for one test."""
+def device_cudf(device_cupy, monkeypatch):
+    """The cuDF module for this test: the real one on a GPU machine that has it, else
+    tests/cudf_sim.py installed as ``cudf`` (device buffers from ``device_cupy``)."""
+    if HAS_GPU:
+        try:
+            import cudf
+
+            return cudf
+        except ImportError:
+            pass
     import sys
 
     import cudf_sim as sim
 
-    monkeypatch.setitem(sys.modules, "cudf", sim.build_module())
-    return sim
+    module = sim.build_module()
+    monkeypatch.setitem(sys.modules, "cudf", module)
+    return module

@@ -6,8 +6,9 @@ docs.rapids.ai/api/cudf/stable:
 * ``read_parquet(path, columns=, row_groups=, use_pandas_metadata=)``;
 * ``DataFrame``: ``len``, ``columns``, ``index``, ``df[name]`` (get and set), ``iloc[a:b]``,
   ``copy()``, ``drop(columns=)``, ``to_arrow(preserve_index=)``, ``DataFrame.from_arrow``;
-* ``Series``: ``len``, ``dtype`` (a ``ListDtype`` for list columns), ``null_count``,
-  ``isna()``, ``dropna()``, ``fillna(value)``, ``~`` on booleans, boolean-mask indexing, ``values`` (a
+* ``Series``: ``len``, ``dtype`` (a ``ListDtype``, with ``element_type`` and ``to_arrow()``,
+  for list columns), ``null_count``,
+  ``Series.from_arrow``, ``to_arrow()``, ``isna()``, ``dropna()``, ``fillna(value)``, ``~`` on booleans, boolean-mask indexing, ``values`` (a
   device array; raises when the column has nulls, as cuDF does), ``list.len()`` (null for
   null rows) and ``list.leaves`` (the innermost values, flattened through every level).
 
@@ -32,6 +33,11 @@ class ListDtype:
 
     def __repr__(self):
         return f"ListDtype({self.element_type})"
+
+    def to_arrow(self):
+        element = self.element_type
+        return pa.list_(element.to_arrow() if isinstance(element, ListDtype)
+                        else pa.from_numpy_dtype(element))
 
 
 def _dtype(arrow_type):
@@ -62,6 +68,10 @@ class Series:
     def __init__(self, array):
         self._array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
+    @classmethod
+    def from_arrow(cls, array):
+        return cls(array)
+
     def __len__(self):
         return len(self._array)
 
@@ -86,6 +96,9 @@ class Series:
         if self.null_count:
             raise ValueError("Column must have no nulls.")
         return cupy.asarray(self._array.to_numpy(zero_copy_only=False))
+
+    def to_arrow(self):
+        return self._array
 
     def isna(self):
         return Series(self._array.is_null())
@@ -169,4 +182,5 @@ def build_module() -> types.ModuleType:
     module = types.ModuleType("cudf", __doc__)
     for item in (ListDtype, Series, DataFrame, read_parquet):
         setattr(module, item.__name__, item)
+    module.row_groups_read = row_groups_read
     return module

@@ -244,7 +244,9 @@ def test_integer_list_columns_come_back_as_float_lists(client):
     }).to_pandas(types_mapper=pd.ArrowDtype)
     ddf = dd.from_pandas(frame, npartitions=2)
     imp = DaskUL4M4Imputer(n_clusters=3, random_state=0, client=client, timeout=60).fit(ddf)
-    out = gather(client, imp.transform(ddf))
+    lazy = imp.transform(ddf)
+    out = gather(client, lazy)
+    assert (lazy.dtypes == out.dtypes).all()  # the declared meta is what partitions return
     assert out["counts"].dtype == pd.ArrowDtype(pa.list_(pa.float32()))
     assert out["emb"].dtype == frame["emb"].dtype and out["counts"].notna().all()
     cells = np.stack(out["counts"].to_list())

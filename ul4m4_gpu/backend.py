@@ -62,6 +62,19 @@ def is_cupy_array(x) -> bool:
     return type(x).__module__.startswith("cupy")
 
 
+def is_cudf(x) -> bool:
+    """True when ``x`` is a cuDF object (DataFrame, Series), without importing cuDF."""
+    return type(x).__module__.startswith("cudf")
+
+
+def import_cudf() -> ModuleType | None:
+    """The ``cudf`` module when it is installed, else ``None``."""
+    try:
+        return importlib.import_module("cudf")
+    except ImportError:
+        return None
+
+
 def array_module(*arrays) -> ModuleType:
     """The array module (``numpy`` or ``cupy``) of the given arrays; they must agree."""
     modules = {is_cupy_array(a) for a in arrays if a is not None}

@@ -16,6 +16,7 @@ from .backend import (
     VALUE_DTYPE,
     array_module,
     device_module,
+    is_cudf,
     is_cupy_array,
     resolve_device,
     to_device,
@@ -173,7 +174,7 @@ class MultiModalArray:
         (nothing goes through the host)."""
         import pyarrow as pa
 
-        if type(frame).__module__.startswith("cudf"):
+        if is_cudf(frame):
             if columns is None:
                 columns = cudf_list_columns(frame)
             return cls._from_list_columns(columns, list(frame.columns), frame.__getitem__,

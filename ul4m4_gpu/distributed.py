@@ -58,9 +58,17 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
-from .backend import VALUE_DTYPE, array_module, device_module, is_cupy_array, to_device, to_numpy
+from .backend import (
+    VALUE_DTYPE,
+    array_module,
+    device_module,
+    import_cudf,
+    is_cudf,
+    is_cupy_array,
+    to_device,
+    to_numpy,
+)
 from .data import MultiModalArray
-from .list_columns import cudf_list_columns, is_list_type
 from .estimator import UL4M4Imputer, check_initial_centers
 from .kmeans import (
     PackedRows,
@@ -70,6 +78,7 @@ from .kmeans import (
     lloyd_over_passes,
     seed_plusplus,
 )
+from .list_columns import cudf_list_columns, is_list_type
 from .normalise import modality_moments, normalise, scale_from_moments
 from .validation import check_finite_observed
 
@@ -164,21 +173,15 @@ def _prepare_block(values, mask, dims, names, device, index, offset):
     return values, mask
 
 
-def _is_cudf(frame) -> bool:
-    return type(frame).__module__.startswith("cudf")
-
-
 def _frame_device(frame, device: str) -> str:
     if device != "auto":
         return device
-    return "cuda" if _is_cudf(frame) else "cpu"
+    return "cuda" if is_cudf(frame) else "cpu"
 
 
-def _frame_to_arrow(frame):
+def _pandas_to_arrow(frame):
     import pyarrow as pa
 
-    if _is_cudf(frame):
-        return frame.to_arrow()
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
@@ -198,13 +201,13 @@ def _frame_layout(frame):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if _is_cudf(frame):
+    if is_cudf(frame):
         lists = set(cudf_list_columns(frame))
         n = len(frame)
         return n, {name: _layout_entry(name in lists, frame[name].null_count, n,
                                        lambda s=frame[name]: s.list.len().dropna().values)
                    for name in frame.columns}
-    table = _frame_to_arrow(frame)
+    table = _pandas_to_arrow(frame)
     n = table.num_rows
     return n, {field.name: _layout_entry(
         is_list_type(field.type),
@@ -225,12 +228,12 @@ def _frame_block(frame, columns, dims, device, index):
 
     device = _frame_device(frame, device)
     xp = device_module(device)
-    if _is_cudf(frame):
+    if is_cudf(frame):
         source, n, available = frame, len(frame), list(frame.columns)
         null_counts = {c: frame[c].null_count for c in columns if c in available}
         unpack = MultiModalArray.from_dataframe
     else:
-        source = _frame_to_arrow(frame)
+        source = _pandas_to_arrow(frame)
         n, available = source.num_rows, source.column_names
         null_counts = {c: n if pa.types.is_null(source.schema.field(c).type)
                        else source.column(c).null_count for c in columns if c in available}
@@ -385,34 +388,63 @@ def _all_true_block(mask, device):
 
 def _complete_frame(frame, model, columns, dims, device):
     """One DataFrame partition with its modality columns completed (other columns and the
-    index kept)."""
+    index kept), typed as :func:`_with_filled_columns` says."""
     values, mask = _frame_block(frame, list(columns), tuple(dims), device, "?")
-    out = frame.copy()
     if values.shape[0] == 0:
-        return out
+        return _completed_meta(frame, columns)
     local = _local_model_for(model, "cuda" if is_cupy_array(values) else "cpu")
     completed = local.transform(MultiModalArray(values, mask, dims, columns))
-    table = completed.to_arrow()
-    if _is_cudf(frame):  # list columns are rebuilt through Arrow on the host
-        import importlib
+    return _with_filled_columns(frame, completed.to_arrow(), columns)
 
-        filled = importlib.import_module("cudf").DataFrame.from_arrow(table)
+
+def _completed_meta(frame, columns):
+    """``frame`` (typically an empty meta) with its modality columns typed as completed."""
+    import pyarrow as pa
+
+    empty = pa.array([None] * len(frame), pa.list_(pa.float32()))
+    return _with_filled_columns(frame, pa.table({name: empty for name in columns}), columns)
+
+
+def _filled_list_type(frame, name):
+    """The Arrow type a completed modality column gets: a float list column keeps its
+    type; any other (integers, nulls, object columns) becomes list<float32>, the filled
+    values being floats."""
+    import pyarrow as pa
+
+    dtype = frame[name].dtype
+    if is_cudf(frame):
+        arrow_type = dtype.to_arrow() if isinstance(dtype, import_cudf().ListDtype) else None
+    else:
+        arrow_type = getattr(dtype, "pyarrow_dtype", None)
+    if arrow_type is not None and is_list_type(arrow_type) \
+            and pa.types.is_floating(arrow_type.value_type):
+        return arrow_type
+    return pa.list_(pa.float32())
+
+
+def _with_filled_columns(frame, table, columns):
+    """``frame`` with its modality ``columns`` replaced by those of the Arrow ``table``
+    (same rows), cast to :func:`_filled_list_type`; pandas object columns hold lists. A
+    cuDF frame's columns are rebuilt through Arrow on the host."""
+    import pyarrow as pa
+
+    out = frame.copy()
+    table = table.select(list(columns))
+    table = table.cast(pa.schema([pa.field(name, _filled_list_type(frame, name))
+                                  for name in columns]))
+    if is_cudf(frame):
+        filled = import_cudf().DataFrame.from_arrow(table)
         filled.index = frame.index
         for name in columns:
             out[name] = filled[name]
         return out
     import pandas as pd
-    import pyarrow as pa
 
     for name in columns:
         column = table.column(name)
-        arrow_type = getattr(frame[name].dtype, "pyarrow_dtype", None)
-        if arrow_type is not None:  # pyarrow-backed: keep a float column's type, ints become
-            if not pa.types.is_floating(arrow_type.value_type):  # float32 (filled values)
-                arrow_type = pa.list_(pa.float32())
-            cells = pd.arrays.ArrowExtensionArray(column.cast(arrow_type))
-        else:
-            cells = column.to_pandas().to_numpy()
+        pyarrow_backed = getattr(frame[name].dtype, "pyarrow_dtype", None) is not None
+        cells = (pd.arrays.ArrowExtensionArray(column) if pyarrow_backed
+                 else column.to_pandas().to_numpy())
         out[name] = pd.Series(cells, index=frame.index, name=name)
     return out
 
@@ -662,7 +694,7 @@ class DaskUL4M4Imputer(BaseEstimator):
         block = dask.delayed(_frame_block, pure=False)
         blocks = [block(p, columns, tuple(dims), self.device, i) for i, p in enumerate(parts)]
         meta = None
-        if self.device == "auto" and _is_cudf(frame._meta):
+        if self.device == "auto" and is_cudf(frame._meta):
             meta = "cuda"
         return _Source(blocks, tuple(dims), tuple(columns), meta)
 
@@ -867,7 +899,8 @@ class DaskUL4M4Imputer(BaseEstimator):
             if missing:
                 raise ValueError(f"X lacks the modality columns {missing} seen in fit")
             return X.map_partitions(_complete_frame, model, tuple(self.modality_names_),
-                                    tuple(self.dims_), self.device, meta=X._meta)
+                                    tuple(self.dims_), self.device,
+                                    meta=_completed_meta(X._meta, self.modality_names_))
         values, mask, dims, names = self._arrays(X)
         if dims != tuple(self.dims_):
             raise ValueError(f"X has modality dims {dims} but the imputer was fitted on "

@@ -2,8 +2,8 @@
 
 Two sources, one set of rules: an Arrow column is unpacked on the host
 (:func:`arrow_list_to_dense`, NumPy out) and a cuDF column on the GPU
-(:func:`cudf_list_to_dense`, CuPy out, nothing copied through the host but a few integers
-for the checks). Every non-null cell must hold the same non-zero number of numbers with no
+(:func:`cudf_list_to_dense`, CuPy out, nothing copied through the host but the distinct
+cell lengths and a few counts for the checks). Every non-null cell must hold the same non-zero number of numbers with no
 nulls inside; the errors name the column.
 """
 
@@ -38,10 +38,13 @@ def cudf_list_columns(frame) -> list:
 
 
 def _cell_width(name: str, observed, lengths) -> int:
-    """The common length d of the non-null cells; raises ``ValueError`` otherwise."""
+    """The common length d of the non-null cells (``lengths()``: every row's cell length,
+    on the device of ``observed``); raises ``ValueError`` otherwise. Only the distinct
+    lengths reach the host."""
     if not bool(observed.any()):
         raise ValueError(f"modality column {name!r} is null in every row")
-    widths = np.unique(to_numpy(lengths[observed]))
+    xp = array_module(observed)
+    widths = to_numpy(xp.unique(lengths()[observed]))
     if widths.size != 1 or widths[0] == 0:
         raise ValueError(
             f"modality column {name!r}: non-null cells must all have the same non-zero "
@@ -73,9 +76,12 @@ def arrow_list_to_dense(column, name: str):
     import pyarrow.compute as pc
 
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not (is_list_type(column.type) or pa.types.is_null(column.type)):
+        raise TypeError(f"modality column {name!r} holds {column.type}, expected lists of "
+                        "numbers")
     observed = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    lengths = np.asarray(pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False))
-    d = _cell_width(name, observed, lengths)
+    d = _cell_width(name, observed, lambda: np.asarray(
+        pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)))
     leaves = pc.list_flatten(column.filter(pa.array(observed)))
     _check_leaves(name, leaves.null_count,
                   pa.types.is_floating(leaves.type) or pa.types.is_integer(leaves.type),
@@ -86,11 +92,15 @@ def arrow_list_to_dense(column, name: str):
 def cudf_list_to_dense(series, name: str):
     """(N, d) float32 CuPy values (NaN where missing) and (N,) CuPy bool observed of a cuDF
     list Series, built on the device from the column's buffers."""
-    if isinstance(series.dtype.element_type, type(series.dtype)):
-        raise TypeError(f"modality column {name!r} holds {series.dtype}, expected numbers")
+    import cudf
+
+    if not isinstance(series.dtype, cudf.ListDtype) \
+            or isinstance(series.dtype.element_type, cudf.ListDtype):
+        raise TypeError(f"modality column {name!r} holds {series.dtype}, expected lists of "
+                        "numbers")
     missing = series.isna()
     observed = ~missing.values
-    d = _cell_width(name, observed, series.list.len().fillna(0).values)
+    d = _cell_width(name, observed, lambda: series.list.len().fillna(0).values)
     leaves = series[~missing].list.leaves
     _check_leaves(name, leaves.null_count, leaves.dtype.kind in "fiu", leaves.dtype)
     return _scatter_rows(observed, leaves.values, d), observed

@@ -7,10 +7,12 @@ numbers is a modality, null where missing; every other column is passthrough; an
 on the estimator's device, is processed and dropped. On the CPU, and on the GPU without
 cuDF, it is read ``batch_rows`` rows at a time with
 ``pyarrow.parquet.ParquetFile.iter_batches`` and moved to the device. On the GPU with cuDF
-installed, ``cudf.read_parquet`` decodes one row group at a time straight into GPU memory,
-the list columns are unpacked there (:func:`~ul4m4_gpu.list_columns.cudf_list_to_dense`)
-and the row group is processed ``batch_rows`` rows at a time; nothing goes through the host
-but the output written by transform.
+installed, ``cudf.read_parquet`` decodes the modality columns of one row group at a time
+straight into GPU memory, they are unpacked there
+(:func:`~ul4m4_gpu.list_columns.cudf_list_to_dense`) and the row group is processed
+``batch_rows`` rows at a time; the other (passthrough) columns are read on the host by
+pyarrow, for transform only. What goes through the host: the labels (one int64 per row,
+kept there), the per-batch statistics and the output written by transform.
 
 Fit (:func:`fit_parquet`), the algorithm of :class:`~ul4m4_gpu.estimator.UL4M4Imputer`:
 
@@ -42,13 +44,13 @@ types and the schema metadata are those of :func:`ul4m4_gpu.io.write_table`, wit
 
 Memory: besides the labels, the peak is a few (batch_rows, D) arrays, the (sample, D) seeding
 sample and (K, D) statistics — independent of N. pyarrow decodes whole pages/row groups, so
-write the dataset with row groups of a reasonable size (with cuDF a whole row group is held
-on the GPU).
+write the dataset with row groups of a reasonable size. With cuDF a row group's modality
+columns are held whole on the GPU, and cuDF caps a column at 2^31 − 1 values, so keep
+rows per row group × d_m below that (e.g. under 2M rows of 1,024-dim embeddings).
 """
 
 from __future__ import annotations
 
-import importlib
 import numbers
 import warnings
 from collections.abc import Callable, Iterator
@@ -59,7 +61,15 @@ import numpy as np
 from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
-from .backend import VALUE_DTYPE, array_module, device_module, resolve_device, to_device, to_numpy
+from .backend import (
+    VALUE_DTYPE,
+    array_module,
+    device_module,
+    import_cudf,
+    resolve_device,
+    to_device,
+    to_numpy,
+)
 from .data import MultiModalArray
 from .distributed import (
     MIN_SEED_SAMPLE,
@@ -147,29 +157,22 @@ class ParquetSource:
             raise InputFileError(f"cannot read {path}: {one_line(exc)}") from exc
         return cls(files, schema, modalities, order, n_rows, path)
 
-    def batches(self, batch_rows: int, device: str = "cpu") -> Iterator:
-        """Yield ``(global row offset, batch)`` batches of at most ``batch_rows`` rows
-        (without ``imputed``), in order: ``pyarrow.Table`` batches, or cuDF DataFrames
-        when ``device`` is ``"cuda"`` and cuDF is installed."""
-        cudf = _cudf_module() if device == "cuda" else None
+    def batches(self, batch_rows: int, device: str = "cpu", columns=None) -> Iterator:
+        """Yield ``(global row offset, batch)`` batches of at most ``batch_rows`` rows of
+        ``columns`` (default: every column but ``imputed``), in order: ``pyarrow.Table``
+        batches, or :class:`GpuBatch` when ``device`` is ``"cuda"`` and cuDF is installed."""
+        cudf = import_cudf() if device == "cuda" else None
+        columns = self.order if columns is None else columns
         offset = 0
         for file in self.files:
             try:
-                for batch in (_arrow_batches(file, self.order, batch_rows) if cudf is None
-                              else _cudf_batches(cudf, file, self.order, batch_rows)):
+                for batch in (_arrow_batches(file, columns, batch_rows) if cudf is None else
+                              _cudf_batches(cudf, file, columns, self.modalities, batch_rows)):
                     yield offset, batch
                     offset += len(batch)
             except (*READ_ERRORS, RuntimeError) as exc:  # cuDF's reader raises RuntimeError
                 raise InputFileError(f"cannot read {self.path}: {file.name}: "
                                      f"{one_line(exc)}") from exc
-
-
-def _cudf_module():
-    """``cudf`` when it is installed, else None."""
-    try:
-        return importlib.import_module("cudf")
-    except ImportError:
-        return None
 
 
 def _arrow_batches(file, columns, batch_rows: int):
@@ -182,20 +185,35 @@ def _arrow_batches(file, columns, batch_rows: int):
             yield pa.Table.from_batches([batch])
 
 
-def _cudf_batches(cudf, file, columns, batch_rows: int):
-    """Non-empty cuDF DataFrame batches of one file: one row group at a time decoded on
-    the GPU, sliced into ``batch_rows`` rows."""
+@dataclass
+class GpuBatch:
+    """A batch read with cuDF: ``modalities``, a cuDF DataFrame of the modality columns on
+    the GPU, and ``passthrough``, a ``pyarrow.Table`` of the other columns on the host (they
+    never go through the GPU, whatever their types)."""
+
+    modalities: object
+    passthrough: object
+
+    def __len__(self) -> int:
+        return len(self.modalities)
+
+
+def _cudf_batches(cudf, file, columns, modalities, batch_rows: int):
+    """Non-empty :class:`GpuBatch` batches of one file: one row group at a time, its
+    modality columns decoded on the GPU by cuDF and the rest read on the host by pyarrow,
+    sliced into ``batch_rows`` rows."""
     import pyarrow.parquet as pq
 
-    for group in range(pq.ParquetFile(file).num_row_groups):
-        frame = cudf.read_parquet(file, columns=list(columns), row_groups=[group],
+    on_gpu = [c for c in columns if c in modalities]
+    on_host = [c for c in columns if c not in modalities]
+    reader = pq.ParquetFile(file)
+    for group in range(reader.num_row_groups):
+        frame = cudf.read_parquet(file, columns=on_gpu, row_groups=[group],
                                   use_pandas_metadata=False)
+        passthrough = reader.read_row_group(group, columns=on_host)
         for start in range(0, len(frame), batch_rows):
-            yield frame.iloc[start:start + batch_rows]
-
-
-def _is_cudf(batch) -> bool:
-    return type(batch).__module__.startswith("cudf")
+            yield GpuBatch(frame.iloc[start:start + batch_rows],
+                           passthrough.slice(start, batch_rows))
 
 
 def _check_batch_rows(batch_rows) -> int:
@@ -210,8 +228,8 @@ def _dense_column(batch, name: str, d: int | None, where: str):
     a batch, NumPy for an Arrow batch and CuPy for a cuDF one; ``d`` None: learnt from the
     cells (None when all null)."""
     n = len(batch)
-    on_gpu = _is_cudf(batch)
-    column = batch[name] if on_gpu else batch.column(name)
+    on_gpu = isinstance(batch, GpuBatch)
+    column = batch.modalities[name] if on_gpu else batch.column(name)
     if column.null_count == n:
         xp = device_module("cuda" if on_gpu else "cpu")
         return (None if d is None else xp.full((n, d), xp.nan, dtype=VALUE_DTYPE),
@@ -248,7 +266,7 @@ def _moments_pass(source: ParquetSource, batch_rows: int, device: str, progress)
     names = source.modalities
     dims = [None] * len(names)
     stats = [None] * len(names)  # per modality: (counts (1,), mean (d,), m2 (d,))
-    for offset, batch in source.batches(batch_rows, device):
+    for offset, batch in source.batches(batch_rows, device, source.modalities):
         where = f"rows {offset}..{offset + len(batch) - 1}"
         for m, name in enumerate(names):
             values, observed = _dense_column(batch, name, dims[m], where)
@@ -277,7 +295,8 @@ class _Normalised:
         self.mean, self.scale = to_device(mean, device), to_device(scale, device)
 
     def __iter__(self):
-        for offset, batch in self.source.batches(self.batch_rows, self.device):
+        for offset, batch in self.source.batches(self.batch_rows, self.device,
+                                                 self.source.modalities):
             data = _batch_data(batch, self.names, self.dims, self.device, offset)
             z = normalise(data.values, data.mask, self.mean, self.scale, self.dims)
             yield offset, PackedRows.build(z, data.mask, self.dims, clean=True)
@@ -475,8 +494,8 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
                     if str(w.message) not in seen_warnings:
                         seen_warnings.add(str(w.message))
                         warnings.warn(w.message, w.category, stacklevel=3)
-                passthrough = (batch.drop(columns=list(names)).to_arrow(preserve_index=False)
-                               if _is_cudf(batch) else batch.drop_columns(list(names)))
+                passthrough = (batch.passthrough if isinstance(batch, GpuBatch)
+                               else batch.drop_columns(list(names)))
                 batch_table = Table(data, passthrough.replace_schema_metadata(schema.metadata),
                                     "parquet", source.order, source.path)
                 imputed = to_numpy(completed.imputed)
