@@ -91,6 +91,17 @@ def main(argv=None) -> None:
     figures = {"n": n, "k": k, "dims": dims, "missing": args.missing,
                "gpu": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()}
 
+    def record(**values):
+        """Add figures, print them and rewrite the JSON, so that a run cut short keeps
+        what it measured."""
+        figures.update(values)
+        print("  measured: " + ", ".join(f"{key}={value:.4g}" for key, value in values.items()),
+              flush=True)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump({key: (list(v) if isinstance(v, tuple) else v)
+                           for key, v in figures.items()}, handle, indent=2)
+
     x, mask = make_data(n, dims, args.missing)
     data = MultiModalArray(x, mask, dims)
     mean, scale = fit_modality_stats(x, mask, dims)
@@ -100,28 +111,28 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     centers, centers_mask, _ = seed_plusplus(rows, k, 0)
     cupy.cuda.Device().synchronize()
-    figures["kmeanspp_s"] = time.perf_counter() - start
+    record(kmeanspp_s=time.perf_counter() - start)
     t_iter = timed(lambda: lloyd_loop(rows, centers, centers_mask, max_iter=args.iters, tol=0.0),
                    repeats=1) / args.iters
     t_gemm = timed(lambda: z @ centers.T, repeats=5)
-    figures.update(s_per_iter=t_iter, gemm_s=t_gemm, gemm_fraction=t_gemm / t_iter,
-                   gemm_tflops=2 * n * d * k / t_gemm / 1e12)
+    record(s_per_iter=t_iter, gemm_s=t_gemm, gemm_fraction=t_gemm / t_iter,
+           gemm_tflops=2 * n * d * k / t_gemm / 1e12)
 
     imp = UL4M4Imputer(n_clusters=k, max_iter=args.iters, tol=0.0, random_state=0,
                        device="cuda", init=(centers, centers_mask))
     start = time.perf_counter()
     imp.fit(data)
     cupy.cuda.Device().synchronize()
-    figures["fit_s"] = time.perf_counter() - start
+    record(fit_s=time.perf_counter() - start)
     t_transform = timed(lambda: imp.transform(data), repeats=3)
-    figures.update(transform_s=t_transform, completion_rows_per_s=n / t_transform)
+    record(transform_s=t_transform, completion_rows_per_s=n / t_transform)
 
     full = cupy.ones_like(mask)
     complete_rows = PackedRows.build(x, full, dims, clean=True)
-    figures["ours_complete_s_per_iter"] = timed(
+    record(ours_complete_s_per_iter=timed(
         lambda: lloyd_loop(complete_rows, x[:k].copy(), full[:k].copy(), max_iter=args.iters,
-                           tol=0.0), repeats=1) / args.iters
-    figures.update(other_kmeans(x, k, args.iters, x[:k].copy()))
+                           tol=0.0), repeats=1) / args.iters)
+    record(**other_kmeans(x, k, args.iters, x[:k].copy()))
 
     print(f"GPU {figures['gpu']}: N={n:,} dims {dims} K={k}, {args.missing:.0%} slots missing")
     print(f"  k-means++ seeding            {figures['kmeanspp_s']:8.3f} s")
@@ -133,10 +144,6 @@ def main(argv=None) -> None:
     for name in ("cuml", "faiss"):
         if f"{name}_s_per_iter" in figures:
             print(f"  complete-data, {name:5s}        {figures[f'{name}_s_per_iter'] * 1e3:8.1f} ms/iter")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({key: (list(v) if isinstance(v, tuple) else v) for key, v in figures.items()},
-                      handle, indent=2)
 
 
 if __name__ == "__main__":
