@@ -171,7 +171,7 @@ class MultiModalArray:
     def from_dataframe(cls, frame, columns=None, device: str = "auto"):
         """Pack a pandas or cuDF DataFrame with one list-valued column per modality
         (null/None = missing); see :meth:`from_arrow`. A cuDF frame is unpacked on the GPU
-        (nothing goes through the host)."""
+        (its values never go through the host)."""
         import pyarrow as pa
 
         if is_cudf(frame):
