@@ -187,11 +187,13 @@ def _pandas_to_arrow(frame):
 
 def _layout_entry(is_list: bool, n_nulls: int, n_rows: int, lengths):
     """("list", sorted non-null lengths) | ("null",) | ("other",) of one column;
-    ``lengths()`` gives the non-null cells' lengths of a list column."""
+    ``lengths()`` gives the non-null cells' lengths of a list column (on either device;
+    only the distinct ones reach the host)."""
     if n_nulls == n_rows:
         return ("null",)
     if is_list:
-        return ("list", tuple(np.unique(to_numpy(lengths())).tolist()))
+        found = lengths()
+        return ("list", tuple(to_numpy(array_module(found).unique(found)).tolist()))
     return ("other",)
 
 
