@@ -1,10 +1,11 @@
 """GPU benchmark (needs CuPy and a CUDA device), measured side by side in one run.
 
 Fit + transform at N = 1,000,000 rows, three modalities of 768/1024/768 dims, K = 256, 50 % of
-slots missing. Prints the partial k-means time per Lloyd iteration, the completion
-throughput (rows/s), the fraction of the same-run CuPy GEMM throughput that one iteration
-reaches (time of a plain (N, D) @ (D, K) float32 matmul / time of one iteration), and, where
-importable, cuML's and FAISS's k-means time per iteration on the same complete data.
+slots missing. Prints the partial k-means time per Lloyd iteration (and its assignment and
+centre-statistics parts), the completion throughput (rows/s), the fraction of the same-run
+CuPy GEMM throughput that one iteration reaches (time of a plain (N, D) @ (D, K) float32
+matmul / time of one iteration), and, where importable, cuML's and FAISS's k-means time per
+iteration on the same complete data.
 
 Run:  python benchmarks/bench_gpu.py [--n 1000000] [--k 256] [--iters 5] [--dims 768,1024,768]
                                     [--json out.json]
@@ -75,7 +76,13 @@ def main(argv=None) -> None:
     import cupy
 
     from ul4m4_gpu import MultiModalArray, UL4M4Imputer
-    from ul4m4_gpu.kmeans import PackedRows, lloyd_loop, seed_plusplus
+    from ul4m4_gpu.kmeans import (
+        PackedRows,
+        assign,
+        cluster_statistics,
+        lloyd_loop,
+        seed_plusplus,
+    )
     from ul4m4_gpu.normalise import fit_modality_stats, normalise
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,6 +124,9 @@ def main(argv=None) -> None:
     t_gemm = timed(lambda: z @ centers.T, repeats=5)
     record(s_per_iter=t_iter, gemm_s=t_gemm, gemm_fraction=t_gemm / t_iter,
            gemm_tflops=2 * n * d * k / t_gemm / 1e12)
+    labels, _ = assign(rows, centers, centers_mask)  # where an iteration's time goes
+    record(assign_s=timed(lambda: assign(rows, centers, centers_mask), repeats=3),
+           update_s=timed(lambda: cluster_statistics(rows, labels, k), repeats=3))
 
     imp = UL4M4Imputer(n_clusters=k, max_iter=args.iters, tol=0.0, random_state=0,
                        device="cuda", init=(centers, centers_mask))
@@ -139,6 +149,8 @@ def main(argv=None) -> None:
     print(f"  partial Lloyd iteration      {t_iter * 1e3:8.1f} ms")
     print(f"  same-shape CuPy GEMM         {t_gemm * 1e3:8.1f} ms ({figures['gemm_tflops']:.1f} TFLOP/s)")
     print(f"  fraction of GEMM throughput  {figures['gemm_fraction']:8.2f}   (target >= 0.5)")
+    print(f"    of which assignment (GEMM + assign kernel) {figures['assign_s'] * 1e3:8.1f} ms, "
+          f"centre statistics (update kernel) {figures['update_s'] * 1e3:8.1f} ms")
     print(f"  transform (completion)       {figures['completion_rows_per_s']:12,.0f} rows/s (target >= 10M)")
     print(f"  complete-data Lloyd, ours    {figures['ours_complete_s_per_iter'] * 1e3:8.1f} ms/iter")
     for name in ("cuml", "faiss"):
