@@ -223,8 +223,8 @@ def test_streamed_parquet_fit_and_transform_on_device(device_cupy, tmp_path):
 
 # ---------------------------------------------------------------- cuDF, straight to device
 def list_table(seed=0, n=30, dims=DIMS, observed=0.6):
-    """An Arrow table of list<float32> modality columns (null where missing), a
-    list<int64> one, and a passthrough string column; and the dense truth."""
+    """An Arrow table of list<double> modality columns (null where missing) but one
+    list<int64>, and a passthrough string column ``tag``; and the dense blocks and mask."""
     import pyarrow as pa
 
     rng = np.random.default_rng(seed)
