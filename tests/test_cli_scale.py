@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from test_streaming import make_data, write_dataset
+from synthetic import K, make_data
+from test_streaming import write_dataset
 from ul4m4_gpu import UL4M4Imputer
 from ul4m4_gpu.cli import main
 
-K = 5
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,8 @@ da = pytest.importorskip("dask.array")
 
 from ul4m4_gpu import MultiModalArray, UL4M4Imputer  # noqa: E402
 from ul4m4_gpu.distributed import DaskMultiModalArray, DaskUL4M4Imputer  # noqa: E402
-from ul4m4_gpu.normalise import fit_modality_stats, normalise  # noqa: E402
-
-DIMS = (4, 3, 5)
-K = 5
+from ul4m4_gpu.normalise import fit_modality_stats  # noqa: E402
+from synthetic import DIMS, K, explicit_init, make_data  # noqa: E402
 
 
 def _cluster(n_workers):
@@ -36,27 +34,6 @@ def client():
         yield client
 
 
-def make_data(seed=0, n=600, dims=DIMS, k=K, observed=0.6, spread=4.0):
-    """Clustered rows, random missing modalities, a few rows observing nothing (label −1)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=spread, size=(k, sum(dims)))
-    x = (centres[rng.integers(k, size=n)] + rng.normal(size=(n, sum(dims)))).astype(np.float32)
-    mask = rng.random((n, len(dims))) < observed
-    mask[:5] = False
-    x[~np.repeat(mask, dims, axis=1)] = np.nan
-    return x, mask
-
-
-def bad_init(x, mask, rows=slice(10, 15)):
-    """Explicit initial centres (normalised) taken from a few rows: several Lloyd updates."""
-    mean, scale = fit_modality_stats(x, mask, DIMS)
-    z = normalise(x, mask, mean, scale, DIMS)
-    centers_mask = mask[rows].copy()
-    centers_mask[~centers_mask.any(axis=1), 0] = True
-    centers = np.where(np.repeat(centers_mask, DIMS, axis=1), z[rows], 0).astype(np.float32)
-    return centers, centers_mask
-
-
 def as_dask(x, mask, chunks):
     return (da.from_array(x, chunks=(chunks, -1)), da.from_array(mask, chunks=(chunks, -1)), DIMS)
 
@@ -68,7 +45,7 @@ def gather(client, array):
 @pytest.fixture(scope="module")
 def data():
     x, mask = make_data()
-    init = bad_init(x, mask)
+    init = explicit_init(x, mask)
     reference = UL4M4Imputer(n_clusters=K, init=init, device="cpu")
     reference.fit(MultiModalArray(x, mask, DIMS))
     assert reference.n_iter_ >= 4  # so that the fault test kills a worker mid-fit
@@ -190,7 +167,7 @@ def test_dataframe_input_matches_array_input(client, data):
     mask[:200, 2] = False
     observed = np.repeat(mask, DIMS, axis=1)
     x = np.where(observed, np.nan_to_num(x, nan=0.0), np.nan).astype(np.float32)
-    init = bad_init(x, mask)
+    init = explicit_init(x, mask)
     pa = pytest.importorskip("pyarrow")
     offsets = np.cumsum((0,) + DIMS)
     names = ["img", "txt", "aud"]

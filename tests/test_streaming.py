@@ -12,22 +12,10 @@ import pytest
 
 from ul4m4_gpu import UL4M4Imputer
 from ul4m4_gpu.io import InputFileError, OutputFileError, read_table, write_table
-from ul4m4_gpu.normalise import fit_modality_stats, normalise
 from ul4m4_gpu.streaming import ParquetSource, fit_parquet, transform_parquet
+from synthetic import DIMS, K, explicit_init, make_data
 
-DIMS = (4, 3, 5)
 NAMES = ("img", "txt", "aud")
-K = 5
-
-
-def make_data(seed=0, n=600, dims=DIMS, k=K, observed=0.6, spread=4.0):
-    """Clustered rows, random missing modalities, a few rows observing nothing (label −1)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=spread, size=(k, sum(dims)))
-    x = (centres[rng.integers(k, size=n)] + rng.normal(size=(n, sum(dims)))).astype(np.float32)
-    mask = rng.random((n, len(dims))) < observed
-    mask[:5] = False
-    return x, mask
 
 
 def list_column(block, observed, value_type=pa.float32()):
@@ -54,16 +42,6 @@ def write_dataset(directory, x, mask, bounds, dims=DIMS, names=NAMES, row_group_
         pq.write_table(pa.table(columns), directory / f"part-{i:03d}.parquet",
                        row_group_size=row_group_size)
     return directory
-
-
-def explicit_init(x, mask, rows=slice(10, 15)):
-    """Normalised initial centres from a few rows: several Lloyd updates follow."""
-    mean, scale = fit_modality_stats(x, mask, DIMS)
-    z = normalise(x, mask, mean, scale, DIMS)
-    centers_mask = mask[rows].copy()
-    centers_mask[~centers_mask.any(axis=1), 0] = True
-    centers = np.where(np.repeat(centers_mask, DIMS, axis=1), z[rows], 0).astype(np.float32)
-    return centers, centers_mask
 
 
 @pytest.fixture(scope="module")
