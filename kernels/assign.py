@@ -25,13 +25,14 @@ import numpy as np
 from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
 from . import launching
+from .typed_constants import INF, ONE, TWO, ZERO
 
 
 @numba.njit(inline="always")
 def _value_and_slack(norms, cross, count, rtol):
     """(d², round-off slack) from the pair's norm terms, cross term and shared count."""
-    total = norms - 2.0 * cross
-    value = total / count if total > rtol * norms else 0.0
+    total = norms - TWO * cross
+    value = total / count if total > rtol * norms else ZERO
     return value, rtol * norms / count
 
 
@@ -40,7 +41,7 @@ def _center_totals(center_norms, centers_mask):
     """(K,) sum of each centre's per-modality norms and (K,) whether it carries every
     modality: the shortcut for pairs where both sides are complete."""
     k, n_mod = centers_mask.shape
-    center_total = np.zeros(k)
+    center_total = np.zeros(k, dtype=center_norms.dtype)
     center_full = np.ones(k, dtype=np.bool_)
     for l in range(k):
         for m in range(n_mod):
@@ -56,30 +57,30 @@ def _nearest_of_row(i, cross_row, row_norms, mask, center_norms, centers_mask, c
                     center_full, rtol):
     """(label, d²) of row i from its (K,) cross terms; (−1, +inf) when nothing is shared."""
     n_mod = mask.shape[1]
-    row_total = 0.0
-    row_full = True
+    row_total = ZERO
+    row_count = ZERO
     for m in range(n_mod):
         if mask[i, m]:
             row_total += row_norms[i, m]
-        else:
-            row_full = False
-    best = np.inf
-    best_slack = 0.0
+            row_count += ONE
+    row_full = row_count == n_mod
+    best = INF
+    best_slack = ZERO
     best_l = -1
     for l in range(cross_row.shape[0]):
         if row_full and center_full[l]:
-            value, slack = _value_and_slack(row_total + center_total[l], cross_row[l], n_mod,
-                                            rtol)
+            value, slack = _value_and_slack(row_total + center_total[l], cross_row[l],
+                                            row_count, rtol)
         else:
-            row_part = 0.0
-            center_part = 0.0
-            count = 0
+            row_part = ZERO
+            center_part = ZERO
+            count = ZERO
             for m in range(n_mod):
                 if mask[i, m] and centers_mask[l, m]:
                     row_part += row_norms[i, m]
                     center_part += center_norms[l, m]
-                    count += 1
-            if count == 0:
+                    count += ONE
+            if count == ZERO:
                 continue
             value, slack = _value_and_slack(row_part + center_part, cross_row[l], count, rtol)
         if value < best - max(slack, best_slack):
@@ -142,22 +143,22 @@ def nearest_centers_cuda(cross, row_norms, mask, center_norms, centers_mask, rto
     n, k = cross.shape
     if i >= n:
         return
-    best = math.inf
-    best_slack = 0.0
+    best = INF
+    best_slack = ZERO
     best_l = -1
     for l in range(k):
-        row_part = 0.0
-        center_part = 0.0
-        count = 0
+        row_part = ZERO
+        center_part = ZERO
+        count = ZERO
         for m in range(mask.shape[1]):
             if mask[i, m] and centers_mask[l, m]:
                 row_part += row_norms[i, m]
                 center_part += center_norms[l, m]
-                count += 1
-        if count > 0:
+                count += ONE
+        if count > ZERO:
             norms = row_part + center_part
-            total = norms - 2.0 * cross[i, l]
-            value = total / count if total > rtol * norms else 0.0
+            total = norms - TWO * cross[i, l]
+            value = total / count if total > rtol * norms else ZERO
             slack = rtol * norms / count
             if value < best - max(slack, best_slack):
                 best = value

@@ -18,6 +18,7 @@ import numpy as np
 from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
 from . import launching
+from .typed_constants import INF
 
 
 @numba.njit(parallel=True, cache=True)
@@ -27,7 +28,7 @@ def candidate_scores_cpu(sums, shared, which, pattern_sums, pattern_shared, out)
     for i in numba.prange(n):
         q = which[i]
         for j in range(k):
-            best = np.inf
+            best = INF
             for l in range(k):
                 count = shared[i, l] + pattern_shared[q, j, l]
                 # branch-free: a pair sharing nothing has sum 0 and count 0, so 1/0 = +inf
@@ -60,7 +61,7 @@ def candidate_scores_cuda(sums, shared, which, pattern_sums, pattern_shared, out
     if i >= n or j >= k:
         return
     q = which[i]
-    best = math.inf
+    best = INF
     for l in range(k):
         count = shared[i, l] + pattern_shared[q, j, l]
         ratio = (sums[i, l] + pattern_sums[q, j, l] + (count == 0)) / count

@@ -74,11 +74,12 @@ def masked_sq_sums(z, mask, centers, centers_mask, dims, center_norms=None,
     return sums, row_mask @ center_mask.T
 
 
-def roundoff_rtol(dtype) -> float:
-    """Relative round-off of the GEMM expansion in ``dtype``: 64 ulps of 1. A squared
-    distance below this fraction of its norm terms is indistinguishable from 0, and two
-    distances closer than this (relative to their norm terms) are treated as a tie."""
-    return 64.0 * float(np.finfo(dtype).eps)
+def roundoff_rtol(dtype):
+    """Relative round-off of the GEMM expansion in ``dtype``, as a scalar of ``dtype`` (so
+    that a kernel given it computes in ``dtype``): 64 ulps of 1. A squared distance below
+    this fraction of its norm terms is indistinguishable from 0, and two distances closer
+    than this (relative to their norm terms) are treated as a tie."""
+    return np.dtype(dtype).type(64 * np.finfo(dtype).eps)
 
 
 def distances_from_sums(sums, shared):
