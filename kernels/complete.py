@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
 from . import launching

@@ -78,7 +78,7 @@ def test_every_launched_kernel_compiles_and_float32_stays_float32(cupy_sim, devi
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     script = Path(__file__).with_name("compile_kernels.py")
     done = subprocess.run([sys.executable, str(script), str(signatures), str(records)],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          check=False, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
     results = json.loads(records.read_text())
