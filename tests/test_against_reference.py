@@ -474,6 +474,28 @@ def test_greedy_complete_exact_ties(p, batch_size):
     _check_completion(p, batch_size)
 
 
+@settings(max_examples=10, **SETTINGS)
+@given(seed=st.integers(0, 2**32 - 1), n_modalities=st.integers(63, 70))
+def test_greedy_complete_matches_reference_beyond_64_modalities(seed, n_modalities):
+    """Rows whose missing patterns differ only in modalities 64 and up must not share a
+    pattern (a 64-bit key per pattern once merged them)."""
+    rng = np.random.default_rng(seed)
+    dims = (1,) * n_modalities
+    z = rng.normal(size=(4, n_modalities))
+    mask = np.ones((4, n_modalities), dtype=bool)
+    mask[:, 0] = False
+    mask[1:, n_modalities - 1] = False
+    mask[2:, n_modalities - 2] = False
+    mask[3, 5] = False
+    centers = 3 * rng.normal(size=(6, n_modalities))
+    centers_mask = rng.random((6, n_modalities)) < 0.5
+    centers_mask[:, 1] = True
+    expected = ref.greedy_complete(z, mask, centers, centers_mask, dims, return_sources=True)
+    got = greedy_complete(z, mask, centers, centers_mask, dims, return_sources=True)
+    np.testing.assert_array_equal(got[2], expected[2])
+    np.testing.assert_allclose(got[0], expected[0])
+
+
 # --------------------------------------------------------------------------- 5. normalisation
 
 

@@ -7,7 +7,14 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from ul4m4_gpu import MultiModalArray, UL4M4Imputer, greedy_complete, lloyd
+from ul4m4_gpu import (
+    MultiModalArray,
+    UL4M4Imputer,
+    greedy_complete,
+    kmeans_plusplus,
+    lloyd,
+    partial_distances,
+)
 from ul4m4_gpu.normalise import fit_modality_stats, normalise
 
 
@@ -192,6 +199,62 @@ def fitted(n=50):
     blocks, mask = make_data(0, n=n)
     data = MultiModalArray.from_modalities(blocks, mask=mask)
     return UL4M4Imputer(n_clusters=3, random_state=0).fit(data), blocks, mask
+
+
+def test_batch_size_is_checked_where_it_is_used():
+    blocks, mask = make_data(0)
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    imputer = UL4M4Imputer(n_clusters=3, random_state=0).fit(data)
+    for bad in (-1, 0, 2.5):
+        imputer.set_params(batch_size=bad)
+        with pytest.raises(ValueError, match="batch_size"):
+            imputer.transform(data)
+    z, centers_mask = data.values, imputer.centers_mask_
+    with pytest.raises(ValueError, match="batch_size"):
+        greedy_complete(np.nan_to_num(z), data.mask, imputer.cluster_centers_, centers_mask,
+                        data.dims, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        lloyd(np.nan_to_num(z), data.mask, data.dims, imputer.cluster_centers_, centers_mask,
+              batch_size=-2)
+
+
+def test_values_other_than_float32_or_float64_are_refused_up_front():
+    values = np.zeros((4, 3), dtype=np.float16)
+    mask = np.ones((4, 2), dtype=bool)
+    with pytest.raises(TypeError, match="values must be float32 or float64, got dtype float16"):
+        MultiModalArray(values, mask, (2, 1))
+    with pytest.raises(TypeError, match="z must be float32 or float64, got dtype float16"):
+        greedy_complete(values, mask, np.zeros((2, 3)), mask[:2], (2, 1))
+
+
+def test_low_level_functions_name_non_finite_observed_values():
+    z = np.array([[np.nan, 1.0], [0.0, 1.0], [2.0, np.inf]])
+    mask = np.array([[True, False], [True, True], [True, False]])  # the inf is not observed
+    centers = np.array([[0.0, 1.0], [2.0, 0.0]])
+    centers_mask = np.ones((2, 2), dtype=bool)
+    dims = (1, 1)
+    for call in (lambda: partial_distances(z, mask, centers, centers_mask, dims),
+                 lambda: greedy_complete(z, mask, centers, centers_mask, dims),
+                 lambda: lloyd(z, mask, dims, centers, centers_mask),
+                 lambda: kmeans_plusplus(z, mask, dims, 2, random_state=0)):
+        with pytest.raises(ValueError, match=r"^z, modality 0: rows \[0\] \(1 in all\) have NaN"):
+            call()
+    z[0, 0] = 1.0
+    bad_centers = centers.copy()
+    bad_centers[1, 1] = np.inf
+    for call in (lambda: partial_distances(z, mask, bad_centers, centers_mask, dims),
+                 lambda: greedy_complete(z, mask, bad_centers, centers_mask, dims),
+                 lambda: lloyd(z, mask, dims, bad_centers, centers_mask)):
+        with pytest.raises(ValueError, match=r"^centers, modality 1: rows \[1\]"):
+            call()
+    centers_mask[1, 1] = False  # an absent modality's values are ignored
+    assert np.isfinite(partial_distances(z, mask, bad_centers, centers_mask, dims)).any()
+
+
+def test_values_beyond_float32_are_named_not_called_inf():
+    big = np.array([[1.0], [1e39], [2.0]])
+    with pytest.raises(ValueError, match=r"modality 'm0': rows \[1\].*beyond the range of float32"):
+        MultiModalArray.from_modalities([big, np.ones((3, 2))])
 
 
 def test_transform_before_fit():

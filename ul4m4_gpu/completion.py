@@ -24,7 +24,7 @@ from .backend import array_module
 from .distances import masked_sq_sums, squared_norms, zero_missing
 from .kernels import complete as complete_kernels
 from .kmeans import PackedRows, default_batch_size
-from .validation import check_packed
+from .validation import check_batch_size, check_finite_packed, check_packed
 
 #: Largest (pattern, candidate, centre) table built for one batch; a batch with more
 #: distinct missing patterns than fit is split in halves.
@@ -110,10 +110,8 @@ def _missing_patterns(missing, dtype):
     """Distinct rows of an (n, M) bool array, as (U, M) ``dtype`` 0/1, and the (n,) index of
     each row's pattern among them."""
     xp = array_module(missing)
-    bits = xp.left_shift(xp.uint64(1), xp.arange(missing.shape[1], dtype=xp.uint64))
-    keys = (missing.astype(xp.uint64) * bits).sum(axis=1, dtype=xp.uint64)
-    _, first, which = xp.unique(keys, return_index=True, return_inverse=True)
-    return missing[first].astype(dtype), which.ravel()
+    patterns, which = xp.unique(missing.astype(xp.uint8), axis=0, return_inverse=True)
+    return patterns.astype(dtype), which.ravel()
 
 
 def pick_sources(scores, missing, centers_mask):
@@ -139,6 +137,7 @@ def completion_sources(rows: PackedRows, pairs: CenterPairs, batch_size: int | N
     """(N, M) int64 source centre of every slot (see :func:`pick_sources`), scoring the
     incomplete rows in batches of ``batch_size`` (default: about 2^24 / K rows, bounding the
     (n, K) arrays); ``progress`` (a tqdm bar, optional) is advanced by the rows done."""
+    check_batch_size(batch_size)
     xp = rows.xp
     sources = xp.full(rows.mask.shape, -1, dtype=xp.int64)
     incomplete = xp.flatnonzero(~rows.mask.all(axis=1))
@@ -189,7 +188,8 @@ def greedy_complete(z, mask, centers, centers_mask, dims, batch_size: int | None
 
     Parameters
     ----------
-    z : (N, D) float array (NumPy or CuPy), normalised; missing slots are ignored.
+    z : (N, D) float32/float64 array (NumPy or CuPy), normalised, finite where observed
+        (else ValueError naming the modality and rows); missing slots are ignored.
     mask : (N, M) bool, True where observed.
     centers : (K, D) float array; values on modalities a centre lacks are ignored.
     centers_mask : (K, M) bool.
@@ -208,6 +208,7 @@ def greedy_complete(z, mask, centers, centers_mask, dims, batch_size: int | None
     rows = PackedRows.build(z, mask, dims)
     check_packed(centers, centers_mask, rows.dims, "centers", "centers_mask")
     xp = array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed
+    check_finite_packed(centers, centers_mask, rows.dims, "centers")
     centers = zero_missing(centers.astype(z.dtype), centers_mask, rows.dims)
     pairs = CenterPairs.build(centers, centers_mask, rows.dims)
     sources = completion_sources(rows, pairs, batch_size)

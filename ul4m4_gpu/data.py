@@ -23,7 +23,7 @@ from .backend import (
     to_numpy,
 )
 from .list_columns import arrow_list_to_dense, cudf_list_columns, cudf_list_to_dense, is_list_type
-from .validation import check_finite_observed, describe_rows
+from .validation import check_finite_observed, check_value_dtype, describe_rows
 
 
 def _as_2d_float(x, name: str):
@@ -49,12 +49,25 @@ def _as_2d_float(x, name: str):
     return x
 
 
+def _check_value_range(values, observed, name: str) -> None:
+    """Raise ``ValueError`` when observed values of one modality (N, d) lie beyond float32's
+    range, so that packing them as float32 would turn them into inf."""
+    if values.dtype == VALUE_DTYPE:
+        return
+    xp = array_module(values)
+    bad = observed & (xp.abs(values) > np.finfo(VALUE_DTYPE).max).any(axis=1)
+    if bool(bad.any()):
+        raise ValueError(f"modality {name!r}: {describe_rows(bad)} have observed values beyond "
+                         f"the range of {np.dtype(VALUE_DTYPE).name} (|x| > "
+                         f"{float(np.finfo(VALUE_DTYPE).max):.3g})")
+
+
 class MultiModalArray:
     """Per-sample embeddings of M modalities, packed into one array, with a missing mask.
 
     Parameters
     ----------
-    values : (N, D) float32 array (NumPy or CuPy); modality m in columns
+    values : (N, D) float32 (or float64) array (NumPy or CuPy); modality m in columns
         ``offsets[m]:offsets[m+1]``. Missing slots are ignored (NaN by convention).
     mask : (N, M) bool array on the same device; True where the modality is observed.
     dims : sequence of M positive ints, the width d_m of each modality.
@@ -85,6 +98,7 @@ class MultiModalArray:
             )
         if mask.dtype != bool:
             raise TypeError(f"mask must be boolean, got dtype {mask.dtype}")
+        check_value_dtype(values.dtype, "values")
         array_module(values, mask, imputed)  # raises when devices are mixed
         self.values = values
         self.mask = mask
@@ -135,11 +149,13 @@ class MultiModalArray:
                     f"mask has shape {tuple(mask.shape)}, expected (n_samples, n_modalities) "
                     f"= {(n, len(arrays))}"
                 )
+        for m, (a, name) in enumerate(zip(arrays, names)):
+            check_finite_observed(a, mask[:, m], name)
+            _check_value_range(a, mask[:, m], name)
         values = xp.concatenate([a.astype(VALUE_DTYPE, copy=False) for a in arrays], axis=1)
         dims = [a.shape[1] for a in arrays]
         out = cls(values, mask, dims, names)
         for m in range(out.n_modalities):
-            check_finite_observed(out.modality(m), out.mask[:, m], out.names[m])
             out.modality(m)[~out.mask[:, m]] = np.nan
         return out
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .backend import array_module
 from .normalise import expand_mask
-from .validation import check_packed
+from .validation import check_finite_packed, check_packed
 
 
 def column_scale(dims, xp, dtype):
@@ -100,7 +100,8 @@ def partial_distances(z, mask, centers, centers_mask, dims):
 
     Parameters
     ----------
-    z : (N, D) float array (NumPy or CuPy), normalised; values on missing slots are ignored.
+    z : (N, D) float32/float64 array (NumPy or CuPy), normalised, finite where observed
+        (else ValueError naming the modality and rows); values on missing slots are ignored.
     mask : (N, M) bool, True where the row observes the modality.
     centers : (K, D) float array; values on modalities a centre lacks are ignored.
     centers_mask : (K, M) bool.
@@ -113,6 +114,8 @@ def partial_distances(z, mask, centers, centers_mask, dims):
     dims = check_packed(z, mask, dims)
     check_packed(centers, centers_mask, dims, "centers", "centers_mask")
     array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed
+    check_finite_packed(z, mask, dims)
+    check_finite_packed(centers, centers_mask, dims, "centers")
     centers = centers.astype(z.dtype, copy=False)
     sums, shared = masked_sq_sums(
         zero_missing(z, mask, dims), mask, zero_missing(centers, centers_mask, dims),

@@ -25,7 +25,7 @@ from .data import MultiModalArray
 from .distances import zero_missing
 from .kmeans import PackedRows, lloyd_loop, seed_plusplus
 from .normalise import denormalise, fit_modality_stats, normalise
-from .validation import check_finite_observed
+from .validation import check_finite_observed, check_finite_packed
 
 MODEL_FORMAT = "ul4m4-imputer/1"
 _FITTED_ARRAYS = ("cluster_centers_", "centers_mask_", "mean_", "scale_", "labels_")
@@ -56,9 +56,7 @@ def check_initial_centers(init, n_clusters: int, dims, device: str):
     empty = ~centers_mask.any(axis=1)
     if bool(empty.any()):
         raise ValueError(f"init centres {to_numpy(xp.flatnonzero(empty)).tolist()} carry no modality")
-    for m in range(n_mod):
-        block = centers[:, sum(dims[:m]):sum(dims[:m + 1])]
-        check_finite_observed(block, centers_mask[:, m], f"init centers, modality {m}")
+    check_finite_packed(centers, centers_mask, dims, "init centers")
     return zero_missing(centers, centers_mask, dims), centers_mask
 
 
@@ -224,8 +222,9 @@ class UL4M4Imputer(BaseEstimator):
     def transform(self, X) -> MultiModalArray:
         """Fill every missing modality of ``X``.
 
-        Returns a MultiModalArray on the estimator's device: (N, D) float32 values with the
-        observed values of ``X`` unchanged, mask all True, and ``imputed`` (N, M) bool equal
+        Returns a MultiModalArray on the estimator's device: (N, D) values of ``X``'s dtype
+        (float32 from the ``MultiModalArray.from_*`` builders) with the observed values of
+        ``X`` unchanged, mask all True, and ``imputed`` (N, M) bool equal
         to the input's ``~mask``.
         """
         data, sources = self._sources(X)

@@ -29,7 +29,7 @@ from .distances import (
     zero_missing,
 )
 from .normalise import expand_mask
-from .validation import check_packed
+from .validation import check_batch_size, check_finite_packed, check_packed
 
 #: D(x) used for the k-means++ draw when a row shares no modality with any seed so far.
 UNREACHABLE_DISTANCE = 1e9
@@ -52,11 +52,12 @@ class PackedRows:
 
     @classmethod
     def build(cls, z, mask, dims, clean: bool = False) -> "PackedRows":
-        """Validate and prepare; ``clean=True`` promises ``z`` is already zero on missing
-        slots (skips a copy)."""
+        """Validate and prepare; ``clean=True`` promises ``z`` is already checked and zero
+        on missing slots (skips the finiteness check and a copy)."""
         dims = check_packed(z, mask, dims)
         array_module(z, mask)  # raises when NumPy and CuPy arrays are mixed
         if not clean:
+            check_finite_packed(z, mask, dims)
             z = zero_missing(z, mask, dims)
         return cls(z, mask, dims, squared_norms(z, dims))
 
@@ -329,7 +330,8 @@ def kmeans_plusplus(z, mask, dims, n_clusters: int, random_state=None):
 
     Parameters
     ----------
-    z : (N, D) float array, normalised (missing slots ignored); mask : (N, M) bool;
+    z : (N, D) float32/float64 array, normalised, finite where observed (else ValueError
+    naming the modality and rows; missing slots are ignored); mask : (N, M) bool;
     dims : M ints; n_clusters : K; random_state : None, int or ``np.random.RandomState``.
 
     Returns
@@ -346,13 +348,16 @@ def lloyd(z, mask, dims, centers, centers_mask, max_iter: int = 100, tol: float 
 
     Parameters
     ----------
-    z : (N, D) float array, normalised (missing slots ignored); mask : (N, M) bool;
+    z : (N, D) float32/float64 array, normalised, finite where observed (else ValueError
+    naming the modality and rows; missing slots are ignored); mask : (N, M) bool;
     dims : M ints; centers : (K, D) initial centres (values on absent modalities ignored);
     centers_mask : (K, M) bool; max_iter, tol : stopping rules; batch_size : rows per
     assignment batch (default: about 2^24 / K).
     """
+    check_batch_size(batch_size)
     rows = PackedRows.build(z, mask, dims)
     check_packed(centers, centers_mask, rows.dims, "centers", "centers_mask")
     array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed
+    check_finite_packed(centers, centers_mask, rows.dims, "centers")
     centers = zero_missing(centers.astype(rows.z.dtype), centers_mask, rows.dims)
     return lloyd_loop(rows, centers, centers_mask, max_iter, tol, batch_size)

@@ -5,6 +5,8 @@ Each check raises early with a message that names the argument, the modality and
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .backend import array_module, to_numpy
@@ -33,6 +35,33 @@ def check_finite_observed(values, observed, name: str) -> None:
         )
 
 
+def check_finite_packed(z, mask, dims, argument: str = "z") -> None:
+    """Raise ``ValueError`` naming the argument, the first offending modality and its rows
+    when an observed slot of a packed array holds NaN or inf (one host sync).
+
+    z : (N, D) float array; mask : (N, M) bool; dims : M ints. Missing slots are ignored.
+    """
+    xp = array_module(z, mask)
+    finite = xp.isfinite(z)
+    bounds = np.cumsum([0, *dims])
+    finite_slots = xp.stack([finite[:, start:stop].all(axis=1)
+                             for start, stop in zip(bounds[:-1], bounds[1:])], axis=1)
+    bad = mask & ~finite_slots
+    if bool(bad.any()):
+        m = int(to_numpy(bad.any(axis=0)).argmax())
+        raise ValueError(f"{argument}, modality {m}: {describe_rows(bad[:, m])} have NaN or inf "
+                         "in observed values")
+
+
+def check_batch_size(batch_size) -> None:
+    """Raise ``ValueError`` unless ``batch_size`` is None or an int ≥ 1."""
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
+
+
 def check_dims(dims, n_columns: int, argument: str = "z") -> tuple[int, ...]:
     """Validate ``dims`` against the packed width of ``argument``; return it as a tuple."""
     dims = tuple(int(d) for d in dims)
@@ -45,12 +74,17 @@ def check_dims(dims, n_columns: int, argument: str = "z") -> tuple[int, ...]:
     return dims
 
 
+def check_value_dtype(dtype, argument: str) -> None:
+    """Raise ``TypeError`` unless ``dtype`` is float32 or float64 (what the kernels take)."""
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"{argument} must be float32 or float64, got dtype {dtype}")
+
+
 def check_packed(z, mask, dims, z_name: str = "z", mask_name: str = "mask"):
     """Validate a packed (N, D) float array and its (N, M) bool mask; return ``dims``."""
     if z.ndim != 2:
         raise ValueError(f"{z_name} must be 2-D (n, D), got shape {tuple(z.shape)}")
-    if z.dtype.kind != "f":
-        raise TypeError(f"{z_name} must be a float array, got dtype {z.dtype}")
+    check_value_dtype(z.dtype, z_name)
     dims = check_dims(dims, z.shape[1], z_name)
     if mask.shape != (z.shape[0], len(dims)):
         raise ValueError(
