@@ -257,6 +257,28 @@ def test_values_beyond_float32_are_named_not_called_inf():
         MultiModalArray.from_modalities([big, np.ones((3, 2))])
 
 
+def test_modalities_are_matched_by_name():
+    blocks, mask = make_data(0)
+    names = ["img", "txt", "aud"][:len(blocks)]
+    data = MultiModalArray.from_modalities(blocks, mask=mask, names=names)
+    imputer = UL4M4Imputer(n_clusters=3, random_state=0).fit(data)
+    expected, sources = imputer.transform(data), imputer.imputation_sources(data)
+    order = names[::-1]
+    shuffled = data.select(order)
+    got = imputer.transform(shuffled)
+    assert got.names == tuple(order)
+    for name in names:
+        np.testing.assert_array_equal(got.modality(name), expected.modality(name))
+        np.testing.assert_array_equal(got.imputed[:, got.index(name)],
+                                      expected.imputed[:, expected.index(name)])
+    np.testing.assert_array_equal(imputer.imputation_sources(shuffled), sources[:, ::-1])
+    renamed = MultiModalArray(data.values, data.mask, data.dims, ["image", *names[1:]])
+    with pytest.raises(ValueError, match=r"missing: \['img'\], unexpected: \['image'\]"):
+        imputer.transform(renamed)
+    unnamed = MultiModalArray(data.values, data.mask, data.dims)  # m0, m1, ...: by position
+    np.testing.assert_array_equal(imputer.transform(unnamed).values, expected.values)
+
+
 def test_transform_before_fit():
     blocks, mask = make_data(0)
     with pytest.raises(NotFittedError, match="not fitted"):

@@ -132,6 +132,30 @@ def test_streamed_fit_then_transform_matches_fit_transform(dataset, tmp_path):
                                    rtol=1e-5, atol=1e-5)
 
 
+def test_transform_matches_modality_columns_by_name(dataset, tmp_path):
+    """A file whose modality columns come in another order is completed as the fitted
+    order says (once it was read by position, silently wrong); other names are refused."""
+    path, x, mask = dataset
+    imputer = UL4M4Imputer(n_clusters=K, init=explicit_init(x, mask), device="cpu")
+    fitted = imputer.fit(read_table(path).data)
+    transform_parquet(path, tmp_path / "in_order.parquet", fitted)
+    table = pq.read_table(path)
+    pq.write_table(table.select(["id", "aud", "tag", "img", "txt"]), tmp_path / "shuffled.parquet")
+    transform_parquet(tmp_path / "shuffled.parquet", tmp_path / "out.parquet", fitted)
+    expected, got = pq.read_table(tmp_path / "in_order.parquet"), pq.read_table(tmp_path / "out.parquet")
+    for name in ("id", "tag", *NAMES):
+        assert got.column(name).equals(expected.column(name)), name
+    flags = dict(zip(("aud", "img", "txt"), np.stack(got.column("imputed").to_numpy(
+        zero_copy_only=False)).T))  # the flags follow the file's modality order
+    for m, name in enumerate(NAMES):
+        np.testing.assert_array_equal(flags[name], ~mask[:, m])
+    pq.write_table(table.rename_columns(["id", "image", "tag", "txt", "aud"]),
+                   tmp_path / "renamed.parquet")
+    with pytest.raises(ValueError, match=r"missing: \['img'\], unexpected: \['image'\]"):
+        transform_parquet(tmp_path / "renamed.parquet", tmp_path / "out2.parquet", fitted)
+    assert not (tmp_path / "out2.parquet").exists()
+
+
 def test_errors(dataset, tmp_path):
     path, x, mask = dataset
     imputer = UL4M4Imputer(n_clusters=K, random_state=0, device="cpu")

@@ -23,7 +23,12 @@ from .backend import (
     to_numpy,
 )
 from .list_columns import arrow_list_to_dense, cudf_list_columns, cudf_list_to_dense, is_list_type
-from .validation import check_finite_observed, check_value_dtype, describe_rows
+from .validation import (
+    check_finite_observed,
+    check_value_dtype,
+    default_modality_names,
+    describe_rows,
+)
 
 
 def _as_2d_float(x, name: str):
@@ -82,7 +87,7 @@ class MultiModalArray:
         dims = tuple(int(d) for d in dims)
         if not dims or any(d < 1 for d in dims):
             raise ValueError(f"dims must be a non-empty sequence of positive ints, got {dims}")
-        names = tuple(f"m{m}" for m in range(len(dims))) if names is None else tuple(map(str, names))
+        names = default_modality_names(len(dims)) if names is None else tuple(map(str, names))
         if len(names) != len(dims):
             raise ValueError(f"got {len(names)} names for {len(dims)} modalities")
         if len(set(names)) != len(names):
@@ -127,7 +132,7 @@ class MultiModalArray:
         modalities = list(modalities)
         if not modalities:
             raise ValueError("need at least one modality, got an empty list")
-        names = [f"m{m}" for m in range(len(modalities))] if names is None else list(names)
+        names = list(default_modality_names(len(modalities)) if names is None else names)
         if len(names) != len(modalities):
             raise ValueError(f"got {len(names)} names for {len(modalities)} modalities")
         device = resolve_device(device)
@@ -279,6 +284,16 @@ class MultiModalArray:
         rows = xp.asarray(rows)
         imputed = None if self.imputed is None else self.imputed[rows]
         return MultiModalArray(self.values[rows], self.mask[rows], self.dims, self.names, imputed)
+
+    def select(self, names) -> "MultiModalArray":
+        """A new array holding the modalities ``names`` (a sequence of names or indices), in
+        that order, copied."""
+        order = [self.index(name) for name in names]
+        xp = array_module(self.values)
+        values = xp.concatenate([self.modality(m) for m in order], axis=1)
+        imputed = None if self.imputed is None else self.imputed[:, order]
+        return MultiModalArray(values, self.mask[:, order], [self.dims[m] for m in order],
+                               [self.names[m] for m in order], imputed)
 
     def to(self, device: str) -> "MultiModalArray":
         """The same data on ``device`` (no copy when it is already there)."""

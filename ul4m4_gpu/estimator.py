@@ -25,7 +25,7 @@ from .data import MultiModalArray
 from .distances import zero_missing
 from .kmeans import PackedRows, lloyd_loop, seed_plusplus
 from .normalise import denormalise, fit_modality_stats, normalise
-from .validation import check_finite_observed, check_finite_packed
+from .validation import check_finite_observed, check_finite_packed, in_fitted_order
 
 MODEL_FORMAT = "ul4m4-imputer/1"
 _FITTED_ARRAYS = ("cluster_centers_", "centers_mask_", "mean_", "scale_", "labels_")
@@ -225,9 +225,10 @@ class UL4M4Imputer(BaseEstimator):
         Returns a MultiModalArray on the estimator's device: (N, D) values of ``X``'s dtype
         (float32 from the ``MultiModalArray.from_*`` builders) with the observed values of
         ``X`` unchanged, mask all True, and ``imputed`` (N, M) bool equal
-        to the input's ``~mask``.
+        to the input's ``~mask``; modalities in ``X``'s order. ``X``'s modalities are matched
+        to the fitted ones by name (see :func:`~ul4m4_gpu.validation.in_fitted_order`).
         """
-        data, sources = self._sources(X)
+        data, sources, given = self._sources(X)
         xp = array_module(data.values)
         missing = ~data.mask
         centers_x = denormalise(self.cluster_centers_.astype(xp.float64), self.mean_, self.scale_)
@@ -239,17 +240,25 @@ class UL4M4Imputer(BaseEstimator):
             names = [data.names[m] for m in np.flatnonzero(mean_filled)]
             warnings.warn(f"modalities {names} were filled with the training mean: no centre "
                           "carries them", UserWarning, stacklevel=2)
-        return MultiModalArray(values, xp.ones_like(data.mask), data.dims, data.names,
-                               imputed=missing)
+        completed = MultiModalArray(values, xp.ones_like(data.mask), data.dims, data.names,
+                                    imputed=missing)
+        return completed if given == data.names else completed.select(given)
 
     def imputation_sources(self, X):
         """(N, M) int64 index of the centre each missing slot of ``X`` is copied from; −1 for
-        observed slots and for modalities no centre carries (filled with the mean)."""
-        return self._sources(X)[1]
+        observed slots and for modalities no centre carries (filled with the mean).
+        Columns in ``X``'s modality order."""
+        data, sources, given = self._sources(X)
+        return sources[:, [data.index(name) for name in given]]
 
     def _sources(self, X):
+        """(X in the fitted modality order, its (N, M) sources, X's own modality names)."""
         self._check_fitted()
         data = self._check_data(X, self.device_)
+        given = data.names
+        fitted_order = in_fitted_order(given, self.modality_names_)
+        if fitted_order != given:
+            data = data.select(fitted_order)
         if data.dims != tuple(self.dims_):
             raise ValueError(
                 f"X has modality dims {data.dims} but the imputer was fitted on {tuple(self.dims_)}"
@@ -260,7 +269,7 @@ class UL4M4Imputer(BaseEstimator):
         with tqdm(total=int((~data.mask).any(axis=1).sum()), desc="greedy completion",
                   unit="row", disable=not self.verbose, leave=False) as bar:
             sources = completion_sources(rows, pairs, self.batch_size, progress=bar)
-        return data, sources
+        return data, sources, given
 
     def fit_transform(self, X, y=None) -> MultiModalArray:
         """``fit(X).transform(X)``."""

@@ -91,7 +91,7 @@ from .io import (
 from .kmeans import PackedRows, assign, cluster_statistics, inertia, lloyd_over_passes, seed_plusplus
 from .list_columns import arrow_list_to_dense, cudf_list_to_dense, is_numeric_list_type
 from .normalise import normalise, scale_from_moments
-from .validation import check_finite_observed
+from .validation import check_finite_observed, in_fitted_order
 
 #: Default rows per streamed batch.
 DEFAULT_BATCH_ROWS = 65536
@@ -393,12 +393,12 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
     names, n_rows = source.modalities, source.n_rows
     if n_rows == 0:
         raise ValueError(f"empty input: {source.path} has 0 rows")
-    with tqdm(total=n_rows, desc="normalisation statistics", unit="row", leave=False,
-              disable=not imputer.verbose) as progress:
-        dims, counts, mean, m2 = _moments_pass(source, batch_rows, device, progress)
     if imputer.n_clusters > n_rows:
         raise ValueError(
             f"n_clusters={imputer.n_clusters} is larger than the number of rows ({n_rows})")
+    with tqdm(total=n_rows, desc="normalisation statistics", unit="row", leave=False,
+              disable=not imputer.verbose) as progress:
+        dims, counts, mean, m2 = _moments_pass(source, batch_rows, device, progress)
     scale = scale_from_moments(counts, m2, dims, imputer.ddof)
     batches = _Normalised(source, batch_rows, names, dims, mean, scale, device)
 
@@ -472,10 +472,10 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
     imputer._check_fitted()
     source = ParquetSource.open(path_in)
     path_out = check_parquet_output(path_out, source)
-    names, dims = source.modalities, tuple(imputer.dims_)
-    if len(names) != len(dims):
-        raise ValueError(f"{source.path} has {len(names)} modality columns {list(names)} but "
-                         f"the imputer was fitted on {len(dims)} {list(imputer.modality_names_)}")
+    names = source.modalities
+    fitted_dims = dict(zip(in_fitted_order(names, imputer.modality_names_, str(source.path)),
+                           imputer.dims_))
+    dims = tuple(fitted_dims[name] for name in names)
     schema = output_schema(source)
     filled = 0
     seen_warnings = set()

@@ -62,6 +62,31 @@ def check_batch_size(batch_size) -> None:
         raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
 
 
+def default_modality_names(count: int) -> tuple[str, ...]:
+    """``("m0", "m1", ...)``: the names of ``count`` modalities given without names."""
+    return tuple(f"m{m}" for m in range(count))
+
+
+def in_fitted_order(names, fitted, where: str = "X") -> tuple[str, ...]:
+    """``names`` (the modalities of some data) arranged in the order of ``fitted`` (those an
+    imputer was fitted on).
+
+    The same names in another order are reordered; where either side has the default
+    names (``m0``, ``m1``, ...) the modalities match by position. Anything else raises
+    ``ValueError`` naming the missing and the unexpected modalities of ``where``.
+    """
+    names, fitted = tuple(names), tuple(fitted)
+    if len(names) == len(fitted):
+        if set(names) == set(fitted):
+            return fitted
+        if default_modality_names(len(names)) in (names, fitted):
+            return names
+    missing = [n for n in fitted if n not in names]
+    unexpected = [n for n in names if n not in fitted]
+    raise ValueError(f"{where} has modalities {list(names)} but the imputer was fitted on "
+                     f"{list(fitted)} (missing: {missing}, unexpected: {unexpected})")
+
+
 def check_dims(dims, n_columns: int, argument: str = "z") -> tuple[int, ...]:
     """Validate ``dims`` against the packed width of ``argument``; return it as a tuple."""
     dims = tuple(int(d) for d in dims)
