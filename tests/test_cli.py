@@ -109,3 +109,95 @@ def test_fit_with_too_many_clusters_fails_cleanly(tmp_path, npz_input, capsys):
     assert main(["fit", str(path), "-o", str(model), "--k", "500"]) == 1
     assert "n_clusters=500" in capsys.readouterr().err
     assert not model.exists()
+
+
+def one_error_line(capsys) -> str:
+    """The single ``ul4m4: error:`` line the last failed command printed."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ul4m4: error:"), lines
+    return lines[0]
+
+
+def test_bad_model_files_give_one_line_naming_them(tmp_path, npz_input, capsys):
+    path, _, _ = npz_input
+    model, out = tmp_path / "model.npz", tmp_path / "out.npz"
+    assert main(["fit", str(path), "-o", str(model), "--k", "3"]) == 0
+    capsys.readouterr()
+    empty, truncated = tmp_path / "empty.npz", tmp_path / "truncated.npz"
+    empty.write_bytes(b"")
+    truncated.write_bytes(model.read_bytes()[:300])
+    for bad in (empty, truncated):
+        assert main(["impute", str(path), "-o", str(out), "--model", str(bad)]) == 1
+        assert str(bad) in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_output_is_checked_before_reading_and_fitting(tmp_path, capsys):
+    absent = tmp_path / "absent.npz"  # the output error comes first: nothing was read
+    cases = [
+        (["fit", absent, "-o", tmp_path / "nodir" / "m.npz"], "directory"),
+        (["fit", absent, "-o", tmp_path], "is a directory"),
+        (["impute", absent, "-o", tmp_path / "out.parquet"], "must be a .npz file"),
+        (["impute", absent, "-o", tmp_path / "nodir" / "out.npz", "--workers", "2"],
+         "does not exist"),
+    ]
+    for args, message in cases:
+        assert main([str(a) for a in args]) == 1
+        line = one_error_line(capsys)
+        assert message in line and "cannot read" not in line and ".tmp" not in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int_options_and_model_options_are_checked(tmp_path, npz_input, capsys):
+    path, _, _ = npz_input
+    out = tmp_path / "out.npz"
+    for args, message in (
+            (["fit", path, "-o", tmp_path / "m.npz", "--seed", "-1"], "--seed must be >= 0, got -1"),
+            (["fit", path, "-o", tmp_path / "m.npz", "--k", "0"], "--k must be >= 1, got 0"),
+            (["fit", path, "-o", tmp_path / "m.npz", "--max-iter", "0"], "--max-iter must be >= 1"),
+            (["impute", path, "-o", out, "--model", path, "--k", "5"], "do not apply with --model"),
+            (["bench-quality", "--out", path, "--quick"], "it is a file"),
+            (["bench-quality", "--out", tmp_path / "q", "--seeds", "0"], "--seeds must be >= 1"),
+            (["bench-quality", "--out", tmp_path / "q", "--k", "8", "0"], "--k must be >= 1, got 0")):
+        assert main([str(a) for a in args]) == 1
+        assert message in one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz"]
+
+
+def test_impute_with_a_model_accepts_a_modality_missing_in_every_row(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    n = 40
+    img = [list(map(float, r)) for r in rng.normal(size=(n, 4))]
+    txt = [None if i % 4 == 0 else list(map(float, r)) for i, r in enumerate(rng.normal(size=(n, 2)))]
+    pq.write_table(pa.table({"img": img, "txt": txt}), tmp_path / "train.parquet")
+    model = tmp_path / "model.npz"
+    assert main(["fit", str(tmp_path / "train.parquet"), "-o", str(model), "--k", "3"]) == 0
+    new = pa.table({"img": img[:2], "txt": pa.array([None, None], pa.list_(pa.float64()))})
+    pq.write_table(new, tmp_path / "new.parquet")
+    out = tmp_path / "out.parquet"
+    assert main(["impute", str(tmp_path / "new.parquet"), "-o", str(out), "--model", str(model)]) == 0
+    completed = pq.read_table(out)
+    assert completed.column("txt").null_count == 0
+    assert [len(cell) for cell in completed.column("txt").to_pylist()] == [2, 2]
+    pq.write_table(new.slice(0, 0), tmp_path / "empty.parquet")
+    assert main(["impute", str(tmp_path / "empty.parquet"), "-o", str(tmp_path / "o2.parquet"),
+                 "--model", str(model)]) == 1
+    assert "0 rows" in one_error_line(capsys)
+
+
+def test_streamed_fit_errors_are_one_line_with_global_rows(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    img = rng.normal(size=(30, 3))
+    img[23, 1] = np.inf
+    pq.write_table(pa.table({"img": [list(map(float, r)) for r in img],
+                             "txt": [list(map(float, r)) for r in rng.normal(size=(30, 2))]}),
+                   tmp_path / "inf.parquet", row_group_size=10)
+    assert main(["fit", str(tmp_path / "inf.parquet"), "-o", str(tmp_path / "m.npz"), "--k", "2",
+                 "--stream", "--batch-rows", "10"]) == 1
+    assert "modality 'img': rows [23] (1 in all) have NaN or inf" in one_error_line(capsys)
+    table = pa.table({"a": [[1.0, 2.0]] * 5})
+    dup = pa.Table.from_arrays([table.column("a"), table.column("a")], names=["a", "a"])
+    pq.write_table(dup, tmp_path / "dup.parquet")
+    assert main(["fit", str(tmp_path / "dup.parquet"), "-o", str(tmp_path / "m.npz"), "--k", "2",
+                 "--stream"]) == 1
+    assert "column names ['a'] appear more than once" in one_error_line(capsys)

@@ -395,6 +395,23 @@ def test_load_rejects_other_files(tmp_path):
         UL4M4Imputer.load(path)
 
 
+def test_load_names_the_file_for_empty_truncated_or_incomplete_models(tmp_path):
+    blocks, mask = make_data(0)
+    model = tmp_path / "model.npz"
+    UL4M4Imputer(n_clusters=3, random_state=0).fit(
+        MultiModalArray.from_modalities(blocks, mask=mask)).save(model)
+    empty, truncated, incomplete = (tmp_path / f"{name}.npz"
+                                    for name in ("empty", "truncated", "incomplete"))
+    empty.write_bytes(b"")
+    truncated.write_bytes(model.read_bytes()[:300])
+    with np.load(model, allow_pickle=False) as archive:
+        entries = {name: archive[name] for name in archive.files if name != "cluster_centers_"}
+    np.savez(incomplete, **entries)
+    for path, reason in ((empty, ""), (truncated, ""), (incomplete, "no entry 'cluster_centers_'")):
+        with pytest.raises(ValueError, match=rf"model from {path}: .*{reason}"):
+            UL4M4Imputer.load(path)
+
+
 def test_batching_and_pattern_splits_do_not_change_the_result(monkeypatch):
     import ul4m4_gpu.completion as completion
 

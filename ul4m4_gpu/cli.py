@@ -20,12 +20,30 @@ from pathlib import Path
 
 from .backend import DEVICES
 from .estimator import UL4M4Imputer
-from .io import InputFileError, atomic_write, read_table, write_table
+from .io import (
+    InputFileError,
+    OutputFileError,
+    atomic_write,
+    check_output_path,
+    input_format,
+    read_table,
+    write_table,
+)
 
-def _add_common(parser: argparse.ArgumentParser, k_default) -> None:
+#: Defaults of --k and --seed; ``impute`` applies them only when it fits (no --model).
+K_DEFAULT, SEED_DEFAULT = 64, 0
+
+#: (option, smallest value) of the integer options, checked by :func:`check_int_options`.
+INT_OPTIONS = (("--k", 1), ("--seed", 0), ("--max-iter", 1), ("--workers", 1),
+               ("--batch-rows", 1), ("--seeds", 1))
+
+
+def _add_common(parser: argparse.ArgumentParser, k_default, when: str = "") -> None:
     parser.add_argument("--k", type=int, default=k_default, metavar="K",
-                        help="number of clusters (centres)" + (f"; default {k_default}" if k_default else ""))
-    parser.add_argument("--seed", type=int, default=0, help="random seed; default 0")
+                        help=f"number of clusters (centres); default {k_default or K_DEFAULT}"
+                             + when)
+    parser.add_argument("--seed", type=int, default=None if when else SEED_DEFAULT,
+                        help=f"random seed; default {SEED_DEFAULT}" + when)
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where to compute; default auto (GPU if CuPy sees one)")
 
@@ -87,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("input", type=Path, help="input .npz, .parquet or directory of .parquet")
     impute.add_argument("-o", "--output", type=Path, required=True,
                         help="output file, same format as INPUT")
-    impute.add_argument("--model", type=Path, help="a model written by 'ul4m4 fit'")
-    _add_common(impute, 64)
+    impute.add_argument("--model", type=Path, help="a model written by 'ul4m4 fit' (then "
+                                                    "--k and --seed do not apply)")
+    _add_common(impute, None, when=" (fitting on INPUT, without --model)")
     _add_scale(impute)
     quality = commands.add_parser(
         "bench-quality", help="compare UL4M4 with baseline imputers on a data set",
@@ -126,15 +145,21 @@ def run_demo_command(args) -> None:
     print(f"\ntotal {time.perf_counter() - start:.1f} s")
 
 
+def check_int_options(args) -> None:
+    """Raise ``ValueError`` naming the first integer option (:data:`INT_OPTIONS`) given a
+    value below its minimum (``--k`` of bench-quality takes several)."""
+    for option, minimum in INT_OPTIONS:
+        value = getattr(args, option.lstrip("-").replace("-", "_"), None)
+        for number in value if isinstance(value, list) else [value]:
+            if number is not None and number < minimum:
+                raise ValueError(f"{option} must be >= {minimum}, got {number}")
+
+
 def _scale_mode(args) -> str:
     """"memory", "stream" or "dask", after checking the scaling options (ValueError)."""
     if args.workers is not None and args.scheduler is not None:
         raise ValueError("--workers and --scheduler exclude each other: start a local "
                          "cluster or connect to one")
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    if args.batch_rows is not None and args.batch_rows < 1:
-        raise ValueError(f"--batch-rows must be >= 1, got {args.batch_rows}")
     distributed = args.workers is not None or args.scheduler is not None
     if args.stream and distributed:
         raise ValueError("--stream runs in this process; it excludes --workers and --scheduler")
@@ -155,6 +180,7 @@ def _batch_rows(args) -> int:
 
 def run_fit_command(args) -> None:
     mode = _scale_mode(args)
+    check_output_path(args.output)  # before a long fit
     if mode == "dask":
         from .cli_dask import run_dask_command
 
@@ -192,16 +218,20 @@ def load_model(args) -> UL4M4Imputer:
 
 def run_impute_command(args) -> None:
     mode = _scale_mode(args)
+    if args.model is not None and (args.k is not None or args.seed is not None):
+        raise ValueError("--k and --seed set up a fit on INPUT; they do not apply with --model, "
+                         "which is already fitted")
+    args.k = K_DEFAULT if args.k is None else args.k
+    args.seed = SEED_DEFAULT if args.seed is None else args.seed
+    check_output_path(args.output, input_format(args.input), args.input)  # before a long fit
     if mode == "dask":
         from .cli_dask import run_dask_command
 
         return run_dask_command(args, fit_only=False)
     if mode == "stream":
-        from .streaming import (ParquetSource, check_parquet_output, fit_parquet,
-                                transform_parquet)
+        from .streaming import ParquetSource, fit_parquet, transform_parquet
 
         source = ParquetSource.open(args.input)
-        check_parquet_output(args.output, source)  # before a long fit
         if args.model is not None:
             imputer = load_model(args)
         else:
@@ -212,10 +242,12 @@ def run_impute_command(args) -> None:
                                      batch_rows=_batch_rows(args))
         print_filled(args, n_filled, source.n_rows)
         return
-    table = read_table(args.input, device=args.device)
     if args.model is not None:
         imputer = load_model(args)
+        widths = dict(zip(imputer.modality_names_, imputer.dims_))
+        table = read_table(args.input, device=args.device, widths=widths)
     else:
+        table = read_table(args.input, device=args.device)
         imputer = UL4M4Imputer(n_clusters=args.k, random_state=args.seed, device=args.device,
                                verbose=int(progress_enabled(args))).fit(table.data)
     completed = imputer.transform(table.data)
@@ -230,6 +262,8 @@ def run_bench_quality_command(args) -> None:
 
     chosen = {key: value for key, value in (("seeds", args.seeds), ("n_clusters", args.k),
                                             ("configs", args.missing)) if value is not None}
+    if args.out.exists() and not args.out.is_dir():
+        raise OutputFileError(f"cannot write results to {args.out}: it is a file, not a folder")
     make = HarnessSettings.quick if args.quick else HarnessSettings
     settings = make(device=args.device, **chosen)
     data, labels = load_mfeat(device=args.device)
@@ -250,6 +284,7 @@ def main(argv=None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            check_int_options(args)
             COMMANDS[args.command](args)
     except (InputFileError, ValueError, TypeError, RuntimeError, OSError) as error:
         message = " ".join(str(error).split())

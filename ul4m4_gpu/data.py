@@ -177,19 +177,21 @@ class MultiModalArray:
         return cls.from_modalities([modalities[n] for n in names], mask=mask, names=names, device=device)
 
     @classmethod
-    def from_arrow(cls, table, columns=None, device: str = "auto"):
+    def from_arrow(cls, table, columns=None, device: str = "auto", widths=None):
         """Pack an Arrow table with one list column per modality (null = missing).
 
         ``columns`` names the modality columns (default: every list-typed column). Every
-        non-null cell of a column must have the same length.
+        non-null cell of a column must have the same length; ``widths`` (optional
+        ``{name: d_m}``, e.g. a fitted imputer's) fixes it, and lets a column be null in
+        every row (new data missing that modality throughout).
         """
         if columns is None:
             columns = [f.name for f in table.schema if is_list_type(f.type)]
         return cls._from_list_columns(columns, table.column_names, table.column,
-                                      arrow_list_to_dense, device)
+                                      arrow_list_to_dense, device, widths)
 
     @classmethod
-    def from_dataframe(cls, frame, columns=None, device: str = "auto"):
+    def from_dataframe(cls, frame, columns=None, device: str = "auto", widths=None):
         """Pack a pandas or cuDF DataFrame with one list-valued column per modality
         (null/None = missing); see :meth:`from_arrow`. A cuDF frame is unpacked on the GPU
         (its values never go through the host)."""
@@ -199,21 +201,22 @@ class MultiModalArray:
             if columns is None:
                 columns = cudf_list_columns(frame)
             return cls._from_list_columns(columns, list(frame.columns), frame.__getitem__,
-                                          cudf_list_to_dense, device)
+                                          cudf_list_to_dense, device, widths)
         return cls.from_arrow(pa.Table.from_pandas(frame, preserve_index=False),
-                              columns=columns, device=device)
+                              columns=columns, device=device, widths=widths)
 
     @classmethod
-    def _from_list_columns(cls, columns, available, column, to_dense, device):
+    def _from_list_columns(cls, columns, available, column, to_dense, device, widths):
         """Pack the named list columns: ``column(name)`` gives one, ``to_dense(column,
-        name)`` its (values, observed)."""
+        name, width)`` its (values, observed); ``widths``: optional ``{name: d_m}``."""
         if not columns:
             raise ValueError("the table has no list columns to read as modalities")
+        widths = widths or {}
         arrays, masks = [], []
         for name in columns:
             if name not in available:
                 raise ValueError(f"no column named {name!r}; columns are {available}")
-            values, observed = to_dense(column(name), name)
+            values, observed = to_dense(column(name), name, widths.get(name))
             arrays.append(values)
             masks.append(observed)
         mask = array_module(*masks).stack(masks, axis=1)

@@ -12,6 +12,7 @@ import json
 import numbers
 import os
 import warnings
+import zipfile
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -299,25 +300,32 @@ class UL4M4Imputer(BaseEstimator):
 
     @classmethod
     def load(cls, path, device: str | None = None) -> "UL4M4Imputer":
-        """Read a model written by :meth:`save`; ``device`` overrides the saved device."""
+        """Read a model written by :meth:`save`; ``device`` overrides the saved device.
+        Raises ``ValueError`` naming the file when it is not such a model (unreadable,
+        truncated, or missing an entry)."""
         try:
             with np.load(os.fspath(path), allow_pickle=False) as archive:
                 meta = json.loads(str(archive["meta"]))
                 arrays = {name: archive[name] for name in archive.files if name != "meta"}
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
-            raise ValueError(f"cannot read a UL4M4Imputer model from {path!s}: {error}") from None
-        if meta.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{path!s} is not a {MODEL_FORMAT} model file")
-        params = meta["params"]
-        if params["init"] == "explicit":
-            params["init"] = (arrays["init_centers"], arrays["init_centers_mask"])
-        if device is not None:
-            params["device"] = device
-        model = cls(**params)
+            if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+                raise ValueError(f"it is not a {MODEL_FORMAT} model file")
+            params = meta["params"]
+            if params["init"] == "explicit":
+                params["init"] = (arrays["init_centers"], arrays["init_centers_mask"])
+            fitted = {name: arrays[name] for name in _FITTED_ARRAYS}
+            attributes = (tuple(meta["dims"]), tuple(meta["modality_names"]), meta["n_iter"],
+                          meta["inertia"])
+            if device is not None:
+                params["device"] = device
+            model = cls(**params)
+        except KeyError as error:
+            raise ValueError(f"cannot read a UL4M4Imputer model from {path!s}: it has no "
+                             f"entry {error}") from None
+        except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile) as error:
+            raise ValueError(f"cannot read a UL4M4Imputer model from {path!s}: "
+                             f"{' '.join(str(error).split())}") from None
         model.device_ = resolve_device(model.device)
-        for name in _FITTED_ARRAYS:
-            setattr(model, name, to_device(arrays[name], model.device_))
-        model.dims_ = tuple(meta["dims"])
-        model.modality_names_ = tuple(meta["modality_names"])
-        model.n_iter_, model.inertia_ = meta["n_iter"], meta["inertia"]
+        for name, array in fitted.items():
+            setattr(model, name, to_device(array, model.device_))
+        model.dims_, model.modality_names_, model.n_iter_, model.inertia_ = attributes
         return model

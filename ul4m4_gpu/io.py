@@ -83,20 +83,22 @@ class Table:
 
 
 # ---------------------------------------------------------------------------- reading
-def read_table(path, device: str = "cpu") -> Table:
+def read_table(path, device: str = "cpu", widths=None) -> Table:
     """Read an ``.npz`` file, a ``.parquet`` file or a directory of ``.parquet`` files.
 
-    ``device`` (``"auto"``, ``"cpu"`` or ``"cuda"``) is where ``Table.data`` lives. Raises
-    :class:`InputFileError`, with a one-line message naming the file and the problem, for
-    any problem with the file.
+    ``device`` (``"auto"``, ``"cpu"`` or ``"cuda"``) is where ``Table.data`` lives.
+    ``widths`` (optional ``{name: d_m}``, a fitted model's) lets a Parquet modality column
+    be null in every row. Raises :class:`InputFileError`, with a one-line message naming the
+    file and the problem, for any problem with the file.
     """
     path = Path(path)
     device = resolve_device(device)
     try:
         if not path.exists():
             raise FileNotFoundError("no such file or directory")
-        reader = _read_npz if input_format(path) == "npz" else _read_parquet
-        return reader(path, device)
+        if input_format(path) == "npz":
+            return _read_npz(path, device)
+        return _read_parquet(path, device, widths)
     except READ_ERRORS as exc:
         raise InputFileError(f"cannot read {path}: {one_line(exc)}") from exc
 
@@ -166,15 +168,17 @@ def _npz_modality_names(arrays: dict[str, np.ndarray]) -> list[str]:
     return names
 
 
-def _read_parquet(path: Path, device: str) -> Table:
+def _read_parquet(path: Path, device: str, widths) -> Table:
     """Read a parquet file or directory; see the module docstring for the layout."""
     table = _read_parquet_dataset(path)
+    if table.num_rows == 0:
+        raise ValueError("the data set has 0 rows")
     if IMPUTED_KEY in table.column_names:
         table = table.drop_columns([IMPUTED_KEY])
     names = [field.name for field in table.schema if is_numeric_list_type(field.type)]
     if not names:
         raise ValueError("no column of lists of numbers to read as a modality")
-    data = MultiModalArray.from_arrow(table, columns=names, device=device)
+    data = MultiModalArray.from_arrow(table, columns=names, device=device, widths=widths)
     return Table(data, table.drop_columns(names), "parquet", tuple(table.column_names), path)
 
 
@@ -231,15 +235,27 @@ def write_table(table: Table, completed: MultiModalArray, path) -> None:
         atomic_write(path, lambda tmp: pq.write_table(output, str(tmp)))
 
 
-def _check_output(table: Table, completed: MultiModalArray, path: Path) -> None:
-    """Raise when ``path`` or ``completed`` does not fit ``table``."""
-    if path.suffix.lower() != f".{table.fmt}":
+def check_output_path(path, fmt: str | None = None, like=None) -> Path:
+    """``path`` as a ``Path`` if a file can be written there: its directory exists, it is
+    not itself a directory, and its suffix is ``.fmt`` when ``fmt`` (``"npz"`` or
+    ``"parquet"``) is given, the format of the input ``like``. Else raises
+    :class:`OutputFileError` naming ``path`` (one line). Check before long work."""
+    path = Path(path)
+    if fmt is not None and path.suffix.lower() != f".{fmt}":
         raise OutputFileError(
-            f"cannot write {path}: the output must be a .{table.fmt} file like the input "
-            f"{table.path}, got suffix {path.suffix or '(none)'!r}"
+            f"cannot write {path}: the output must be a .{fmt} file like the input "
+            f"{like}, got suffix {path.suffix or '(none)'!r}"
         )
     if not path.parent.is_dir():
         raise OutputFileError(f"cannot write {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise OutputFileError(f"cannot write {path}: it is a directory")
+    return path
+
+
+def _check_output(table: Table, completed: MultiModalArray, path: Path) -> None:
+    """Raise when ``path`` or ``completed`` does not fit ``table``."""
+    check_output_path(path, table.fmt, table.path)
     expected = (table.data.n_samples, table.data.names, table.data.dims)
     got = (completed.n_samples, completed.names, completed.dims)
     if got != expected:

@@ -37,12 +37,15 @@ def cudf_list_columns(frame) -> list:
     return [name for name in frame.columns if isinstance(frame[name].dtype, cudf.ListDtype)]
 
 
-def _cell_width(name: str, observed, lengths) -> int:
+def _cell_width(name: str, observed, lengths, width: int | None) -> int:
     """The common length d of the non-null cells (``lengths()``: every row's cell length,
-    on the device of ``observed``); raises ``ValueError`` otherwise. Only the distinct
+    on the device of ``observed``), which must equal ``width`` when that is given; a column
+    null in every row has d = ``width``. Raises ``ValueError`` otherwise. Only the distinct
     lengths reach the host."""
     if not bool(observed.any()):
-        raise ValueError(f"modality column {name!r} is null in every row")
+        if width is None:
+            raise ValueError(f"modality column {name!r} is null in every row")
+        return width
     xp = array_module(observed)
     widths = to_numpy(xp.unique(lengths()[observed]))
     if widths.size != 1 or widths[0] == 0:
@@ -50,6 +53,9 @@ def _cell_width(name: str, observed, lengths) -> int:
             f"modality column {name!r}: non-null cells must all have the same non-zero "
             f"length, found lengths {widths.tolist()[:10]}"
         )
+    if width is not None and widths[0] != width:
+        raise ValueError(f"modality column {name!r} has cells of length {int(widths[0])}, "
+                         f"expected {width}")
     return int(widths[0])
 
 
@@ -69,9 +75,10 @@ def _scatter_rows(observed, leaves, d: int):
     return dense
 
 
-def arrow_list_to_dense(column, name: str):
+def arrow_list_to_dense(column, name: str, width: int | None = None):
     """(N, d) float32 NumPy values (NaN where missing) and (N,) bool observed of an Arrow
-    list column (``Array`` or ``ChunkedArray``)."""
+    list column (``Array`` or ``ChunkedArray``); ``width``: the d the cells must have
+    (needed when every cell is null)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -81,7 +88,7 @@ def arrow_list_to_dense(column, name: str):
                         "numbers")
     observed = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     d = _cell_width(name, observed, lambda: np.asarray(
-        pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)))
+        pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)), width)
     leaves = pc.list_flatten(column.filter(pa.array(observed)))
     _check_leaves(name, leaves.null_count,
                   pa.types.is_floating(leaves.type) or pa.types.is_integer(leaves.type),
@@ -89,9 +96,10 @@ def arrow_list_to_dense(column, name: str):
     return _scatter_rows(observed, leaves.to_numpy(zero_copy_only=False), d), observed
 
 
-def cudf_list_to_dense(series, name: str):
+def cudf_list_to_dense(series, name: str, width: int | None = None):
     """(N, d) float32 CuPy values (NaN where missing) and (N,) CuPy bool observed of a cuDF
-    list Series, built on the device from the column's buffers."""
+    list Series, built on the device from the column's buffers; ``width`` as in
+    :func:`arrow_list_to_dense`."""
     import cudf
 
     if not isinstance(series.dtype, cudf.ListDtype) \
@@ -100,7 +108,7 @@ def cudf_list_to_dense(series, name: str):
                         "numbers")
     missing = series.isna()
     observed = ~missing.values
-    d = _cell_width(name, observed, lambda: series.list.len().fillna(0).values)
+    d = _cell_width(name, observed, lambda: series.list.len().fillna(0).values, width)
     leaves = series[~missing].list.leaves
     _check_leaves(name, leaves.null_count, leaves.dtype.kind in "fiu", leaves.dtype)
     return _scatter_rows(observed, leaves.values, d), observed

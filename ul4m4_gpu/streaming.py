@@ -82,9 +82,9 @@ from .io import (
     IMPUTED_KEY,
     READ_ERRORS,
     InputFileError,
-    OutputFileError,
     Table,
     atomic_write,
+    check_output_path,
     one_line,
     parquet_output,
 )
@@ -148,6 +148,9 @@ class ParquetSource:
                     raise ValueError(f"{file.name}: its schema differs from that of "
                                      f"{files[0].name}")
                 n_rows += meta.metadata.num_rows
+            repeated = sorted({name for name in schema.names if schema.names.count(name) > 1})
+            if repeated:
+                raise ValueError(f"column names {repeated} appear more than once")
             order = tuple(name for name in schema.names if name != IMPUTED_KEY)
             modalities = tuple(f.name for f in schema if f.name != IMPUTED_KEY
                                and is_numeric_list_type(f.type))
@@ -223,41 +226,32 @@ def _check_batch_rows(batch_rows) -> int:
     return int(batch_rows)
 
 
-def _dense_column(batch, name: str, d: int | None, where: str):
+def _dense_column(batch, name: str, d: int | None, offset: int):
     """(n, d) float32 values (NaN where missing) and (n,) observed of one modality column of
-    a batch, NumPy for an Arrow batch and CuPy for a cuDF one; ``d`` None: learnt from the
-    cells (None when all null)."""
+    the batch starting at row ``offset``, NumPy for an Arrow batch and CuPy for a cuDF one;
+    ``d`` None: learnt from the cells (None when all null). Observed values must be finite;
+    errors name the rows in the data set."""
     n = len(batch)
+    where = f"rows {offset}..{offset + n - 1}"
     on_gpu = isinstance(batch, GpuBatch)
     column = batch.modalities[name] if on_gpu else batch.column(name)
-    if column.null_count == n:
-        xp = device_module("cuda" if on_gpu else "cpu")
-        return (None if d is None else xp.full((n, d), xp.nan, dtype=VALUE_DTYPE),
-                xp.zeros(n, dtype=bool))
+    if column.null_count == n and d is None:
+        return None, device_module("cuda" if on_gpu else "cpu").zeros(n, dtype=bool)
     try:
-        values, observed = (cudf_list_to_dense if on_gpu else arrow_list_to_dense)(column, name)
+        values, observed = (cudf_list_to_dense if on_gpu else arrow_list_to_dense)(column, name, d)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{where}: {error}") from None
-    if d is not None and values.shape[1] != d:
-        raise ValueError(f"{where}: modality column {name!r} has cells of length "
-                         f"{values.shape[1]}, expected {d}")
+    check_finite_observed(values, observed, name, first_row=offset)
     return values, observed
 
 
 def _batch_data(batch, names, dims, device: str, offset: int) -> MultiModalArray:
     """The modalities of one batch as a validated MultiModalArray on ``device``."""
-    where = f"rows {offset}..{offset + len(batch) - 1}"
-    parts = [_dense_column(batch, name, d, where) for name, d in zip(names, dims)]
+    parts = [_dense_column(batch, name, d, offset) for name, d in zip(names, dims)]
     xp = array_module(*(p[1] for p in parts))
     values = xp.concatenate([p[0] for p in parts], axis=1)
     mask = xp.stack([p[1] for p in parts], axis=1)
-    data = MultiModalArray(to_device(values, device), to_device(mask, device), dims, names)
-    for m, name in enumerate(names):
-        try:
-            check_finite_observed(data.modality(m), data.mask[:, m], name)
-        except ValueError as error:
-            raise ValueError(f"{where} (numbered within the batch): {error}") from None
-    return data
+    return MultiModalArray(to_device(values, device), to_device(mask, device), dims, names)
 
 
 # ---------------------------------------------------------------------------- fitting
@@ -267,9 +261,8 @@ def _moments_pass(source: ParquetSource, batch_rows: int, device: str, progress)
     dims = [None] * len(names)
     stats = [None] * len(names)  # per modality: (counts (1,), mean (d,), m2 (d,))
     for offset, batch in source.batches(batch_rows, device, source.modalities):
-        where = f"rows {offset}..{offset + len(batch) - 1}"
         for m, name in enumerate(names):
-            values, observed = _dense_column(batch, name, dims[m], where)
+            values, observed = _dense_column(batch, name, dims[m], offset)
             if values is None:
                 continue
             dims[m] = values.shape[1]
@@ -444,17 +437,9 @@ def output_schema(source: ParquetSource):
 
 
 def check_parquet_output(path_out, source: ParquetSource) -> Path:
-    """Raise :class:`~ul4m4_gpu.io.OutputFileError` unless ``path_out`` is a ``.parquet``
-    file in an existing directory."""
-    path_out = Path(path_out)
-    if path_out.suffix.lower() != ".parquet":
-        raise OutputFileError(
-            f"cannot write {path_out}: the output must be a .parquet file like the input "
-            f"{source.path}, got suffix {path_out.suffix or '(none)'!r}")
-    if not path_out.parent.is_dir():
-        raise OutputFileError(
-            f"cannot write {path_out}: directory {path_out.parent} does not exist")
-    return path_out
+    """``path_out`` as a ``Path``; raises :class:`~ul4m4_gpu.io.OutputFileError` unless it
+    is a ``.parquet`` file that can be written (see :func:`ul4m4_gpu.io.check_output_path`)."""
+    return check_output_path(path_out, "parquet", source.path)
 
 
 def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,

@@ -14,24 +14,27 @@ from .backend import array_module, to_numpy
 _MAX_ROWS_LISTED = 5
 
 
-def describe_rows(row_flags) -> str:
-    """``"rows [3, 17, ...] (12 in all)"`` for a boolean (N,) array of offending rows."""
-    rows = np.flatnonzero(to_numpy(row_flags))
+def describe_rows(row_flags, first_row: int = 0) -> str:
+    """``"rows [3, 17, ...] (12 in all)"`` for a boolean (N,) array of offending rows, the
+    first of which is numbered ``first_row``."""
+    rows = first_row + np.flatnonzero(to_numpy(row_flags))
     shown = ", ".join(str(r) for r in rows[:_MAX_ROWS_LISTED])
     more = ", ..." if rows.size > _MAX_ROWS_LISTED else ""
     return f"rows [{shown}{more}] ({rows.size} in all)"
 
 
-def check_finite_observed(values, observed, name: str) -> None:
+def check_finite_observed(values, observed, name: str, first_row: int = 0) -> None:
     """Raise ``ValueError`` when an observed row of one modality holds NaN or inf.
 
-    values : (N, d) float array of one modality; observed : (N,) bool.
+    values : (N, d) float array of one modality; observed : (N,) bool; first_row: the
+    number of the first row in the message (a batch's offset in its data set).
     """
     xp = array_module(values)
     bad = observed & ~xp.isfinite(values).all(axis=1)
     if bool(bad.any()):
         raise ValueError(
-            f"modality {name!r}: {describe_rows(bad)} have NaN or inf in observed values"
+            f"modality {name!r}: {describe_rows(bad, first_row)} have NaN or inf in observed "
+            "values"
         )
 
 
