@@ -1,18 +1,21 @@
 """``ul4m4 fit`` / ``impute`` scaled out: ``--stream`` (bounded memory, same output as the
 in-memory path) and ``--workers`` (a dask LocalCluster started for the command)."""
 
+import re
+import socket
 import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from synthetic import K, make_data
 from test_streaming import write_dataset
 from ul4m4_gpu import UL4M4Imputer
+from ul4m4_gpu.backend import gpu_available
 from ul4m4_gpu.cli import main
-
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +82,89 @@ def test_workers_fit_then_impute_on_a_parquet_dir(parquet_dir, tmp_path):
     local = UL4M4Imputer.load(model)
     assert local.labels_.shape == (600,)
     assert_same_output(pq.read_table(out), pq.read_table(reference), exact=False)
+
+
+@pytest.mark.parametrize("writer", ["pandas", "dask"])
+@pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning")  # dask's writer
+def test_workers_pass_a_stored_pandas_index_through(parquet_dir, tmp_path, writer):
+    """Parquet written by pandas with a non-Range index (stored as the column
+    ``__index_level_0__``) or by dask's to_parquet (``__null_dask_index__``): --workers reads
+    that column as passthrough, like the in-memory path, and writes the same file."""
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    frame = pq.read_table(parquet_dir).to_pandas(types_mapper=pd.ArrowDtype)
+    if writer == "pandas":
+        source = tmp_path / "in.parquet"
+        frame.index = [f"k{i}" for i in range(len(frame))]
+        frame.to_parquet(source)
+    else:
+        source = tmp_path / "in"
+        dd.from_pandas(frame, npartitions=3).to_parquet(source)
+    model, out, reference = (tmp_path / name for name in ("m.npz", "out.parquet", "ref.parquet"))
+    assert main(["fit", str(parquet_dir), "-o", str(model), "--k", str(K)]) == 0
+    assert main(["impute", str(source), "-o", str(out), "--model", str(model),
+                 "--workers", "1"]) == 0
+    assert main(["impute", str(source), "-o", str(reference), "--model", str(model)]) == 0
+    got, expected = pq.read_table(out), pq.read_table(reference)
+    assert {"__index_level_0__", "__null_dask_index__"} & set(got.column_names)
+    assert got.schema.equals(expected.schema, check_metadata=True) and got.equals(expected)
+
+
+def test_parquet_partitions_are_runs_of_row_groups(tmp_path, monkeypatch):
+    """--workers reads a Parquet dataset in partitions of consecutive row groups of one file
+    holding PARTITION_BYTES at least (here three 10-row groups), every column included."""
+    pytest.importorskip("dask.dataframe")
+    from ul4m4_gpu import cli_dask
+    from ul4m4_gpu.streaming import ParquetSource
+
+    x, mask = make_data(n=130)
+    data = write_dataset(tmp_path / "ds", x, mask, [(0, 100), (100, 130)], row_group_size=10)
+    group_bytes = pq.ParquetFile(data / "part-000.parquet").metadata.row_group(0).total_byte_size
+    monkeypatch.setattr(cli_dask, "PARTITION_BYTES", 3 * group_bytes)
+    assert cli_dask._row_group_runs(data / "part-000.parquet") == [
+        [0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    frame = cli_dask._parquet_frame(ParquetSource.open(data))
+    assert frame.npartitions == 4 + 1  # part-000: 4 runs; part-001: 3 groups, 1 run
+    got = pa.Table.from_pandas(frame.compute(scheduler="sync"), preserve_index=False)
+    assert got.equals(pq.read_table(data).replace_schema_metadata())
+
+
+@pytest.fixture
+def busy_http_port():
+    """Port 8787 (the default of the scheduler's HTTP server) held by another listener."""
+    with socket.socket() as holder:
+        try:
+            holder.bind(("127.0.0.1", 8787))
+            holder.listen()
+        except OSError:  # something else holds it already
+            pass
+        yield
+
+
+@pytest.mark.parametrize("args, message", [
+    pytest.param([], r"partition 1 \(global rows from 20\): modality 'img': rows \[33\]",
+                 id="nan-cell"),
+    pytest.param(["--device", "cuda"], r"device='cuda' was requested but no CUDA GPU is usable",
+                 marks=pytest.mark.skipif(gpu_available(), reason="needs a machine without GPU"),
+                 id="cuda-without-gpu"),
+])
+def test_worker_errors_are_one_line(tmp_path, busy_http_port, args, message):
+    """A task failing on a worker (a NaN in an observed cell of global row 33; device="cuda"
+    on workers without a GPU): exit 1, no model file and one line on stderr, without the
+    worker's "Compute Failed" traceback or a "Port 8787 is already in use" warning."""
+    x, mask = make_data(n=60)
+    mask[33, 0] = True
+    x[33, :4] = [1.0, np.nan, 2.0, 3.0]
+    data = write_dataset(tmp_path / "ds", x, mask, [(0, 20), (20, 40), (40, 60)])
+    model = tmp_path / "model.npz"
+    result = subprocess.run(
+        [sys.executable, "-m", "ul4m4_gpu.cli", "fit", str(data), "-o", str(model), "--k",
+         str(K), "--workers", "1", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("ul4m4: error:"), result.stderr
+    assert re.search(message, errors[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
 def test_scheduler_address_of_a_running_cluster(parquet_dir, tmp_path):

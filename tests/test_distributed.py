@@ -13,11 +13,16 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 da = pytest.importorskip("dask.array")
+dd = pytest.importorskip("dask.dataframe")
+pd = pytest.importorskip("pandas")
+pa = pytest.importorskip("pyarrow")
 
 from ul4m4_gpu import MultiModalArray, UL4M4Imputer  # noqa: E402
+from ul4m4_gpu.backend import gpu_available  # noqa: E402
 from ul4m4_gpu.distributed import DaskMultiModalArray, DaskUL4M4Imputer  # noqa: E402
 from ul4m4_gpu.normalise import fit_modality_stats  # noqa: E402
 from synthetic import DIMS, K, explicit_init, make_data  # noqa: E402
+from test_streaming import NAMES, list_column  # noqa: E402
 
 
 def _cluster(n_workers):
@@ -40,6 +45,19 @@ def as_dask(x, mask, chunks):
 
 def gather(client, array):
     return client.compute(array).result(timeout=60)
+
+
+def list_table(x, mask):
+    """An Arrow table with one list<float32> column per modality (NAMES), null where
+    missing, for (N, D) ``x`` and (N, M) ``mask``."""
+    offsets = np.cumsum((0,) + DIMS)
+    return pa.table({name: list_column(x[:, offsets[m]:offsets[m + 1]], mask[:, m])
+                     for m, name in enumerate(NAMES)})
+
+
+def dask_frame(table, npartitions):
+    """A dask DataFrame of pyarrow-backed columns holding ``table``."""
+    return dd.from_pandas(table.to_pandas(types_mapper=pd.ArrowDtype), npartitions=npartitions)
 
 
 @pytest.fixture(scope="module")
@@ -160,23 +178,14 @@ def test_sampled_seeding_quality(client):
 def test_dataframe_input_matches_array_input(client, data):
     """A dask DataFrame with list columns (null = missing; one partition lacks a modality
     entirely) gives the array result; transform completes the columns in place."""
-    pd = pytest.importorskip("pandas")
-    dd = pytest.importorskip("dask.dataframe")
     x, mask, _, _ = data
     mask = mask.copy()
     mask[:200, 2] = False
     observed = np.repeat(mask, DIMS, axis=1)
     x = np.where(observed, np.nan_to_num(x, nan=0.0), np.nan).astype(np.float32)
     init = explicit_init(x, mask)
-    pa = pytest.importorskip("pyarrow")
-    offsets = np.cumsum((0,) + DIMS)
-    names = ["img", "txt", "aud"]
-    columns = {
-        name: pa.array([x[i, offsets[m]:offsets[m + 1]].tolist() if mask[i, m] else None
-                        for i in range(len(x))], pa.list_(pa.float32()))
-        for m, name in enumerate(names)
-    }
-    frame = pa.table(columns).to_pandas(types_mapper=pd.ArrowDtype)
+    names = list(NAMES)
+    frame = list_table(x, mask).to_pandas(types_mapper=pd.ArrowDtype)
     frame["label"] = np.arange(len(x)) % 3
     ddf = dd.from_pandas(frame, npartitions=3)
     imp = DaskUL4M4Imputer(n_clusters=K, init=init, client=client, timeout=60).fit(ddf)
@@ -203,31 +212,92 @@ def test_dataframe_input_matches_array_input(client, data):
         np.testing.assert_array_equal(cells, expected.modality(m))
 
 
-def test_integer_list_columns_come_back_as_float_lists(client):
-    """Filled values are floats: a pyarrow list<int64> modality comes back list<float32>
-    with its observed cells unchanged (casting the fill back to int64 used to fail)."""
-    pd = pytest.importorskip("pandas")
-    dd = pytest.importorskip("dask.dataframe")
-    pa = pytest.importorskip("pyarrow")
+def test_completed_modality_columns_are_float32_lists(client):
+    """Whatever a modality column's list and number types, transform returns it as
+    list<float32>, the type of the Parquet outputs: the values are those of the
+    single-machine transform (observed cells: the input as float32, never float32-rounded
+    values typed as float64), and the declared meta is what the partitions return."""
     rng = np.random.default_rng(3)
     n = 60
     ints = rng.integers(-9, 9, size=(n, 2))
     seen = rng.random(n) < 0.5
-    floats = rng.normal(size=(n, 3))
-    frame = pa.table({
+    floats = rng.normal(size=(n, 3))  # float64 values that float32 cannot hold
+    table = pa.table({
         "counts": pa.array([r.tolist() if s else None for r, s in zip(ints, seen)],
                            pa.list_(pa.int64())),
         "emb": pa.array(floats.tolist(), pa.list_(pa.float64())),
-    }).to_pandas(types_mapper=pd.ArrowDtype)
-    ddf = dd.from_pandas(frame, npartitions=2)
+        "large": pa.array(floats[:, :2].tolist(), pa.large_list(pa.float64())),
+        "fixed": pa.array(floats[:, 1:].tolist(), pa.list_(pa.float64(), 2)),
+    })
+    ddf = dask_frame(table, 2)
     imp = DaskUL4M4Imputer(n_clusters=3, random_state=0, client=client, timeout=60).fit(ddf)
     lazy = imp.transform(ddf)
     out = gather(client, lazy)
     assert (lazy.dtypes == out.dtypes).all()  # the declared meta is what partitions return
-    assert out["counts"].dtype == pd.ArrowDtype(pa.list_(pa.float32()))
-    assert out["emb"].dtype == frame["emb"].dtype and out["counts"].notna().all()
-    cells = np.stack(out["counts"].to_list())
-    np.testing.assert_array_equal(cells[seen], ints[seen])
+    assert (out.dtypes == pd.ArrowDtype(pa.list_(pa.float32()))).all()
+    expected = imp.to_local(device="cpu", labels=False).transform(
+        MultiModalArray.from_arrow(table))
+    for m, name in enumerate(table.column_names):
+        np.testing.assert_array_equal(np.stack(out[name].to_list()), expected.modality(m))
+    np.testing.assert_array_equal(np.stack(out["counts"].to_list())[seen], ints[seen])
+    np.testing.assert_array_equal(np.stack(out["emb"].to_list()), floats.astype(np.float32))
+
+
+def test_only_lists_of_numbers_are_modalities(client):
+    """As in Parquet files, list<string> columns and list<bool> ones (an earlier output's
+    ``imputed`` flags) are not modalities: fit ignores them, transform passes them through."""
+    x, mask = make_data(n=60)
+    table = list_table(x, mask).append_column("tags", pa.array([["a", "b"]] * 60))
+    table = table.append_column("imputed", pa.array([[True, False, True]] * 60))
+    ddf = dask_frame(table, 3)
+    imp = DaskUL4M4Imputer(n_clusters=K, random_state=0, client=client, timeout=60).fit(ddf)
+    assert imp.modality_names_ == NAMES
+    out = gather(client, imp.transform(ddf))
+    assert list(out.columns) == table.column_names
+    for name in ("tags", "imputed"):
+        assert pa.array(out[name]).equals(table.column(name).combine_chunks())
+
+
+def test_dataframe_column_labels_must_be_strings(client):
+    """Modality names are strings: fit and transform refuse other column labels alike."""
+    x, mask = make_data(n=60)
+    frame = list_table(x, mask).to_pandas(types_mapper=pd.ArrowDtype)
+    imp = DaskUL4M4Imputer(n_clusters=K, random_state=0, client=client, timeout=60)
+    imp.fit(dd.from_pandas(frame, npartitions=2))
+    frame.columns = [0, 1, 2]
+    numbered = dd.from_pandas(frame, npartitions=2)
+    for call in (DaskUL4M4Imputer(n_clusters=K, client=client, timeout=60).fit, imp.transform):
+        with pytest.raises(TypeError, match=r"column labels must be strings .*got \[0, 1, 2\]"):
+            call(numbered)
+
+
+def test_dataframe_errors_name_the_partition_and_its_rows(client):
+    """A NaN in an observed cell of global row 33 (row 13 of the second 20-row partition):
+    fit names the partition and the global row; transform, where the partitions' global rows
+    are not known, names the partition and the row within it."""
+    x, mask = make_data(n=60)
+    imp = DaskUL4M4Imputer(n_clusters=K, random_state=0, client=client, timeout=60)
+    imp.fit(dask_frame(list_table(x, mask), 3))
+    mask[33, 0] = True
+    x[33, :4] = [1.0, np.nan, 2.0, 3.0]
+    bad = dask_frame(list_table(x, mask), 3)
+    assert bad.map_partitions(len).compute().tolist() == [20, 20, 20]
+    nan = r"modality 'img': rows \[{}\] \(1 in all\) have NaN or inf in observed values"
+    with pytest.raises(ValueError, match=r"^partition 1 \(global rows from 20\): "
+                                         + nan.format(33)):
+        DaskUL4M4Imputer(n_clusters=K, client=client, timeout=60).fit(bad)
+    with pytest.raises(ValueError, match=r"^partition 1 \(rows numbered within the "
+                                         r"partition\): " + nan.format(13)):
+        gather(client, imp.transform(bad))
+
+
+@pytest.mark.skipif(gpu_available(), reason="needs workers without a usable GPU")
+def test_cuda_on_workers_without_a_gpu_is_the_single_machine_error(client, data):
+    x, mask, _, _ = data
+    for X in (as_dask(x, mask, 200), dask_frame(list_table(x, mask), 2)):
+        with pytest.raises(RuntimeError, match="device='cuda' was requested but no CUDA GPU "
+                                               "is usable: install CuPy"):
+            DaskUL4M4Imputer(n_clusters=K, device="cuda", client=client, timeout=60).fit(X)
 
 
 def test_worker_killed_mid_fit_finishes_with_the_same_result(client, data):
@@ -288,10 +358,13 @@ def test_errors(client, data):
     bad[450, 0] = np.inf
     bad_mask = mask.copy()
     bad_mask[450, 0] = True
-    with pytest.raises(ValueError, match=r"partition 2 \(global rows from 400\).*rows \[50\]"):
+    located = r"^partition 2 \(global rows from 400\): modality 'm0': rows \[450\]"
+    with pytest.raises(ValueError, match=located):
         DaskUL4M4Imputer(n_clusters=K, client=client, timeout=60).fit(as_dask(bad, bad_mask, 200))
     with pytest.raises(ValueError, match="n_clusters=700 is larger"):
         DaskUL4M4Imputer(n_clusters=700, client=client, timeout=60).fit(X)
     with client.as_current():  # client=None: the current client
         imp = DaskUL4M4Imputer(n_clusters=K, init=init, max_iter=1, timeout=60).fit(X)
     assert imp.client_ is client
+    with pytest.raises(ValueError, match=located):
+        gather(client, imp.transform(as_dask(bad, bad_mask, 200)).values)

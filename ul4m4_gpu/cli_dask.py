@@ -1,16 +1,19 @@
 """``ul4m4 fit`` / ``ul4m4 impute`` on a dask.distributed cluster (``--workers N`` or
 ``--scheduler ADDRESS``), with :class:`~ul4m4_gpu.distributed.DaskUL4M4Imputer`.
 
-Parquet input is read with ``dask.dataframe.read_parquet(..., dtype_backend="pyarrow")`` so
-list columns stay lists, and the output is written partition by partition; ``.npz`` input is
-read whole and split into row chunks.
+Parquet input becomes a dask DataFrame whose partitions are runs of consecutive row groups
+of one file (about ``PARTITION_BYTES`` each, as ``dask.dataframe.read_parquet`` sizes them),
+each read on a worker by pyarrow into pyarrow-backed columns (list columns stay lists).
+Every column of the files is a plain column, a pandas index stored in them included
+(passthrough, as in the in-memory and ``--stream`` paths; ``dask.dataframe.read_parquet``
+would make it the index, and fails when asked for it as a column). The output is written
+partition by partition. ``.npz`` input is read whole and split into row chunks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 
 import numpy as np
 
@@ -20,24 +23,34 @@ from .io import InputFileError, atomic_write, read_table, write_table
 
 #: Result partitions a distributed ``impute`` keeps in flight while writing the output.
 WRITE_WINDOW = 4
+#: Uncompressed bytes of the row groups read into one partition of Parquet input, at least
+#: (a row group is never split; a partition never spans files); dask's default blocksize.
+PARTITION_BYTES = 256 * 2**20
 
 
 @contextlib.contextmanager
 def _dask_client(args):
     """A distributed.Client to ``--scheduler``, or to a LocalCluster of ``--workers``
-    processes that lives as long as the command; cluster logs below ERROR are silenced."""
+    processes that lives as long as the command.
+
+    Cluster logs below CRITICAL are silenced, here and in the local workers: a failed task
+    reaches the user as the command's one-line error, not also as the worker's "Compute
+    Failed" traceback. The local scheduler serves no dashboard, and its HTTP server (which
+    it starts even then, on port 8787 by default) listens on a free loopback port."""
     from distributed import Client, LocalCluster
 
     quiet = logging.getLogger("distributed")
     level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    quiet.setLevel(logging.CRITICAL)
     try:
         if args.scheduler is not None:
             with Client(args.scheduler, timeout="10s", set_as_default=False) as client:
                 yield client
         else:
             with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                              dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                              host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                              scheduler_kwargs={"dashboard": False},
+                              silence_logs=logging.CRITICAL) as cluster, \
                     Client(cluster, set_as_default=False) as client:
                 yield client
     finally:
@@ -89,9 +102,7 @@ def run_dask_command(args, fit_only: bool) -> None:
             check_parquet_output(args.output, source)
     else:
         table = read_table(args.input, device="cpu")
-    with _dask_client(args) as client, warnings.catch_warnings():
-        # dask's own parquet reader trips a pandas deprecation warning: not the user's concern
-        warnings.filterwarnings("ignore", message="The inplace keyword", module="dask")
+    with _dask_client(args) as client:
         if parquet:
             _dask_parquet(args, client, source, fit_only)
         else:
@@ -133,10 +144,57 @@ def _n_workers(client) -> int:
         return 1
 
 
-def _dask_parquet(args, client, source, fit_only):
-    """Parquet input through ``dask.dataframe.read_parquet`` with pyarrow dtypes (list
-    columns stay lists); the output is written partition by partition, in order."""
+def _parquet_frame(source):
+    """A dask DataFrame of the columns ``source.order`` of a Parquet dataset, in dataset
+    order: one partition per :func:`_row_group_runs` run (:func:`_read_row_groups`), or one
+    empty partition when the files hold no row group."""
     import dask.dataframe as dd
+    import pandas as pd
+
+    pieces = [(str(file), run) for file in source.files for run in _row_group_runs(file)]
+    columns = list(source.order)
+    meta = source.schema.empty_table().select(columns).to_pandas(types_mapper=pd.ArrowDtype,
+                                                                 ignore_metadata=True)
+    return dd.from_map(_read_row_groups, pieces or [(str(source.files[0]), [])],
+                       columns=columns, meta=meta, label="read-parquet-row-groups")
+
+
+def _row_group_runs(file) -> list[list[int]]:
+    """The row groups of one Parquet file cut into runs of consecutive ones, each run
+    closed once it holds ``PARTITION_BYTES`` uncompressed bytes."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(file).metadata
+    runs, run, size = [], [], 0
+    for group in range(metadata.num_row_groups):
+        run.append(group)
+        size += metadata.row_group(group).total_byte_size
+        if size >= PARTITION_BYTES:
+            runs.append(run)
+            run, size = [], 0
+    return runs + ([run] if run else [])
+
+
+def _read_row_groups(piece, columns):
+    """One partition: for ``piece = (file, row groups)``, those row groups' ``columns`` as
+    pyarrow-backed pandas columns with a RangeIndex, the file's pandas metadata ignored.
+    Raises :class:`InputFileError` naming the file."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from .io import READ_ERRORS, one_line
+
+    file, groups = piece
+    try:
+        table = pq.ParquetFile(file).read_row_groups(groups, columns=columns)
+    except READ_ERRORS as exc:
+        raise InputFileError(f"cannot read {file}: {one_line(exc)}") from None
+    return table.to_pandas(types_mapper=pd.ArrowDtype, ignore_metadata=True)
+
+
+def _dask_parquet(args, client, source, fit_only):
+    """Parquet input as :func:`_parquet_frame`; the output is written partition by
+    partition, in order, with the schema of the in-memory and streamed outputs."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -146,8 +204,7 @@ def _dask_parquet(args, client, source, fit_only):
     from .io import IMPUTED_KEY
     from .streaming import output_schema
 
-    frame = dd.read_parquet([str(f) for f in source.files], columns=list(source.order),
-                            dtype_backend="pyarrow")
+    frame = _parquet_frame(source)
     model = _fit_or_load(args, client, frame[list(source.modalities)], fit_only)
     if fit_only:
         return

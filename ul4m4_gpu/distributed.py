@@ -8,8 +8,9 @@ its chunk (this module never imports CuPy).
 Fit, step by step (the single-machine algorithm of :mod:`ul4m4_gpu.kmeans`, same results):
 
 1. **Partitions.** Each row block (a block of the dask arrays, or a DataFrame partition
-   converted with :meth:`MultiModalArray.from_dataframe`) becomes a future computed from
-   the input's graph, so a partition lost with its worker is recomputed from lineage.
+   whose list columns are unpacked by the rules of :meth:`MultiModalArray.from_dataframe`)
+   becomes a future computed from the input's graph, so a partition lost with its worker is
+   recomputed from lineage.
 2. **Normalisation statistics.** Per partition and modality: the number of observing rows,
    their per-dimension mean and M2 = Σ (x − mean)², in float64; a tree reduction combines
    them with Chan et al.'s parallel formula (stable, unlike raw sums of squares), then
@@ -46,6 +47,7 @@ naming the step (e.g. "k-means run 1/1, iteration 3") rather than hanging.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import numbers
@@ -65,6 +67,7 @@ from .backend import (
     import_cudf,
     is_cudf,
     is_cupy_array,
+    resolve_device,
     to_device,
     to_numpy,
 )
@@ -78,7 +81,12 @@ from .kmeans import (
     lloyd_over_passes,
     seed_plusplus,
 )
-from .list_columns import cudf_list_columns, is_list_type
+from .list_columns import (
+    arrow_list_to_dense,
+    cudf_list_columns,
+    cudf_list_to_dense,
+    is_numeric_list_type,
+)
 from .normalise import modality_moments, normalise, scale_from_moments
 from .validation import check_finite_observed
 
@@ -145,38 +153,62 @@ class _Run:
 
 # ---------------------------------------------------------------------------- worker tasks
 def _move(x, device: str):
-    """``x`` on ``device`` ("auto": where it already is)."""
-    return x if device == "auto" else to_device(x, device)
+    """``x`` on ``device`` ("auto": where it already is); "cuda" on a worker without a
+    usable GPU raises :func:`~ul4m4_gpu.backend.resolve_device`'s ``RuntimeError``."""
+    return x if device == "auto" else to_device(x, resolve_device(device))
+
+
+@contextlib.contextmanager
+def _in_partition(index, offset):
+    """Re-raise a ``ValueError`` / ``TypeError`` about one row block with the block named:
+    "partition 2 (global rows from 400): ...", where ``offset``, the block's first global
+    row, numbers the rows of the message in the whole data; "partition 2 (rows numbered
+    within the partition): ..." where it is None (unknown)."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        where = ("rows numbered within the partition" if offset is None
+                 else f"global rows from {offset}")
+        kind = TypeError if isinstance(error, TypeError) else ValueError
+        raise kind(f"partition {index} ({where}): {error}") from None
+
+
+def _check_finite_modalities(values, mask, dims, names, offset):
+    """:func:`~ul4m4_gpu.validation.check_finite_observed` on each modality of a block of
+    (n, D) ``values`` and (n, M) ``mask``, rows numbered from ``offset`` (0 when None)."""
+    bounds = np.concatenate([[0], np.cumsum(dims)])
+    for m, name in enumerate(names):
+        check_finite_observed(values[:, bounds[m]:bounds[m + 1]], mask[:, m], name,
+                              first_row=offset or 0)
 
 
 def _prepare_block(values, mask, dims, names, device, index, offset):
-    """One row block, validated: (values float32, mask bool) on the chosen device."""
+    """One row block, validated: (values float32, mask bool) on the chosen device.
+
+    index : the block's position among the blocks; offset : its first global row, or None
+    where unknown (both name the block and its rows in errors, see :func:`_in_partition`)."""
     values, mask = _move(values, device), _move(mask, device)
-    where = f"partition {index}" + ("" if offset is None else f" (global rows from {offset})")
-    if values.ndim != 2 or values.shape[1] != sum(dims):
-        raise ValueError(f"{where}: values block has shape {tuple(values.shape)}, expected "
-                         f"(n, {sum(dims)})")
-    if mask.shape != (values.shape[0], len(dims)):
-        raise ValueError(f"{where}: mask block has shape {tuple(mask.shape)}, expected "
-                         f"{(values.shape[0], len(dims))} (values and mask must have the same "
-                         "row chunks)")
-    if mask.dtype != bool:
-        raise TypeError(f"{where}: mask must be boolean, got {mask.dtype}")
-    values = values.astype(VALUE_DTYPE, copy=False)
-    start = 0
-    for m, d in enumerate(dims):
-        try:
-            check_finite_observed(values[:, start:start + d], mask[:, m], names[m])
-        except ValueError as error:
-            raise ValueError(f"{where}, rows numbered within the partition: {error}") from None
-        start += d
+    with _in_partition(index, offset):
+        if values.ndim != 2 or values.shape[1] != sum(dims):
+            raise ValueError(f"values block has shape {tuple(values.shape)}, expected "
+                             f"(n, {sum(dims)})")
+        if mask.shape != (values.shape[0], len(dims)):
+            raise ValueError(f"mask block has shape {tuple(mask.shape)}, expected "
+                             f"{(values.shape[0], len(dims))} (values and mask must have the "
+                             "same row chunks)")
+        if mask.dtype != bool:
+            raise TypeError(f"mask must be boolean, got {mask.dtype}")
+        values = values.astype(VALUE_DTYPE, copy=False)
+        _check_finite_modalities(values, mask, dims, names, offset)
     return values, mask
 
 
 def _frame_device(frame, device: str) -> str:
-    if device != "auto":
-        return device
-    return "cuda" if is_cudf(frame) else "cpu"
+    """The concrete device of a DataFrame partition's arrays: "auto" follows the partition
+    (cuDF: "cuda"); "cuda" on a worker without a usable GPU raises as :func:`_move`."""
+    if device == "auto":
+        return "cuda" if is_cudf(frame) else "cpu"
+    return resolve_device(device)
 
 
 def _pandas_to_arrow(frame):
@@ -198,13 +230,16 @@ def _layout_entry(is_list: bool, n_nulls: int, n_rows: int, lengths):
 
 
 def _frame_layout(frame):
-    """Per column of one partition: ("list", sorted non-null lengths) | ("null",) |
-    ("other",); and the partition's row count. A cuDF partition is inspected on the GPU."""
+    """Per column of one partition: ("list", sorted non-null lengths) for a column of lists
+    of numbers (:func:`~ul4m4_gpu.list_columns.is_numeric_list_type`, the rule of Parquet
+    files) | ("null",) | ("other",); and the partition's row count. A cuDF partition is
+    inspected on the GPU."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if is_cudf(frame):
-        lists = set(cudf_list_columns(frame))
+        lists = {name for name in cudf_list_columns(frame)
+                 if is_numeric_list_type(frame[name].dtype.to_arrow())}
         n = len(frame)
         return n, {name: _layout_entry(name in lists, frame[name].null_count, n,
                                        lambda s=frame[name]: s.list.len().dropna().values)
@@ -212,7 +247,7 @@ def _frame_layout(frame):
     table = _pandas_to_arrow(frame)
     n = table.num_rows
     return n, {field.name: _layout_entry(
-        is_list_type(field.type),
+        is_numeric_list_type(field.type),
         n if pa.types.is_null(field.type) else table.column(field.name).null_count, n,
         lambda c=table.column(field.name): np.asarray(pc.list_value_length(c).drop_null()))
         for field in table.schema}
@@ -222,40 +257,40 @@ def _merge_layouts(*parts):
     return [item for part in parts for item in (part if isinstance(part, list) else [part])]
 
 
-def _frame_block(frame, columns, dims, device, index):
-    """(values, mask) of one DataFrame partition through ``MultiModalArray.from_dataframe``
-    (a cuDF partition is unpacked on the GPU); a modality null in every row of the partition
-    is all-missing (NaN, False)."""
+def _frame_block(frame, columns, dims, device, index, offset=None):
+    """(values (n, D) float32, mask (n, M) bool) on ``device`` of one DataFrame partition,
+    each modality column unpacked to its width in ``dims`` by
+    :func:`~ul4m4_gpu.list_columns.arrow_list_to_dense` (a cuDF partition: by
+    :func:`~ul4m4_gpu.list_columns.cudf_list_to_dense`, on the GPU); a modality null in
+    every row of the partition is all-missing (NaN, False). ``index`` and ``offset`` name
+    the partition and number its rows in errors, as for :func:`_prepare_block`."""
     import pyarrow as pa
 
     device = _frame_device(frame, device)
     xp = device_module(device)
     if is_cudf(frame):
-        source, n, available = frame, len(frame), list(frame.columns)
-        null_counts = {c: frame[c].null_count for c in columns if c in available}
-        unpack = MultiModalArray.from_dataframe
+        n, to_dense = len(frame), cudf_list_to_dense
+        cells = {c: frame[c] for c in columns if c in frame.columns}
+        null_counts = {c: column.null_count for c, column in cells.items()}
     else:
-        source = _pandas_to_arrow(frame)
-        n, available = source.num_rows, source.column_names
-        null_counts = {c: n if pa.types.is_null(source.schema.field(c).type)
-                       else source.column(c).null_count for c in columns if c in available}
-        unpack = MultiModalArray.from_arrow
-    missing_columns = [c for c in columns if c not in available]
-    if missing_columns:
-        raise ValueError(f"partition {index}: no columns {missing_columns}")
+        table = _pandas_to_arrow(frame)
+        n, to_dense = table.num_rows, arrow_list_to_dense
+        cells = {c: table.column(c) for c in columns if c in table.column_names}
+        null_counts = {c: n if pa.types.is_null(column.type) else column.null_count
+                       for c, column in cells.items()}
     values = xp.full((n, sum(dims)), np.nan, dtype=VALUE_DTYPE)
     mask = xp.zeros((n, len(dims)), dtype=bool)
-    present = [c for c in columns if null_counts[c] < n]
-    if present:
-        data = unpack(source, columns=present, device=device)
-        offsets = np.concatenate([[0], np.cumsum(dims)])
-        for j, name in enumerate(present):
-            m = columns.index(name)
-            if data.dims[j] != dims[m]:
-                raise ValueError(f"partition {index}: modality column {name!r} has cells of "
-                                 f"length {data.dims[j]}, expected {dims[m]}")
-            values[:, offsets[m]:offsets[m + 1]] = data.modality(j)
-            mask[:, m] = data.mask[:, j]
+    bounds = np.concatenate([[0], np.cumsum(dims)])
+    with _in_partition(index, offset):
+        missing_columns = [c for c in columns if c not in cells]
+        if missing_columns:
+            raise ValueError(f"no columns {missing_columns}")
+        for m, name in enumerate(columns):
+            if null_counts[name] < n:
+                dense, observed = to_dense(cells[name], name, dims[m])
+                values[:, bounds[m]:bounds[m + 1]] = to_device(dense, device)
+                mask[:, m] = to_device(observed, device)
+        _check_finite_modalities(values, mask, dims, columns, offset)
     return values, mask
 
 
@@ -370,9 +405,15 @@ def _local_model_for(model, device: str) -> UL4M4Imputer:
     return local
 
 
-def _complete_block(values, mask, model, dims, names, device):
-    """Completed (n, D) float32 values of one block: ``UL4M4Imputer.transform`` on it."""
-    values, mask = _prepare_block(values, mask, dims, names, device, "?", None)
+def _complete_block(values, mask, model, dims, names, device, block_info=None):
+    """Completed (n, D) float32 values of one block: ``UL4M4Imputer.transform`` on it.
+    ``block_info`` (filled by ``dask.array.map_blocks``) locates the block for errors."""
+    index, offset = "?", None  # a direct call, outside map_blocks
+    if block_info is not None:
+        index = block_info[0]["chunk-location"][0]
+        start = block_info[0]["array-location"][0][0]
+        offset = None if math.isnan(start) else int(start)  # NaN: unknown row chunks
+    values, mask = _prepare_block(values, mask, dims, names, device, index, offset)
     if values.shape[0] == 0:
         return values
     local = _local_model_for(model, "cuda" if is_cupy_array(values) else "cpu")
@@ -388,10 +429,13 @@ def _all_true_block(mask, device):
     return array_module(mask).ones(mask.shape, dtype=bool)
 
 
-def _complete_frame(frame, model, columns, dims, device):
+def _complete_frame(frame, model, columns, dims, device, partition_info=None):
     """One DataFrame partition with its modality columns completed (other columns and the
-    index kept), typed as :func:`_with_filled_columns` says."""
-    values, mask = _frame_block(frame, list(columns), tuple(dims), device, "?")
+    index kept), typed as :func:`_with_filled_columns` says. ``partition_info`` (filled by
+    ``map_partitions``; None in a direct call: "?") numbers the partition in errors; its
+    global rows are not known without a pass over the partitions' lengths."""
+    index = "?" if partition_info is None else partition_info["number"]
+    values, mask = _frame_block(frame, list(columns), tuple(dims), device, index)
     if values.shape[0] == 0:
         return _completed_meta(frame, columns)
     local = _local_model_for(model, "cuda" if is_cupy_array(values) else "cpu")
@@ -407,33 +451,15 @@ def _completed_meta(frame, columns):
     return _with_filled_columns(frame, pa.table({name: empty for name in columns}), columns)
 
 
-def _filled_list_type(frame, name):
-    """The Arrow type a completed modality column gets: a float list column keeps its
-    type; any other (integers, nulls, object columns) becomes list<float32>, the filled
-    values being floats."""
-    import pyarrow as pa
-
-    dtype = frame[name].dtype
-    if is_cudf(frame):
-        arrow_type = dtype.to_arrow() if isinstance(dtype, import_cudf().ListDtype) else None
-    else:
-        arrow_type = getattr(dtype, "pyarrow_dtype", None)
-    if arrow_type is not None and is_list_type(arrow_type) \
-            and pa.types.is_floating(arrow_type.value_type):
-        return arrow_type
-    return pa.list_(pa.float32())
-
-
 def _with_filled_columns(frame, table, columns):
-    """``frame`` with its modality ``columns`` replaced by those of the Arrow ``table``
-    (same rows), cast to :func:`_filled_list_type`; pandas object columns hold lists. A
-    cuDF frame's columns are rebuilt through Arrow on the host."""
-    import pyarrow as pa
-
+    """``frame`` with its modality ``columns`` replaced by those of the Arrow ``table`` (same
+    rows; ``list<float32>`` columns from :meth:`MultiModalArray.to_arrow`). Every completed
+    column is ``list<float32>``, whatever the input's list and number types, as in the
+    Parquet output of :func:`ul4m4_gpu.io.write_table`: the values are float32 from the
+    packing on, so a float64 type would claim digits that are gone. A pyarrow-backed pandas
+    column stays pyarrow-backed, an object column holds (d,) float32 arrays; a cuDF frame's
+    columns are rebuilt through Arrow on the host."""
     out = frame.copy()
-    table = table.select(list(columns))
-    table = table.cast(pa.schema([pa.field(name, _filled_list_type(frame, name))
-                                  for name in columns]))
     if is_cudf(frame):
         filled = import_cudf().DataFrame.from_arrow(table)
         filled.index = frame.index
@@ -452,6 +478,15 @@ def _with_filled_columns(frame, table, columns):
 
 
 # ---------------------------------------------------------------------------- client side
+def _check_column_labels(frame) -> None:
+    """Raise ``TypeError`` unless every column label of the (dask) DataFrame is a string:
+    modality names are strings, and Arrow would turn other labels into strings."""
+    labels = [name for name in frame.columns if not isinstance(name, str)]
+    if labels:
+        raise TypeError(f"DataFrame column labels must be strings (they name the modalities), "
+                        f"got {labels[:10]}; rename the columns, e.g. X.rename(columns=str)")
+
+
 class _Session:
     """The client and the bound on every wait."""
 
@@ -523,8 +558,12 @@ class DaskUL4M4Imputer(BaseEstimator):
     list column per modality (null = missing): pyarrow-backed list columns
     (``pd.ArrowDtype(pa.list_(...))``), or object columns of lists when dask's
     ``dataframe.convert-string`` option was off as the frame was built (otherwise dask turns
-    them into strings). Every list-typed column is a modality; other columns are ignored by
-    fit and passed through by transform.
+    them into strings). Column labels must be strings. As in Parquet files
+    (:mod:`ul4m4_gpu.io`), every column of lists of numbers (list, large_list or
+    fixed_size_list of integers or floats) is a modality; other columns, lists of strings
+    or booleans included (such as an earlier output's ``imputed`` flags), are ignored by fit
+    and passed through by transform, which returns every modality column as
+    ``list<float32>``.
 
     Attributes
     ----------
@@ -667,6 +706,7 @@ class DaskUL4M4Imputer(BaseEstimator):
     def _frame_source(self, frame, session) -> _Source:
         import dask
 
+        _check_column_labels(frame)
         parts = frame.to_delayed()
         layout = dask.delayed(_frame_layout, pure=False)
         futures = session.client.compute([layout(p) for p in parts])
@@ -678,8 +718,8 @@ class DaskUL4M4Imputer(BaseEstimator):
             if not any(k[0] == "list" for k in kinds):
                 continue
             if any(k[0] == "other" for k in kinds):
-                raise ValueError(f"column {name!r} holds lists in some partitions and other "
-                                 "values in others")
+                raise ValueError(f"column {name!r} holds lists of numbers in some partitions "
+                                 "and other values in others")
             widths = sorted({w for k in kinds if k[0] == "list" for w in k[1]})
             if len(widths) != 1 or widths[0] == 0:
                 raise ValueError(f"modality column {name!r}: non-null cells must all have the "
@@ -688,13 +728,15 @@ class DaskUL4M4Imputer(BaseEstimator):
             dims.append(int(widths[0]))
         if not columns:
             raise ValueError(
-                "the DataFrame has no list columns to read as modalities; note that dask turns "
-                "object columns of Python lists into strings unless "
+                "the DataFrame has no columns of lists of numbers to read as modalities; note "
+                "that dask turns object columns of Python lists into strings unless "
                 "dask.config.set({'dataframe.convert-string': False}) is set when the frame is "
                 "built: prefer pyarrow list dtypes, e.g. pd.ArrowDtype(pa.list_(pa.float32()))"
             )
+        offsets = np.concatenate([[0], np.cumsum([part[0] for part in gathered])]).tolist()
         block = dask.delayed(_frame_block, pure=False)
-        blocks = [block(p, columns, tuple(dims), self.device, i) for i, p in enumerate(parts)]
+        blocks = [block(p, columns, tuple(dims), self.device, i, offsets[i])
+                  for i, p in enumerate(parts)]
         meta = None
         if self.device == "auto" and is_cudf(frame._meta):
             meta = "cuda"
@@ -887,9 +929,9 @@ class DaskUL4M4Imputer(BaseEstimator):
         Returns, for array input, a :class:`DaskMultiModalArray` (values (N, D) float32 with
         the observed values unchanged, mask all True, imputed = the input's ~mask) with the
         input's row chunks; for a dask DataFrame, a dask DataFrame with the modality columns
-        completed (other columns and the index kept). Each block is completed by
-        ``UL4M4Imputer.transform`` with the fitted centres, so the result equals
-        ``self.to_local().transform`` on the gathered data.
+        completed as ``list<float32>`` columns (other columns and the index kept). Each block
+        is completed by ``UL4M4Imputer.transform`` with the fitted centres, so the result
+        equals ``self.to_local().transform`` on the gathered data.
         """
         import dask
         import dask.array as da
@@ -897,6 +939,7 @@ class DaskUL4M4Imputer(BaseEstimator):
         self._check_fitted()
         model = dask.delayed(self._completion_model(), name=f"ul4m4-model-{uuid.uuid4().hex}")
         if self._is_dataframe(X):
+            _check_column_labels(X)
             missing = [n for n in self.modality_names_ if n not in X.columns]
             if missing:
                 raise ValueError(f"X lacks the modality columns {missing} seen in fit")
