@@ -167,6 +167,34 @@ def test_worker_errors_are_one_line(tmp_path, busy_http_port, args, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
+@pytest.mark.parametrize("address", ["tcp://localhost", "foo"])
+def test_scheduler_address_without_a_port_is_one_line(parquet_dir, tmp_path, address):
+    """Refused before a Client is built (a half-built one printed a 'Client.__del__'
+    traceback after waiting out its timeout)."""
+    out = tmp_path / "out.parquet"
+    result = subprocess.run(
+        [sys.executable, "-m", "ul4m4_gpu.cli", "impute", str(parquet_dir), "-o", str(out),
+         "--scheduler", address], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"ul4m4: error: --scheduler {address!r}: missing port number in address "
+        f"{address.removeprefix('tcp://')!r}"]
+    assert not out.exists()
+
+
+def test_workers_refuse_a_modality_null_in_every_row(tmp_path, capsys):
+    """As the in-memory and streamed fits do (the Dask fit dropped the modality, and impute
+    then reported its null cells as filled)."""
+    x, mask = make_data(n=40)
+    mask[:, 1] = False
+    data = write_dataset(tmp_path / "ds", x, mask, [(0, 20), (20, 40)])
+    model = tmp_path / "model.npz"
+    assert main(["fit", str(data), "-o", str(model), "--k", "3", "--workers", "1"]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors == ["ul4m4: error: modalities ['txt'] are observed in no training row"]
+    assert not model.exists()
+
+
 def test_scheduler_address_of_a_running_cluster(parquet_dir, tmp_path):
     distributed = pytest.importorskip("distributed")
     out, reference = tmp_path / "out.parquet", tmp_path / "ref.parquet"

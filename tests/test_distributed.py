@@ -258,6 +258,28 @@ def test_only_lists_of_numbers_are_modalities(client):
         assert pa.array(out[name]).equals(table.column(name).combine_chunks())
 
 
+def test_empty_and_unobserved_dataframes_are_named(client):
+    x, mask = make_data(n=60)
+    table = list_table(x, mask)
+    imp = DaskUL4M4Imputer(n_clusters=K, random_state=0, client=client, timeout=60)
+    with pytest.raises(ValueError, match="empty input: the DataFrame has 0 rows"):
+        imp.fit(dask_frame(table.slice(0, 0), 1))
+    unobserved = table.set_column(1, "txt", pa.nulls(60, table.schema.field("txt").type))
+    with pytest.raises(ValueError, match=r"modalities \['txt'\] are observed in no training row"):
+        imp.fit(dask_frame(unobserved, 3))
+
+
+def test_clone_shares_the_client(client):
+    from sklearn.base import clone
+
+    imp = DaskUL4M4Imputer(n_clusters=3, init=(np.zeros((3, 12)), np.ones((3, 3), bool)),
+                           client=client, timeout=60)
+    twin = clone(imp)
+    assert twin is not imp and twin.client is client
+    assert twin.get_params()["n_clusters"] == 3 and twin.init is not imp.init
+    np.testing.assert_array_equal(twin.init[0], imp.init[0])
+
+
 def test_dataframe_column_labels_must_be_strings(client):
     """Modality names are strings: fit and transform refuse other column labels alike."""
     x, mask = make_data(n=60)

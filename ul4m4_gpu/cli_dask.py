@@ -94,12 +94,12 @@ def run_dask_command(args, fit_only: bool) -> None:
     except ValueError as error:
         raise InputFileError(f"cannot read {args.input}: {error}") from None
     source = table = None
+    if args.scheduler is not None:
+        _check_scheduler_address(args.scheduler)
     if parquet:
-        from .streaming import ParquetSource, check_parquet_output
+        from .streaming import ParquetSource
 
         source = ParquetSource.open(args.input)
-        if not fit_only:
-            check_parquet_output(args.output, source)
     else:
         table = read_table(args.input, device="cpu")
     with _dask_client(args) as client:
@@ -107,6 +107,17 @@ def run_dask_command(args, fit_only: bool) -> None:
             _dask_parquet(args, client, source, fit_only)
         else:
             _dask_npz(args, client, table, fit_only)
+
+
+def _check_scheduler_address(address: str) -> None:
+    """Raise ``ValueError`` naming ``--scheduler`` for an address distributed cannot parse
+    (no port, say), before a Client is built: a half-built Client waits out its timeout."""
+    from distributed.comm import resolve_address
+
+    try:
+        resolve_address(address)
+    except ValueError as error:
+        raise ValueError(f"--scheduler {address!r}: {error}") from None
 
 
 def _fit_or_load(args, client, X, fit_only):

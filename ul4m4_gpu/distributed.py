@@ -56,7 +56,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
@@ -478,6 +478,17 @@ def _with_filled_columns(frame, table, columns):
 
 
 # ---------------------------------------------------------------------------- client side
+def _numeric_list_columns(meta) -> list[str]:
+    """The columns of an (empty) pandas or cuDF DataFrame typed as lists of numbers: the
+    modalities a DataFrame declares, whatever its cells hold (object columns declare
+    nothing)."""
+    if is_cudf(meta):
+        return [name for name in cudf_list_columns(meta)
+                if is_numeric_list_type(meta[name].dtype.to_arrow())]
+    return [name for name, dtype in meta.dtypes.items()
+            if hasattr(dtype, "pyarrow_dtype") and is_numeric_list_type(dtype.pyarrow_dtype)]
+
+
 def _check_column_labels(frame) -> None:
     """Raise ``TypeError`` unless every column label of the (dask) DataFrame is a string:
     modality names are strings, and Arrow would turn other labels into strings."""
@@ -589,6 +600,14 @@ class DaskUL4M4Imputer(BaseEstimator):
         self.client = client
         self.timeout = timeout
         self.seed_sample_size = seed_sample_size
+
+    def __sklearn_clone__(self) -> "DaskUL4M4Imputer":
+        """What ``sklearn.base.clone`` returns: a new, unfitted estimator with the same
+        parameters, each cloned as scikit-learn does, but the ``client`` shared, not copied
+        (a ``distributed.Client`` cannot be deep-copied)."""
+        params = self.get_params(deep=False)
+        return type(self)(**{name: value if name == "client" else clone(value, safe=False)
+                             for name, value in params.items()})
 
     # ------------------------------------------------------------------ validation
     def _local_estimator(self, device=None) -> UL4M4Imputer:
@@ -712,6 +731,12 @@ class DaskUL4M4Imputer(BaseEstimator):
         futures = session.client.compute([layout(p) for p in parts])
         gathered = session.result(session.reduce(futures, _merge_layouts), "DataFrame layout")
         gathered = gathered if isinstance(gathered, list) else [gathered]
+        if sum(part[0] for part in gathered) == 0:
+            raise ValueError("empty input: the DataFrame has 0 rows")
+        unobserved = [name for name in _numeric_list_columns(frame._meta)
+                      if all(part[1].get(name, ("null",))[0] == "null" for part in gathered)]
+        if unobserved:
+            raise ValueError(f"modalities {unobserved} are observed in no training row")
         columns, dims = [], []
         for name in frame.columns:
             kinds = [part[1].get(name, ("null",)) for part in gathered]

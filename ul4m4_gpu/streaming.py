@@ -436,12 +436,6 @@ def output_schema(source: ParquetSource):
     return pa.schema(fields, metadata=source.schema.metadata)
 
 
-def check_parquet_output(path_out, source: ParquetSource) -> Path:
-    """``path_out`` as a ``Path``; raises :class:`~ul4m4_gpu.io.OutputFileError` unless it
-    is a ``.parquet`` file that can be written (see :func:`ul4m4_gpu.io.check_output_path`)."""
-    return check_output_path(path_out, "parquet", source.path)
-
-
 def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
                       batch_rows: int = DEFAULT_BATCH_ROWS) -> int:
     """Complete every missing modality of the Parquet file or directory ``path_in`` with the
@@ -456,7 +450,7 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
     batch_rows = _check_batch_rows(batch_rows)
     imputer._check_fitted()
     source = ParquetSource.open(path_in)
-    path_out = check_parquet_output(path_out, source)
+    path_out = check_output_path(path_out, "parquet", source.path)
     names = source.modalities
     fitted_dims = dict(zip(in_fitted_order(names, imputer.modality_names_, str(source.path)),
                            imputer.dims_))
