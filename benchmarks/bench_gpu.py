@@ -35,6 +35,29 @@ def timed(fn, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def seconds_per_iteration(rows, centers, centers_mask, iters: int) -> tuple[float, int]:
+    """(seconds per Lloyd iteration, updates it is measured over) from two timed
+    ``lloyd_loop`` runs, of 1 and of ``iters`` updates at ``tol=0``.
+
+    A run of n updates makes n + 1 assignment passes (one before the first update) and may
+    stop before ``iters`` when no label changes, so the time per iteration (an assignment
+    pass and an update) is the difference of the two runs over the difference of their
+    update counts. When both stopped after the same count: the longer run's time over its
+    n + 1 passes (a slight underestimate: one update fewer than passes)."""
+    from ul4m4_gpu.kmeans import lloyd_loop
+
+    measured = []
+    for max_iter in (1, iters):
+        result = []
+        seconds = timed(lambda: result.append(
+            lloyd_loop(rows, centers, centers_mask, max_iter=max_iter, tol=0.0)), repeats=1)
+        measured.append((seconds, result[-1].n_iter))
+    (t_one, n_one), (t_all, n_all) = measured
+    if n_all > n_one:
+        return (t_all - t_one) / (n_all - n_one), n_all - n_one
+    return t_all / (n_all + 1), n_all
+
+
 def make_data(n: int, dims, missing: float, seed: int = 0):
     """Clustered float32 rows on the GPU with each slot missing w.p. ``missing`` (every row
     keeps at least one modality)."""
@@ -54,20 +77,21 @@ def other_kmeans(x, k: int, iters: int, init) -> dict:
     try:
         from cuml.cluster import KMeans
 
-        t = timed(lambda: KMeans(n_clusters=k, init=init, n_init=1, max_iter=iters, tol=0.0)
-                  .fit(x), repeats=1)
-        out["cuml_s_per_iter"] = t / iters
+        fitted = []
+        t = timed(lambda: fitted.append(KMeans(n_clusters=k, init=init, n_init=1,
+                                               max_iter=iters, tol=0.0).fit(x)), repeats=1)
+        out["cuml_s_per_iter"] = t / max(int(fitted[-1].n_iter_), 1)
     except ImportError:
         pass
     try:
         import faiss
 
-        host = x.get()
+        host = x.get()  # FAISS takes host data; its time includes its own copy to the GPU
         km = faiss.Kmeans(host.shape[1], k, niter=iters, gpu=True, seed=0)
         start = time.perf_counter()
         km.train(host)
         out["faiss_s_per_iter"] = (time.perf_counter() - start) / iters
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError, RuntimeError):  # RuntimeError: a CPU-only build
         pass
     return out
 
@@ -80,7 +104,6 @@ def main(argv=None) -> None:
         PackedRows,
         assign,
         cluster_statistics,
-        lloyd_loop,
         seed_plusplus,
     )
     from ul4m4_gpu.normalise import fit_modality_stats, normalise
@@ -119,10 +142,9 @@ def main(argv=None) -> None:
     centers, centers_mask, _ = seed_plusplus(rows, k, 0)
     cupy.cuda.Device().synchronize()
     record(kmeanspp_s=time.perf_counter() - start)
-    t_iter = timed(lambda: lloyd_loop(rows, centers, centers_mask, max_iter=args.iters, tol=0.0),
-                   repeats=1) / args.iters
+    t_iter, updates = seconds_per_iteration(rows, centers, centers_mask, args.iters)
     t_gemm = timed(lambda: z @ centers.T, repeats=5)
-    record(s_per_iter=t_iter, gemm_s=t_gemm, gemm_fraction=t_gemm / t_iter,
+    record(s_per_iter=t_iter, iter_updates=updates, gemm_s=t_gemm, gemm_fraction=t_gemm / t_iter,
            gemm_tflops=2 * n * d * k / t_gemm / 1e12)
     labels, _ = assign(rows, centers, centers_mask)  # where an iteration's time goes
     record(assign_s=timed(lambda: assign(rows, centers, centers_mask), repeats=3),
@@ -139,9 +161,8 @@ def main(argv=None) -> None:
 
     full = cupy.ones_like(mask)
     complete_rows = PackedRows.build(x, full, dims, clean=True)
-    record(ours_complete_s_per_iter=timed(
-        lambda: lloyd_loop(complete_rows, x[:k].copy(), full[:k].copy(), max_iter=args.iters,
-                           tol=0.0), repeats=1) / args.iters)
+    record(ours_complete_s_per_iter=seconds_per_iteration(
+        complete_rows, x[:k].copy(), full[:k].copy(), args.iters)[0])
     record(**other_kmeans(x, k, args.iters, x[:k].copy()))
 
     print(f"GPU {figures['gpu']}: N={n:,} dims {dims} K={k}, {args.missing:.0%} slots missing")

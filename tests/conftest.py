@@ -1,5 +1,6 @@
 """Test configuration: without a usable GPU, the CUDA kernels run in Numba's simulator and
-tests marked ``gpu`` are skipped."""
+tests marked ``gpu`` are skipped; with one, device="auto" means the CPU outside the
+device-path test modules (see ``DEVICE_TEST_MODULES``)."""
 
 import os
 
@@ -28,6 +29,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+#: Test modules of the device path; in every other module device="auto" means the CPU, also
+#: on a GPU machine, so that their results stay NumPy arrays for np.testing (CuPy refuses
+#: implicit conversion to NumPy) and they test what they say they test.
+DEVICE_TEST_MODULES = ("test_device_path", "test_gpu")
+
+
+@pytest.fixture(autouse=True)
+def _auto_device_is_the_cpu_outside_device_tests(request, monkeypatch):
+    if HAS_GPU and request.module.__name__ not in DEVICE_TEST_MODULES:
+        import ul4m4_gpu.backend
+
+        monkeypatch.setattr(ul4m4_gpu.backend, "gpu_available", lambda: False)
 
 
 @pytest.fixture

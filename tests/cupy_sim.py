@@ -149,6 +149,11 @@ _FUNCTIONS = (
     "sqrt", "stack", "take", "tensordot", "unique", "where", "zeros", "zeros_like",
 )
 _SIZE_FROM_DATA = ("bincount", "flatnonzero", "unique")  # CuPy syncs to size the output
+#: Keyword arguments refused although CuPy takes them, with the reason.
+_REFUSED_KWARGS = {
+    ("unique", "axis"): "CuPy's unique(axis=...) is a Python-level quicksort with host "
+                        "syncs per comparison (cupy/cupy#8326); unique 1-D keys instead",
+}
 _CONSTANTS = ("bool_", "float32", "float64", "int32", "int64", "uint8", "uint64", "inf", "nan",
               "newaxis", "dtype")
 NAMES = frozenset(_CREATORS + _FUNCTIONS + _CONSTANTS)
@@ -168,6 +173,9 @@ def _function(name):
     numpy_function = getattr(np, name)
 
     def call(*args, **kwargs):
+        for key in kwargs:
+            if (name, key) in _REFUSED_KWARGS:
+                raise TypeError(f"cupy_sim: {name}({key}=...): {_REFUSED_KWARGS[name, key]}")
         if name in _SIZE_FROM_DATA:
             transfers[name] += 1
         _refuse_host_arrays(args, name)

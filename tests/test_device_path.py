@@ -170,6 +170,27 @@ def test_simulator_refuses_what_cupy_refuses(cupy_sim):
     assert isinstance(total, cupy_sim.ndarray) and total.ndim == 0
     cupy_sim.reset_transfers()
     assert float(total) == 3.0 and cupy_sim.transfers["float"] == 1
+    with pytest.raises(TypeError, match="quicksort"):  # CuPy has it, but it would hang
+        cupy.unique(cupy.asarray(np.ones((4, 2))), axis=0)
+
+
+def test_completion_on_device_does_not_use_row_wise_unique(device_cupy):
+    """Missing patterns are grouped through 1-D int64 keys on the device (the simulator
+    refuses ``unique(axis=...)``, which real CuPy runs as a host-synchronising quicksort),
+    with the same sources as on the CPU, up to 63 modalities and beyond."""
+    rng = np.random.default_rng(5)
+    for n_modalities in (3, 63, 65):
+        dims = (1,) * n_modalities
+        z = rng.normal(size=(40, n_modalities))
+        mask = rng.random((40, n_modalities)) < 0.6
+        mask[:, 0] = True
+        centers = rng.normal(size=(5, n_modalities))
+        centers_mask = rng.random((5, n_modalities)) < 0.7
+        centers_mask[:, 0] = True
+        expected = greedy_complete(z, mask, centers, centers_mask, dims, return_sources=True)[2]
+        got = greedy_complete(*(device_cupy.asarray(a) for a in (z, mask, centers, centers_mask)),
+                              dims, return_sources=True)[2]
+        np.testing.assert_array_equal(to_numpy(got), expected)
 
 
 def test_dask_fit_on_device_partitions_matches_cpu(device_cupy):

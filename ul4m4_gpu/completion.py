@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import array_module
+from .backend import array_module, to_numpy
 from .distances import masked_sq_sums, squared_norms, zero_missing
 from .kernels import complete as complete_kernels
 from .kmeans import PackedRows, default_batch_size
@@ -106,11 +106,27 @@ def candidate_scores(rows: PackedRows, index, pairs: CenterPairs, patterns, whic
     return scores
 
 
+#: Most modalities whose missing pattern fits one int64 key (bit m = modality m).
+MAX_KEYED_MODALITIES = 63
+
+
 def _missing_patterns(missing, dtype):
     """Distinct rows of an (n, M) bool array, as (U, M) ``dtype`` 0/1, and the (n,) index of
-    each row's pattern among them."""
+    each row's pattern among them.
+
+    Up to :data:`MAX_KEYED_MODALITIES` modalities, each row becomes one int64 key and the
+    keys go through the 1-D ``unique`` (a sort on the device; CuPy's ``unique(axis=0)`` is a
+    Python-level quicksort with host syncs per comparison, hopeless on 10^5 rows with few
+    distinct patterns). Beyond that, NumPy's row-wise ``unique`` runs on the host."""
     xp = array_module(missing)
-    patterns, which = xp.unique(missing.astype(xp.uint8), axis=0, return_inverse=True)
+    n_modalities = missing.shape[1]
+    if n_modalities > MAX_KEYED_MODALITIES:
+        patterns, which = np.unique(to_numpy(missing), axis=0, return_inverse=True)
+        return xp.asarray(patterns.astype(dtype)), xp.asarray(which.ravel())
+    bits = xp.arange(n_modalities, dtype=xp.int64)
+    keys = (missing.astype(xp.int64) << bits).sum(axis=1)
+    unique_keys, which = xp.unique(keys, return_inverse=True)
+    patterns = (unique_keys[:, None] >> bits) & 1
     return patterns.astype(dtype), which.ravel()
 
 
