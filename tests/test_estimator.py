@@ -339,7 +339,7 @@ def test_more_clusters_than_rows():
 def test_dims_mismatch_at_transform():
     imp, blocks, mask = fitted()
     other = MultiModalArray.from_modalities([blocks[0], blocks[1][:, :2], blocks[2]], mask=mask)
-    with pytest.raises(ValueError, match=r"dims \(4, 2, 2\) but the imputer was fitted on \(4, 3, 2\)"):
+    with pytest.raises(ValueError, match=r"dims \(4, 2, 2\) but the model was fitted on \(4, 3, 2\)"):
         imp.transform(other)
 
 

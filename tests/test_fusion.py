@@ -205,3 +205,71 @@ def test_other_input_errors(fit_kwargs, match):
 def test_predict_before_fit_raises():
     with pytest.raises(NotFittedError):
         FusionTrainer().predict(np.zeros((2, 5)))
+
+
+# ---------------------------------------------------------------------- review fixes
+def test_default_standardisation_makes_the_fit_scale_free():
+    """Raw embeddings of very different scales train as their z-scores would: a per-dimension
+    affine change of the inputs (and a constant column) leaves the predictions unchanged."""
+    x, y = blobs(n=40, spread=1.0)
+    x[:, 0] = 3.0
+    scaled = x * np.array([1.0, 1e3, 1e-2, 50.0, 1e2], dtype=np.float32) + 10.0
+    data = pack(scaled, (3, 2))
+    before = data.values.copy()
+    fits = [FusionTrainer(epochs=5, **TINY).fit(pack(v, (3, 2)), y) for v in (x, scaled)]
+    np.testing.assert_allclose(fits[0].predict_proba(pack(x, (3, 2))),
+                               fits[1].predict_proba(data), atol=1e-4)
+    np.testing.assert_array_equal(data.values, before)  # the DLPack-shared input is untouched
+    assert fits[1].scale_[0] == 1.0 and fits[1].mean_.shape == (5,)
+    assert FusionTrainer(standardize=False, epochs=1, **TINY).fit(x, y, dims=(3, 2)).mean_ is None
+
+
+def test_modalities_are_matched_by_name():
+    x, y = blobs(n=30, dims=(2, 2), spread=1.0)
+    img_txt = MultiModalArray.from_modalities([x[:, :2], x[:, 2:]], names=["img", "txt"],
+                                              device="cpu")
+    txt_img = img_txt.select(["txt", "img"])
+    trainer = FusionTrainer(epochs=3, **TINY).fit(img_txt, y, X_val=txt_img, y_val=y)
+    np.testing.assert_array_equal(trainer.predict_proba(txt_img), trainer.predict_proba(img_txt))
+    np.testing.assert_array_equal(trainer.predict_proba(x), trainer.predict_proba(img_txt))
+    assert trainer.modality_names_ == ("img", "txt")
+    other = MultiModalArray.from_modalities([x[:, :2], x[:, 2:]], names=["img", "audio"],
+                                            device="cpu")
+    with pytest.raises(ValueError, match=r"X has modalities .*missing: \['txt'\], "
+                                         r"unexpected: \['audio'\]"):
+        trainer.predict(other)
+
+
+@pytest.mark.parametrize("task, y, match", [
+    ("multiclass", np.linspace(0.0, 1.0, 10), "y holds continuous values, not class labels"),
+    ("multiclass", np.r_[np.nan, np.arange(9) % 2], "y contains NaN"),
+    ("multiclass", np.array(["a", None] * 5, dtype=object), "y mixes label types"),
+    ("regression", np.array(["a"] * 10), "y must hold numbers for task='regression'"),
+])
+def test_targets_that_do_not_suit_the_task(task, y, match):
+    x, _ = blobs(n=10)
+    with pytest.raises(ValueError, match=match):
+        FusionTrainer(task=task, **TINY).fit(x, y, dims=(3, 2))
+
+
+def test_integral_float_labels_are_classes_and_nan_in_y_val_is_named():
+    x, y = blobs(n=20)
+    trainer = FusionTrainer(epochs=1, **TINY).fit(x, y.astype(float), dims=(3, 2))
+    assert trainer.classes_.tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="y_val contains NaN"):
+        FusionTrainer(**TINY).fit(x, y, x[:3], np.array([0.0, np.nan, 1.0]), dims=(3, 2))
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+@pytest.mark.parametrize("empty, match", [("X", "X has 0 rows"), ("X_val", "X_val has 0 rows")])
+def test_empty_inputs_are_refused_before_training(task, empty, match):
+    x, y = blobs(n=10)
+    data = pack(x, (3, 2))
+    none = np.array([], dtype=int)
+    args = ((data.take(none), y[:0]) if empty == "X"
+            else (data, y, data.take(none), y[:0]))
+    with pytest.raises(ValueError, match=match):
+        FusionTrainer(task=task, **TINY).fit(*args)
+    fitted = FusionTrainer(task=task, epochs=1, **TINY).fit(data, y)
+    with pytest.raises(ValueError, match="X has 0 rows"):
+        fitted.predict(data.take(none))

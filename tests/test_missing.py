@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -328,11 +329,20 @@ def test_parse_missing_config_unknown_name_lists_valid_names(config):
         ("none", ["a", "a"], ValueError, "distinct"),
         ("none", ["a", 1], TypeError, "names"),
         ("none", [f"m{i}" for i in range(65)], ValueError, "names"),
+        ("none", {"image", "text"}, TypeError, "names must be an ordered collection"),
     ],
 )
 def test_parse_missing_config_validates_arguments(config, names, error, match):
     with pytest.raises(error, match=match):
         parse_missing_config(config, names)
+
+
+@pytest.mark.parametrize("names", [pd.Index(["img", "txt"]), np.array(["img", "txt"])])
+def test_names_may_be_any_ordered_iterable_of_strings(names):
+    mask = simulate_missing(50, names, "50_img", random_state=3)
+    np.testing.assert_array_equal(mask, simulate_missing(50, ["img", "txt"], "50_img",
+                                                         random_state=3))
+    assert parse_missing_config("30_txt", np.array(["img", "txt"]))["rates"] == (1.0, 0.3)
 
 
 def test_simulate_missing_dispatches_to_each_family():

@@ -1,13 +1,16 @@
 """Baseline imputers a user would reach for, with the same fit/transform shape as
 ``UL4M4Imputer`` so that the demo and the evaluation compare like with like.
 
-Both work in the normalised space of the training statistics and return the observed
-values of their input unchanged.
+They work in the normalised space of the training statistics and return the observed
+values of their input unchanged. As in ``UL4M4Imputer``, ``transform`` matches its input's
+modalities to the fitted ones by name (see :func:`~ul4m4_gpu.validation.in_fitted_order`)
+and returns them in the input's order.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.exceptions import NotFittedError
 from sklearn.impute import KNNImputer
 
 from .backend import VALUE_DTYPE, to_device, to_numpy
@@ -16,21 +19,37 @@ from .normalise import denormalise, expand_mask, fit_modality_stats, normalise
 
 
 class _NormalisedBaseline:
-    """Shared shape: statistics from the training rows, completion in normalised space."""
+    """Shared shape: statistics from the training rows, completion in normalised space.
+
+    Fitted attributes: ``mean_``, ``scale_`` (D,) float64 normalisation statistics;
+    ``dims_`` (M ints) and ``modality_names_`` (M strings) of the training data.
+    """
 
     def fit(self, X: MultiModalArray, y=None):
+        """Learn the statistics (and the baseline's model) from ``X``; returns self."""
         self.mean_, self.scale_ = fit_modality_stats(X.values, X.mask, X.dims)
+        self.dims_, self.modality_names_ = X.dims, X.names
         self._fit_normalised(self._normalised_with_nan(X))
         return self
 
     def transform(self, X: MultiModalArray) -> MultiModalArray:
+        """``X`` with every missing slot filled: (N, D) float32 values on ``X``'s device,
+        observed values unchanged, mask all True and ``imputed`` = ``~X.mask``; modalities
+        in ``X``'s order. Raises ``NotFittedError`` before ``fit`` and ``ValueError`` when
+        ``X``'s modality names or dims differ from the fitted ones."""
+        if not hasattr(self, "mean_"):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; "
+                                 "call fit(X) before transform")
+        given = X.names
+        X = X.matched_to(self.modality_names_, self.dims_)
         z = self._complete_normalised(self._normalised_with_nan(X))
         missing = to_numpy(expand_mask(~X.mask, X.dims))
         values = to_numpy(X.values).copy()
         values[missing] = denormalise(z, to_numpy(self.mean_), to_numpy(self.scale_))[missing]
         values = to_device(values.astype(VALUE_DTYPE), X.device)
         observed = to_device(np.ones(X.mask.shape, dtype=bool), X.device)
-        return MultiModalArray(values, observed, X.dims, X.names, imputed=~X.mask)
+        completed = MultiModalArray(values, observed, X.dims, X.names, imputed=~X.mask)
+        return completed if given == X.names else completed.select(given)
 
     def fit_transform(self, X: MultiModalArray, y=None) -> MultiModalArray:
         return self.fit(X).transform(X)

@@ -28,6 +28,7 @@ from .validation import (
     check_value_dtype,
     default_modality_names,
     describe_rows,
+    in_fitted_order,
 )
 
 
@@ -297,6 +298,19 @@ class MultiModalArray:
         imputed = None if self.imputed is None else self.imputed[:, order]
         return MultiModalArray(values, self.mask[:, order], [self.dims[m] for m in order],
                                [self.names[m] for m in order], imputed)
+
+    def matched_to(self, names, dims, where: str = "X") -> "MultiModalArray":
+        """These data with their modalities matched to those a model was fitted on, ``names``
+        (M strings) of widths ``dims`` (M ints): the same names in another order give a
+        reordered copy, default names (``m0``, ``m1``, ...) match by position (see
+        :func:`~ul4m4_gpu.validation.in_fitted_order`). Raises ``ValueError`` naming
+        ``where`` when the names or the widths differ."""
+        order = in_fitted_order(self.names, names, where)
+        data = self if order == self.names else self.select(order)
+        if data.dims != tuple(dims):
+            raise ValueError(f"{where} has modality dims {data.dims} but the model was fitted "
+                             f"on {tuple(dims)}")
+        return data
 
     def to(self, device: str) -> "MultiModalArray":
         """The same data on ``device`` (no copy when it is already there)."""

@@ -26,7 +26,7 @@ from .data import MultiModalArray
 from .distances import zero_missing
 from .kmeans import PackedRows, lloyd_loop, seed_plusplus
 from .normalise import denormalise, fit_modality_stats, normalise
-from .validation import check_finite_observed, check_finite_packed, in_fitted_order
+from .validation import check_finite_observed, check_finite_packed
 
 MODEL_FORMAT = "ul4m4-imputer/1"
 _FITTED_ARRAYS = ("cluster_centers_", "centers_mask_", "mean_", "scale_", "labels_")
@@ -257,13 +257,7 @@ class UL4M4Imputer(BaseEstimator):
         self._check_fitted()
         data = self._check_data(X, self.device_)
         given = data.names
-        fitted_order = in_fitted_order(given, self.modality_names_)
-        if fitted_order != given:
-            data = data.select(fitted_order)
-        if data.dims != tuple(self.dims_):
-            raise ValueError(
-                f"X has modality dims {data.dims} but the imputer was fitted on {tuple(self.dims_)}"
-            )
+        data = data.matched_to(self.modality_names_, self.dims_)
         z = normalise(data.values, data.mask, self.mean_, self.scale_, data.dims)
         rows = PackedRows.build(z, data.mask, data.dims, clean=True)
         pairs = CenterPairs.build(self.cluster_centers_, self.centers_mask_, data.dims)

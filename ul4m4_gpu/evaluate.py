@@ -6,7 +6,8 @@ train / validation / test split, normalisation statistics and every imputer fitt
 training rows only; each method completes the three splits, its imputation RMSE is measured
 on the hidden test slots (normalised space), and a :class:`~ul4m4_gpu.fusion.FusionTrainer`
 trained on the completed training rows (early stopping on the validation rows) is scored
-on the test rows. Results are aggregated as mean ± std over seeds.
+on the test rows (F1-micro, F1-macro and accuracy; MSE, MAE and Pearson r for regression).
+Results are aggregated as mean ± std over seeds.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ MFEAT_CONFIGS = (
 )
 COMPLETE_CASE = "complete-case training"
 UPPER_BOUND = "complete data (upper bound)"
+_CLASSIFICATION = {"f1_micro": "F1-micro", "f1_macro": "F1-macro", "accuracy": "accuracy"}
+#: The downstream metrics of each task (``FusionTrainer.score``'s keys) and their headings.
+TASK_METRICS = {"multiclass": _CLASSIFICATION, "multilabel": _CLASSIFICATION,
+                "regression": {"mse": "MSE", "mae": "MAE", "pearson_r": "Pearson r"}}
+DOWNSTREAM_METRICS = {**_CLASSIFICATION, **TASK_METRICS["regression"]}
 
 
 @dataclass
@@ -104,12 +110,14 @@ def _normalised(data: MultiModalArray, mean, scale) -> MultiModalArray:
 
 def _downstream(completed: dict, labels, split: dict, seed: int, settings: HarnessSettings,
                 mean, scale) -> tuple[dict, float]:
-    """Train the fusion model on completed train rows; scores on test rows and train time."""
+    """Train the fusion model on completed train rows; scores on test rows and train time.
+    The inputs are z-scores of the imputers' training statistics already, so the trainer
+    does not standardise them again."""
     from .fusion import FusionTrainer
 
     trainer = FusionTrainer(task=settings.task, width=settings.width, epochs=settings.epochs,
                             patience=settings.patience, random_state=seed,
-                            device=settings.device)
+                            device=settings.device, standardize=False)
     start = time.perf_counter()
     trainer.fit(_normalised(completed["train"], mean, scale), labels[split["train"]],
                 X_val=_normalised(completed["val"], mean, scale), y_val=labels[split["val"]])
@@ -154,25 +162,36 @@ def run_once(data: MultiModalArray, labels, config: str, seed: int,
 def _complete_case(seen: dict, labels, split: dict, seed: int, settings: HarnessSettings,
                    mean, scale) -> dict:
     """Train on the training rows that observe every modality; validation and test rows are
-    mean-filled (the model needs every modality), and validation keeps the classes that the
-    complete rows cover (early stopping cannot score a class never trained on). No
-    imputation error is reported."""
+    mean-filled (the model needs every modality). For multiclass, validation keeps the
+    classes that the complete rows cover (early stopping cannot score a class never trained
+    on). No imputation error is reported. When no model can be trained (fewer than 2
+    complete rows, a single class among them, or no validation row of their classes), the
+    task's metrics are NaN and ``note`` says why."""
     keep = to_numpy(seen["train"].mask.all(axis=1))
-    if keep.sum() < 2:
-        nan = float("nan")
-        return {"method": COMPLETE_CASE, "rmse": None, "rmse_per_modality": None,
-                "f1_micro": nan, "f1_macro": nan, "accuracy": nan, "impute_s": 0.0,
-                "train_s": 0.0, "note": f"only {int(keep.sum())} complete training rows"}
     train_rows = split["train"][keep]
-    known = np.isin(labels[split["val"]], labels[train_rows])
-    fill = MeanFillImputer().fit(seen["train"])
-    completed = {"train": seen["train"].take(np.flatnonzero(keep)),
-                 "val": fill.transform(seen["val"].take(np.flatnonzero(known))),
-                 "test": fill.transform(seen["test"])}
-    split_cc = dict(split, train=train_rows, val=split["val"][known])
-    scores, train_s = _downstream(completed, labels, split_cc, seed, settings, mean, scale)
-    return {"method": COMPLETE_CASE, "rmse": None, "rmse_per_modality": None, **scores,
-            "impute_s": 0.0, "train_s": train_s, "n_train_rows": int(keep.sum())}
+    known = np.ones(len(split["val"]), dtype=bool)
+    n_classes = None
+    if settings.task == "multiclass":
+        known = np.isin(labels[split["val"]], labels[train_rows])
+        n_classes = len(np.unique(labels[train_rows]))
+    record = {"method": COMPLETE_CASE, "rmse": None, "rmse_per_modality": None,
+              "impute_s": 0.0, "n_train_rows": int(keep.sum())}
+    if keep.sum() < 2:
+        note = f"only {int(keep.sum())} complete training rows"
+    elif n_classes == 1:
+        note = "the complete training rows hold a single class"
+    elif not known.any():
+        note = "no validation row has a class of the complete training rows"
+    else:
+        fill = MeanFillImputer().fit(seen["train"])
+        completed = {"train": seen["train"].take(np.flatnonzero(keep)),
+                     "val": fill.transform(seen["val"].take(np.flatnonzero(known))),
+                     "test": fill.transform(seen["test"])}
+        split_cc = dict(split, train=train_rows, val=split["val"][known])
+        scores, train_s = _downstream(completed, labels, split_cc, seed, settings, mean, scale)
+        return {**record, **scores, "train_s": train_s}
+    return {**record, **dict.fromkeys(TASK_METRICS[settings.task], float("nan")),
+            "train_s": 0.0, "note": note}
 
 
 def evaluate(data: MultiModalArray, labels, settings: HarnessSettings | None = None,
@@ -196,8 +215,7 @@ def evaluate(data: MultiModalArray, labels, settings: HarnessSettings | None = N
     return {"settings": asdict(settings), "records": records, "summary": summarise(records)}
 
 
-METRICS = ("rmse", "f1_micro", "f1_macro", "accuracy", "mse", "mae", "pearson_r", "impute_s",
-           "train_s", "missing_fraction")
+METRICS = ("rmse", *DOWNSTREAM_METRICS, "impute_s", "train_s", "missing_fraction")
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -223,43 +241,53 @@ def _cell(row: dict, metric: str, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if row["n_seeds"] > 1 else f"{mean:.{digits}f}"
 
 
+def _held_metrics(summary: list[dict]) -> list[str]:
+    """The downstream metrics the summary holds (those of its task), in
+    ``DOWNSTREAM_METRICS`` order."""
+    return [m for m in DOWNSTREAM_METRICS if any(row[f"{m}_mean"] is not None for row in summary)]
+
+
 def to_markdown(summary: list[dict]) -> str:
-    """One table: a row per (configuration, method)."""
-    lines = ["| missing config | missing slots | method | RMSE (test, normalised) | F1-micro | "
-             "F1-macro | accuracy | impute s | train s |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """One table: a row per (configuration, method), a column per downstream metric of the
+    task (F1-micro, F1-macro, accuracy; or MSE, MAE, Pearson r)."""
+    metrics = _held_metrics(summary)
+    headings = "".join(f" {DOWNSTREAM_METRICS[m]} |" for m in metrics)
+    lines = [f"| missing config | missing slots | method | RMSE (test, normalised) |{headings} "
+             "impute s | train s |",
+             "| --- | ---: | --- |" + " ---: |" * (len(metrics) + 3)]
     for row in summary:
+        cells = "".join(f" {_cell(row, m)} |" for m in metrics)
         lines.append(
             f"| {row['config']} | {row['missing_fraction_mean']:.0%} | {row['method']} | "
-            f"{_cell(row, 'rmse')} | {_cell(row, 'f1_micro')} | {_cell(row, 'f1_macro')} | "
-            f"{_cell(row, 'accuracy')} | {_cell(row, 'impute_s', 2)} | {_cell(row, 'train_s', 1)} |")
+            f"{_cell(row, 'rmse')} |{cells} {_cell(row, 'impute_s', 2)} | "
+            f"{_cell(row, 'train_s', 1)} |")
     return "\n".join(lines)
 
 
 def plot(summary: list[dict], path) -> None:
-    """F1-micro and RMSE against the fraction of missing slots, one line per method, over
-    the ``missing_P`` sweep configurations."""
+    """The task's first downstream metric (F1-micro, or MSE for regression) and the RMSE
+    against the fraction of missing slots, one line per method, over the ``missing_P``
+    sweep configurations."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sweep = [row for row in summary if row["config"].startswith("missing_")]
+    metric = (_held_metrics(summary) or ["f1_micro"])[0]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for method in dict.fromkeys(row["method"] for row in sweep):
         rows = sorted((r for r in sweep if r["method"] == method),
                       key=lambda r: r["missing_fraction_mean"])
-        x = [r["missing_fraction_mean"] for r in rows]
-        axes[0].errorbar(x, [r["f1_micro_mean"] for r in rows],
-                         yerr=[r["f1_micro_std"] for r in rows], marker="o", label=method, capsize=2)
-        with_rmse = [r for r in rows if r["rmse_mean"] is not None]
-        if with_rmse:
-            axes[1].errorbar([r["missing_fraction_mean"] for r in with_rmse],
-                             [r["rmse_mean"] for r in with_rmse],
-                             yerr=[r["rmse_std"] for r in with_rmse], marker="o", label=method,
-                             capsize=2)
-    axes[0].set(xlabel="fraction of modality slots missing", ylabel="test F1-micro",
-                title="Downstream fusion model")
+        for ax, name in zip(axes, (metric, "rmse")):
+            scored = [r for r in rows if r[f"{name}_mean"] is not None]
+            if scored:
+                ax.errorbar([r["missing_fraction_mean"] for r in scored],
+                            [r[f"{name}_mean"] for r in scored],
+                            yerr=[r[f"{name}_std"] for r in scored], marker="o", label=method,
+                            capsize=2)
+    axes[0].set(xlabel="fraction of modality slots missing",
+                ylabel=f"test {DOWNSTREAM_METRICS[metric]}", title="Downstream fusion model")
     axes[1].set(xlabel="fraction of modality slots missing",
                 ylabel="imputation RMSE (normalised)", title="Imputation error on hidden slots")
     axes[0].legend(fontsize=7)

@@ -5,7 +5,8 @@ embedding is added to each; multi-head self-attention blocks (residual + LayerNo
 dropout, feed-forward) mix them; the tokens are mean-pooled and an MLP head gives the
 outputs. Tasks: ``"multiclass"`` (cross-entropy), ``"multilabel"`` (BCE with logits) and
 ``"regression"`` (MSE). :class:`FusionTrainer` fits it scikit-learn style with Adam,
-mini-batches and early stopping on a validation split.
+mini-batches and early stopping on a validation split, on inputs it standardises per
+dimension with the training rows' statistics.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
+from sklearn.utils.multiclass import type_of_target
 from torch import nn
 from tqdm.auto import tqdm
 
 from .backend import DEVICES, to_numpy
 from .data import MultiModalArray
 from .metrics import classification_scores, multilabel_scores, regression_scores
-from .validation import check_dims
+from .normalise import MIN_SCALE
+from .validation import check_dims, default_modality_names
 
 TASKS = ("multiclass", "multilabel", "regression")
 _LOSSES = {
@@ -99,7 +102,7 @@ def as_fusion_input(X, dims=None, device="cpu", name: str = "X"):
     tensor : (N, D) float32 on ``device``, detached (frozen embeddings).
     dims : tuple of M ints.
 
-    Raises ``ValueError`` when ``X`` has missing slots or non-finite values.
+    Raises ``ValueError`` when ``X`` has no rows, missing slots or non-finite values.
     """
     if isinstance(X, MultiModalArray):
         if dims is not None and tuple(dims) != X.dims:
@@ -118,6 +121,8 @@ def as_fusion_input(X, dims=None, device="cpu", name: str = "X"):
         if tensor.ndim != 2:
             raise ValueError(f"{name} must be 2-D (n_samples, D), got shape {tuple(tensor.shape)}")
         dims = check_dims(dims, tensor.shape[1], name)
+    if tensor.shape[0] == 0:
+        raise ValueError(f"{name} has 0 rows")
     tensor = tensor.detach().to(device=device, dtype=torch.float32)
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"{name} holds NaN or inf values (missing modalities?); {_IMPUTE_HINT}")
@@ -216,11 +221,21 @@ class FusionTrainer(BaseEstimator):
         CPU the same seed gives identical predictions (CUDA kernels may not be bit-exact).
     device : "auto", "cpu" or "cuda".
     verbose : int; > 0 shows a tqdm progress bar over the epochs.
+    standardize : bool, default True; standardise every input dimension with the mean and
+        standard deviation of ``fit``'s ``X`` (kept in ``mean_`` and ``scale_``), so raw
+        embeddings of very different scales train well. Inputs already in z-scores may
+        pass False.
 
     Attributes
     ----------
     model_ : the fitted ``FusionModel``, holding the best checkpoint (lowest monitored loss).
     dims_ : tuple of M ints; n_outputs_ : int; device_ : torch.device.
+    modality_names_ : tuple of M strings, the modality names of ``fit``'s ``X`` (``m0``,
+        ``m1``, ... for a packed array). Later inputs are matched to them by name (see
+        :func:`~ul4m4_gpu.validation.in_fitted_order`); a packed array matches by position.
+    mean_, scale_ : (D,) float32 tensors on ``device_``, the per-dimension mean and standard
+        deviation (population; ≤ 1e-8 becomes 1) of ``fit``'s ``X``, including the rows
+        ``validation_fraction`` holds out; None when ``standardize`` is False.
     classes_ : (C,) the sorted class labels (multiclass only); predictions are mapped back.
     history_ : list of dicts ``{"epoch", "train_loss", "val_loss"}`` (``val_loss`` None
         without validation data).
@@ -230,7 +245,8 @@ class FusionTrainer(BaseEstimator):
 
     def __init__(self, task="multiclass", width=64, n_layers=1, n_heads=4, dropout=0.1,
                  lr=1e-3, weight_decay=0.0, epochs=100, batch_size=128, patience=10,
-                 validation_fraction=0.15, random_state=0, device="auto", verbose=0):
+                 validation_fraction=0.15, random_state=0, device="auto", verbose=0,
+                 standardize=True):
         self.task = task
         self.width = width
         self.n_layers = n_layers
@@ -245,6 +261,7 @@ class FusionTrainer(BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.standardize = standardize
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> None:
@@ -253,6 +270,8 @@ class FusionTrainer(BaseEstimator):
             _check_int(name, getattr(self, name), 1)
         _check_int("random_state", self.random_state, 0)
         _check_fraction("validation_fraction", self.validation_fraction)
+        if not isinstance(self.standardize, (bool, np.bool_)):
+            raise ValueError(f"standardize must be True or False, got {self.standardize!r}")
         for name in ("lr", "weight_decay"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
@@ -264,8 +283,37 @@ class FusionTrainer(BaseEstimator):
                 "This FusionTrainer instance is not fitted yet; call fit(X, y) first"
             )
 
+    def _check_targets(self, y: np.ndarray, name: str) -> np.ndarray:
+        """``y`` if it suits the task, else a ``ValueError`` naming ``name``: (N,) finite
+        class labels (multiclass), an (N, L) 0/1 matrix (multilabel) or numbers (regression;
+        their shape and finiteness are checked against the fit in :meth:`_encode_targets`)."""
+        if self.task == "multiclass":
+            if y.ndim != 1:
+                raise ValueError(f"{name} must be 1-D class labels for task='multiclass', got "
+                                 f"shape {y.shape}; use task='multilabel' for an (N, L) "
+                                 "indicator matrix")
+            if y.dtype.kind == "f" and not np.isfinite(y).all():
+                raise ValueError(f"{name} contains NaN or inf; class labels must be finite")
+            try:
+                kind = type_of_target(y, input_name=name)
+            except TypeError as error:  # labels of types that do not sort together
+                raise ValueError(f"{name} mixes label types ({error}); missing labels as "
+                                 "None or NaN?") from None
+            if kind not in ("binary", "multiclass"):
+                raise ValueError(f"{name} holds {kind} values, not class labels; use "
+                                 "task='regression' for continuous targets")
+        elif self.task == "multilabel":
+            if y.ndim != 2 or not np.isin(y, (0, 1)).all():
+                raise ValueError(f"{name} must be an (N, L) 0/1 label-indicator matrix for "
+                                 f"task='multilabel', got shape {y.shape}")
+        elif y.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must hold numbers for task='regression', got dtype "
+                             f"{y.dtype}")
+        return y
+
     def _fit_outputs(self, y: np.ndarray) -> None:
-        """Set ``n_outputs_`` (and ``classes_`` for multiclass) from the training targets."""
+        """Set ``n_outputs_`` (and ``classes_`` for multiclass) from the checked training
+        targets."""
         if self.task == "multiclass":
             self.classes_ = np.unique(y)
             if self.classes_.size < 2:
@@ -276,32 +324,39 @@ class FusionTrainer(BaseEstimator):
             self._flat_targets = y.ndim == 1
 
     def _encode_targets(self, y: np.ndarray, name: str) -> torch.Tensor:
-        """Targets on the device as the model's loss wants them: (N,) int64 class codes,
-        (N, L) float32 0/1 or (N, k) float32; ``ValueError`` naming ``name`` on a mismatch."""
+        """Checked targets on the device as the model's loss wants them: (N,) int64 class
+        codes, (N, L) float32 0/1 or (N, k) float32; ``ValueError`` naming ``name`` on a
+        mismatch with the fit."""
         if self.task == "multiclass":
-            if y.ndim != 1:
-                raise ValueError(f"{name} must be 1-D class labels for task='multiclass', got "
-                                 f"shape {y.shape}; use task='multilabel' for an (N, L) "
-                                 "indicator matrix")
             codes = np.searchsorted(self.classes_, y).clip(0, self.classes_.size - 1)
             unseen = self.classes_[codes] != y
             if unseen.any():
                 raise ValueError(f"{name} holds labels unseen in training, e.g. {y[unseen][0]!r}; "
                                  f"classes are {self.classes_.tolist()}")
             return torch.as_tensor(codes, dtype=torch.int64, device=self.device_)
-        if self.task == "multilabel" and (y.ndim != 2 or not np.isin(y, (0, 1)).all()):
-            raise ValueError(f"{name} must be an (N, L) 0/1 label-indicator matrix for "
-                             f"task='multilabel', got shape {y.shape}")
         target = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
         if target.shape[1] != self.n_outputs_ or y.ndim > 2 or not np.isfinite(target).all():
             raise ValueError(f"{name} must hold finite targets of {self.n_outputs_} columns, "
                              f"got shape {y.shape}")
         return torch.as_tensor(target, device=self.device_)
 
+    def _inputs(self, X, name: str) -> torch.Tensor:
+        """``X`` as the fitted model's input: (N, D) float32 on the device, modalities matched
+        to the fitted ones by name, checked and standardised."""
+        if isinstance(X, MultiModalArray):
+            X = X.matched_to(self.modality_names_, self.dims_, name)
+        inputs, _ = as_fusion_input(X, self.dims_, self.device_, name)
+        return self._standardised(inputs)
+
+    def _standardised(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(N, D) inputs in the fitted standard units (a new tensor), or unchanged."""
+        return inputs if self.mean_ is None else (inputs - self.mean_) / self.scale_
+
     def _dataset(self, X, y, x_name: str, y_name: str):
-        """(inputs (N, D) float32, targets) on the device for fitted dims, lengths checked."""
-        inputs, _ = as_fusion_input(X, self.dims_, self.device_, x_name)
-        return inputs, self._encode_targets(_labels(y, len(inputs), y_name, x_name), y_name)
+        """(inputs (N, D) float32, targets) on the device for the fit, lengths checked."""
+        inputs = self._inputs(X, x_name)
+        y = self._check_targets(_labels(y, len(inputs), y_name, x_name), y_name)
+        return inputs, self._encode_targets(y, y_name)
 
     def _split(self, n: int, generator: torch.Generator):
         """(train, validation) row indices on the device, shuffled by ``generator``."""
@@ -318,11 +373,15 @@ class FusionTrainer(BaseEstimator):
 
         Parameters
         ----------
-        X : a complete ``MultiModalArray`` or a packed (N, D) tensor/array (then ``dims``).
-        y : (N,) class labels (multiclass, any sortable labels), (N, L) 0/1 indicator
-            matrix (multilabel) or (N,) / (N, k) floats (regression).
+        X : a complete ``MultiModalArray`` or a packed (N, D) tensor/array (then ``dims``),
+            N >= 1.
+        y : (N,) discrete class labels (multiclass: ints, strings or integral floats, at
+            least 2 classes, no NaN), (N, L) 0/1 indicator matrix (multilabel) or (N,) /
+            (N, k) numbers (regression).
         X_val, y_val : optional validation data for early stopping (replaces the
-            ``validation_fraction`` split); given together or not at all.
+            ``validation_fraction`` split); given together or not at all. ``X_val``'s
+            modalities are matched to ``X``'s by name and standardised with ``X``'s
+            statistics; ``y_val`` holds only classes seen in ``y``.
         dims : the modality widths when ``X`` is a packed tensor/array.
         """
         self._check_params()
@@ -330,8 +389,15 @@ class FusionTrainer(BaseEstimator):
             raise ValueError("X_val and y_val must be given together")
         self.device_ = resolve_torch_device(self.device)
         inputs, self.dims_ = as_fusion_input(X, dims, self.device_)
-        y = _labels(y, len(inputs), "y", "X")
+        self.modality_names_ = (X.names if isinstance(X, MultiModalArray)
+                                else default_modality_names(len(self.dims_)))
+        y = self._check_targets(_labels(y, len(inputs), "y", "X"), "y")
         self._fit_outputs(y)
+        self.mean_ = self.scale_ = None
+        if self.standardize:
+            scale, self.mean_ = torch.std_mean(inputs, dim=0, correction=0)
+            self.scale_ = torch.where(scale <= MIN_SCALE, 1.0, scale)
+            inputs = self._standardised(inputs)
         targets = self._encode_targets(y, "y")
         generator = torch.Generator().manual_seed(self.random_state)
         if X_val is not None:
@@ -405,8 +471,7 @@ class FusionTrainer(BaseEstimator):
 
     def _predict_outputs(self, X) -> torch.Tensor:
         self._check_fitted()
-        inputs, _ = as_fusion_input(X, self.dims_, self.device_)
-        return self._outputs(inputs)
+        return self._outputs(self._inputs(X, "X"))
 
     def loss(self, X, y) -> float:
         """The task loss (mean over rows) of the fitted model on ``(X, y)``, as monitored

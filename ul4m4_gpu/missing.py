@@ -16,7 +16,8 @@ from __future__ import annotations
 import itertools
 import numbers
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from fractions import Fraction
 
 import numpy as np
@@ -116,12 +117,15 @@ def _check_fractions(fractions, n_modalities: int) -> list[float]:
 
 
 def _check_names(names) -> tuple[str, ...]:
-    """1 to 64 distinct modality names as a tuple of str, or raise."""
-    if isinstance(names, str) or not isinstance(names, Sequence):
-        raise TypeError(f"names must be a sequence of modality names, got {type(names).__name__}")
+    """1 to 64 distinct modality names, from any ordered iterable of strings (a list, a
+    tuple, a pandas ``Index``, a NumPy array), as a tuple of str; or raise."""
+    if isinstance(names, (str, AbstractSet)) or not isinstance(names, Iterable):
+        raise TypeError("names must be an ordered collection of modality names (a list, a "
+                        f"tuple, a pandas Index, an array), got {type(names).__name__}")
     names = tuple(names)
     if not all(isinstance(n, str) and n for n in names):
         raise TypeError(f"names must be non-empty strings, got {names}")
+    names = tuple(map(str, names))  # NumPy's str_ to str
     if not 1 <= len(names) <= MAX_MODALITIES:
         raise ValueError(f"names must list 1 to {MAX_MODALITIES} modalities, got {len(names)}")
     if len(set(names)) != len(names):
@@ -386,8 +390,9 @@ def parse_missing_config(config, names) -> dict:
         - ``"drop_2"``: PEPSY-style lead dropping, every row loses exactly 2 random
           modalities -> ``{"kind": "drop", "n_drop": 2}`` (see :func:`lead_drop_mask`).
         Percentages are decimal numbers in [0, 100].
-    names : sequence of M distinct modality names. The string forms split on ``"_"``, so
-        names used in a ``PERCENT_NAME`` string must not contain underscores.
+    names : M distinct modality names (a list, tuple, pandas Index or array of str; not a
+        set, whose order is arbitrary). The string forms split on ``"_"``, so names used in
+        a ``PERCENT_NAME`` string must not contain underscores.
 
     Returns
     -------
@@ -409,7 +414,7 @@ def simulate_missing(n_samples, names, config, random_state=None, allow_empty=Fa
     Parameters
     ----------
     n_samples : int >= 0, N.
-    names : sequence of M distinct modality names (1 <= M <= 64).
+    names : M distinct modality names (1 <= M <= 64), as for :func:`parse_missing_config`.
     config : a configuration accepted by :func:`parse_missing_config`.
     random_state : None, int or ``numpy.random.RandomState``.
     allow_empty : whether rows with no observed modality are allowed (availability and

@@ -71,8 +71,8 @@ def default_modality_names(count: int) -> tuple[str, ...]:
 
 
 def in_fitted_order(names, fitted, where: str = "X") -> tuple[str, ...]:
-    """``names`` (the modalities of some data) arranged in the order of ``fitted`` (those an
-    imputer was fitted on).
+    """``names`` (the modalities of some data) arranged in the order of ``fitted`` (those a
+    model was fitted on).
 
     The same names in another order are reordered; where either side has the default
     names (``m0``, ``m1``, ...) the modalities match by position. Anything else raises
@@ -86,7 +86,7 @@ def in_fitted_order(names, fitted, where: str = "X") -> tuple[str, ...]:
             return names
     missing = [n for n in fitted if n not in names]
     unexpected = [n for n in names if n not in fitted]
-    raise ValueError(f"{where} has modalities {list(names)} but the imputer was fitted on "
+    raise ValueError(f"{where} has modalities {list(names)} but the model was fitted on "
                      f"{list(fitted)} (missing: {missing}, unexpected: {unexpected})")
 
 
