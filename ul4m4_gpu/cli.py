@@ -1,7 +1,8 @@
-"""The ``ul4m4`` command line: ``demo``, ``fit`` and ``impute``.
+"""The ``ul4m4`` command line: ``demo``, ``fit``, ``impute`` and ``bench-quality``.
 
-Errors are one line on stderr (``ul4m4: error: ...``) with exit status 1 (2 for usage
-errors, as argparse does), and no output file is left behind.
+Errors are one line on stderr (``ul4m4: error: ...``) with exit status 1 (2 for argparse's
+own parse errors; invalid option values and combinations exit 1), and no output file is
+left behind.
 
 ``fit`` and ``impute`` read the whole input into memory by default. ``--stream`` processes a
 Parquet file/directory ``--batch-rows`` rows at a time (:mod:`ul4m4_gpu.streaming`, bounded
@@ -81,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(demo, 32)
     demo.add_argument("--missing", default="missing_60",
-                      help="missing configuration: missing_P, complex_..., P_NAME_P_NAME..., "
-                           "none; default missing_60")
+                      help="missing configuration: missing_P, P_NAME_P_NAME..., "
+                           "complex_P_P..., drop_K, none; default missing_60")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
 
     fit = commands.add_parser(
@@ -93,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("input", type=Path, help="input .npz, .parquet or directory of .parquet")
     fit.add_argument("-o", "--output", type=Path, required=True, help="model file (.npz)")
     _add_common(fit, 64)
-    fit.add_argument("--max-iter", type=int, default=100, help="maximum Lloyd iterations")
+    fit.add_argument("--max-iter", type=int, default=100,
+                     help="maximum Lloyd iterations; default 100")
     _add_scale(fit)
 
     impute = commands.add_parser(

@@ -1,11 +1,13 @@
-"""``DaskUL4M4Imputer``: UL4M4 on a ``dask.distributed`` cluster (DESIGN.md §1, distributed).
+"""``DaskUL4M4Imputer``: UL4M4 (DESIGN.md §1) on a ``dask.distributed`` cluster.
 
 The rows stay on the workers, split in row partitions; only small per-partition summaries
 travel. The same code drives NumPy partitions on CPU workers and CuPy partitions on
 dask-cuda workers: every task asks :func:`~ul4m4_gpu.backend.array_module` for the module of
 its chunk (this module never imports CuPy).
 
-Fit, step by step (the single-machine algorithm of :mod:`ul4m4_gpu.kmeans`, same results):
+Fit, step by step (the single-machine algorithm of :mod:`ul4m4_gpu.kmeans`; the same
+results from the same initial centres, and from k-means++ when the seed sample holds every
+row):
 
 1. **Partitions.** Each row block (a block of the dask arrays, or a DataFrame partition
    whose list columns are unpacked by the rules of :meth:`MultiModalArray.from_dataframe`)
@@ -544,7 +546,8 @@ class _Session:
 
 
 class DaskUL4M4Imputer(BaseEstimator):
-    """UL4M4 on a ``dask.distributed`` cluster; same results as :class:`UL4M4Imputer`.
+    """UL4M4 on a ``dask.distributed`` cluster; the results of :class:`UL4M4Imputer` from the
+    same initial centres (and from k-means++ when the seed sample holds every row).
 
     Parameters
     ----------

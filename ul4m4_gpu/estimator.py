@@ -93,7 +93,8 @@ class UL4M4Imputer(BaseEstimator):
 
     Attributes
     ----------
-    cluster_centers_ : (K, D) float32, normalised; 0 on modalities a centre lacks.
+    cluster_centers_ : (K, D) float32 (float64 for float64 input), normalised; 0 on
+        modalities a centre lacks.
     centers_mask_ : (K, M) bool, the modalities each centre carries.
     mean_, scale_ : (D,) float64, per-dimension normalisation statistics.
     labels_ : (N,) int64 training-row clusters (−1: row shares no modality with any centre).

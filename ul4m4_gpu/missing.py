@@ -4,7 +4,9 @@ The paper's families (DESIGN.md §1), generalised from 2-3 modalities to M:
 
 - per-modality availability rates (:func:`availability_mask`, config ``"100_image_20_text"``);
 - disjoint pattern groups (:func:`pattern_groups_mask`, config ``"complex_60_20_20"``);
-- every slot missing independently (:func:`uniform_missing_mask`, config ``"missing_60"``).
+- every slot missing independently (:func:`uniform_missing_mask`, config ``"missing_60"``);
+- PEPSY-style lead dropping, every row losing exactly K modalities (:func:`lead_drop_mask`,
+  config ``"drop_3"``); and ``"none"``.
 
 Every mask is an (N, M) bool NumPy array, True where modality m of row i is observed.
 ``random_state`` follows scikit-learn: None, an int seed or a ``numpy.random.RandomState``.

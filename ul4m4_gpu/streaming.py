@@ -32,9 +32,10 @@ Fit (:func:`fit_parquet`), the algorithm of :class:`~ul4m4_gpu.estimator.UL4M4Im
    changed, every centre moved less than ``tol``, or ``max_iter`` updates). The labels are
    kept as one (N,) int64 host array — the only O(N) memory.
 
-The result is a fitted plain ``UL4M4Imputer`` (save, transform, ...) equal to the in-memory
-fit up to float round-off (statistics and centre sums are accumulated in float64 batch by
-batch rather than in one go).
+The result is a fitted plain ``UL4M4Imputer`` (save, transform, ...). When the seed sample
+holds every row, or with an explicit ``init``, it equals the in-memory fit up to float
+round-off (statistics and centre sums are accumulated in float64 batch by batch rather than
+in one go); on larger data the sampled seeds, and so the fit, differ.
 
 Transform (:func:`transform_parquet`) completes each batch with ``UL4M4Imputer.transform``
 and appends it with a ``pyarrow.parquet.ParquetWriter`` to a temporary file beside the output,
