@@ -24,7 +24,7 @@ from .backend import array_module, to_numpy
 from .distances import masked_sq_sums, squared_norms, zero_missing
 from .kernels import complete as complete_kernels
 from .kmeans import PackedRows, default_batch_size
-from .validation import check_batch_size, check_finite_packed, check_packed
+from .validation import check_finite_packed, check_int, check_packed
 
 #: Largest (pattern, candidate, centre) table built for one batch; a batch with more
 #: distinct missing patterns than fit is split in halves.
@@ -153,7 +153,7 @@ def completion_sources(rows: PackedRows, pairs: CenterPairs, batch_size: int | N
     """(N, M) int64 source centre of every slot (see :func:`pick_sources`), scoring the
     incomplete rows in batches of ``batch_size`` (default: about 2^24 / K rows, bounding the
     (n, K) arrays); ``progress`` (a tqdm bar, optional) is advanced by the rows done."""
-    check_batch_size(batch_size)
+    check_int("batch_size", batch_size, allow_none=True)
     xp = rows.xp
     sources = xp.full(rows.mask.shape, -1, dtype=xp.int64)
     incomplete = xp.flatnonzero(~rows.mask.all(axis=1))

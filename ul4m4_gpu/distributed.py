@@ -90,7 +90,7 @@ from .list_columns import (
     is_numeric_list_type,
 )
 from .normalise import modality_moments, normalise, scale_from_moments
-from .validation import check_finite_observed
+from .validation import check_finite_observed, check_int
 
 #: Partial results combined by one reduction task.
 SPLIT_EVERY = 8
@@ -627,10 +627,7 @@ class DaskUL4M4Imputer(BaseEstimator):
                 or not self.timeout > 0 or not math.isfinite(self.timeout)):
             raise ValueError(
                 f"timeout must be a finite number of seconds > 0, got {self.timeout!r}")
-        size = self.seed_sample_size
-        if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral)
-                                 or size < 1):
-            raise ValueError(f"seed_sample_size must be an int >= 1 or None, got {size!r}")
+        check_int("seed_sample_size", self.seed_sample_size, allow_none=True)
 
     def _get_client(self):
         if self.client is not None:

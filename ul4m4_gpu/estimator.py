@@ -26,7 +26,7 @@ from .data import MultiModalArray
 from .distances import zero_missing
 from .kmeans import PackedRows, lloyd_loop, seed_plusplus
 from .normalise import denormalise, fit_modality_stats, normalise
-from .validation import check_finite_observed, check_finite_packed
+from .validation import check_finite_observed, check_finite_packed, check_int
 
 MODEL_FORMAT = "ul4m4-imputer/1"
 _FITTED_ARRAYS = ("cluster_centers_", "centers_mask_", "mean_", "scale_", "labels_")
@@ -117,18 +117,11 @@ class UL4M4Imputer(BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> None:
-        def positive_int(name, minimum=1, allow_none=False):
-            value = getattr(self, name)
-            if value is None and allow_none:
-                return
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-        positive_int("n_clusters")
-        positive_int("max_iter")
-        positive_int("n_init")
-        positive_int("batch_size", allow_none=True)
-        positive_int("ddof", minimum=0)
+        check_int("n_clusters", self.n_clusters)
+        check_int("max_iter", self.max_iter)
+        check_int("n_init", self.n_init)
+        check_int("batch_size", self.batch_size, allow_none=True)
+        check_int("ddof", self.ddof, minimum=0)
         if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
             raise ValueError(f"tol must be a float >= 0, got {self.tol!r}")
         if isinstance(self.init, str):

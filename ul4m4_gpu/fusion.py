@@ -27,7 +27,7 @@ from .backend import DEVICES, to_numpy
 from .data import MultiModalArray
 from .metrics import classification_scores, multilabel_scores, regression_scores
 from .normalise import MIN_SCALE
-from .validation import check_dims, default_modality_names
+from .validation import check_dims, check_int, default_modality_names
 
 TASKS = ("multiclass", "multilabel", "regression")
 _LOSSES = {
@@ -41,13 +41,6 @@ _SCORERS = {
     "regression": regression_scores,
 }
 _IMPUTE_HINT = "impute the missing modalities first, e.g. UL4M4Imputer().fit(X).transform(X)"
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    """``value`` as an int >= ``minimum``, or a ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_fraction(name: str, value) -> float:
@@ -155,15 +148,15 @@ class FusionModel(nn.Module):
         dims = tuple(dims)
         if not dims:
             raise ValueError("dims must be a non-empty sequence of positive ints, got ()")
-        dims = tuple(_check_int(f"dims[{m}]", d, 1) for m, d in enumerate(dims))
-        n_outputs = _check_int("n_outputs", n_outputs, 1)
-        width = _check_int("width", width, 1)
-        n_layers = _check_int("n_layers", n_layers, 0)
-        n_heads = _check_int("n_heads", n_heads, 1)
+        dims = tuple(check_int(f"dims[{m}]", d, 1) for m, d in enumerate(dims))
+        n_outputs = check_int("n_outputs", n_outputs, 1)
+        width = check_int("width", width, 1)
+        n_layers = check_int("n_layers", n_layers, 0)
+        n_heads = check_int("n_heads", n_heads, 1)
         dropout = _check_fraction("dropout", dropout)
         if width % n_heads:
             raise ValueError(f"width ({width}) must be divisible by n_heads ({n_heads})")
-        dim_feedforward = 4 * width if dim_feedforward is None else _check_int(
+        dim_feedforward = 4 * width if dim_feedforward is None else check_int(
             "dim_feedforward", dim_feedforward, 1)
         self.task = _check_task(task)
         self.dims = dims
@@ -267,8 +260,8 @@ class FusionTrainer(BaseEstimator):
     def _check_params(self) -> None:
         _check_task(self.task)
         for name in ("epochs", "batch_size", "patience"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("random_state", self.random_state, 0)
+            check_int(name, getattr(self, name), 1)
+        check_int("random_state", self.random_state, 0)
         _check_fraction("validation_fraction", self.validation_fraction)
         if not isinstance(self.standardize, (bool, np.bool_)):
             raise ValueError(f"standardize must be True or False, got {self.standardize!r}")

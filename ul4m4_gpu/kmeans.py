@@ -29,7 +29,7 @@ from .distances import (
     zero_missing,
 )
 from .normalise import expand_mask
-from .validation import check_batch_size, check_finite_packed, check_packed
+from .validation import check_finite_packed, check_int, check_packed
 
 #: D(x) used for the k-means++ draw when a row shares no modality with any seed so far.
 UNREACHABLE_DISTANCE = 1e9
@@ -354,7 +354,7 @@ def lloyd(z, mask, dims, centers, centers_mask, max_iter: int = 100, tol: float 
     centers_mask : (K, M) bool; max_iter, tol : stopping rules; batch_size : rows per
     assignment batch (default: about 2^24 / K).
     """
-    check_batch_size(batch_size)
+    check_int("batch_size", batch_size, allow_none=True)
     rows = PackedRows.build(z, mask, dims)
     check_packed(centers, centers_mask, rows.dims, "centers", "centers_mask")
     array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed

@@ -52,7 +52,6 @@ rows per row group × d_m below that (e.g. under 2M rows of 1,024-dim embeddings
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -92,7 +91,7 @@ from .io import (
 from .kmeans import PackedRows, assign, cluster_statistics, inertia, lloyd_over_passes, seed_plusplus
 from .list_columns import arrow_list_to_dense, cudf_list_to_dense, is_numeric_list_type
 from .normalise import normalise, scale_from_moments
-from .validation import check_finite_observed, in_fitted_order
+from .validation import check_finite_observed, check_int, in_fitted_order
 
 #: Default rows per streamed batch.
 DEFAULT_BATCH_ROWS = 65536
@@ -218,13 +217,6 @@ def _cudf_batches(cudf, file, columns, modalities, batch_rows: int):
         for start in range(0, len(frame), batch_rows):
             yield GpuBatch(frame.iloc[start:start + batch_rows],
                            passthrough.slice(start, batch_rows))
-
-
-def _check_batch_rows(batch_rows) -> int:
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, numbers.Integral) \
-            or batch_rows < 1:
-        raise ValueError(f"batch_rows must be an int >= 1, got {batch_rows!r}")
-    return int(batch_rows)
 
 
 def _dense_column(batch, name: str, d: int | None, offset: int):
@@ -376,11 +368,8 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
     Raises :class:`~ul4m4_gpu.io.InputFileError` for unreadable input and ``ValueError`` as
     ``fit`` does.
     """
-    batch_rows = _check_batch_rows(batch_rows)
-    if seed_sample_size is not None and (isinstance(seed_sample_size, bool)
-                                         or not isinstance(seed_sample_size, numbers.Integral)
-                                         or seed_sample_size < 1):
-        raise ValueError(f"seed_sample_size must be an int >= 1 or None, got {seed_sample_size!r}")
+    batch_rows = check_int("batch_rows", batch_rows)
+    check_int("seed_sample_size", seed_sample_size, allow_none=True)
     imputer._check_params()
     device = resolve_device(imputer.device)
     source = ParquetSource.open(path)
@@ -448,7 +437,7 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    batch_rows = _check_batch_rows(batch_rows)
+    batch_rows = check_int("batch_rows", batch_rows)
     imputer._check_fitted()
     source = ParquetSource.open(path_in)
     path_out = check_output_path(path_out, "parquet", source.path)

@@ -56,13 +56,15 @@ def check_finite_packed(z, mask, dims, argument: str = "z") -> None:
                          "in observed values")
 
 
-def check_batch_size(batch_size) -> None:
-    """Raise ``ValueError`` unless ``batch_size`` is None or an int ≥ 1."""
-    if batch_size is None:
-        return
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
+def check_int(name: str, value, minimum: int = 1, allow_none: bool = False) -> int | None:
+    """``value`` as an int ≥ ``minimum`` (None passes when ``allow_none``), else a
+    ``ValueError`` naming ``name``; bools are refused."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        none = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be an int >= {minimum}{none}, got {value!r}")
+    return int(value)
 
 
 def default_modality_names(count: int) -> tuple[str, ...]:
