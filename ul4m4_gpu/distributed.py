@@ -90,7 +90,7 @@ from .list_columns import (
     is_numeric_list_type,
 )
 from .normalise import modality_moments, normalise, scale_from_moments
-from .validation import check_finite_observed, check_int
+from .validation import check_finite_modalities, check_int
 
 #: Partial results combined by one reduction task.
 SPLIT_EVERY = 8
@@ -175,15 +175,6 @@ def _in_partition(index, offset):
         raise kind(f"partition {index} ({where}): {error}") from None
 
 
-def _check_finite_modalities(values, mask, dims, names, offset):
-    """:func:`~ul4m4_gpu.validation.check_finite_observed` on each modality of a block of
-    (n, D) ``values`` and (n, M) ``mask``, rows numbered from ``offset`` (0 when None)."""
-    bounds = np.concatenate([[0], np.cumsum(dims)])
-    for m, name in enumerate(names):
-        check_finite_observed(values[:, bounds[m]:bounds[m + 1]], mask[:, m], name,
-                              first_row=offset or 0)
-
-
 def _prepare_block(values, mask, dims, names, device, index, offset):
     """One row block, validated: (values float32, mask bool) on the chosen device.
 
@@ -201,7 +192,7 @@ def _prepare_block(values, mask, dims, names, device, index, offset):
         if mask.dtype != bool:
             raise TypeError(f"mask must be boolean, got {mask.dtype}")
         values = values.astype(VALUE_DTYPE, copy=False)
-        _check_finite_modalities(values, mask, dims, names, offset)
+        check_finite_modalities(values, mask, dims, names, offset or 0)
     return values, mask
 
 
@@ -231,6 +222,17 @@ def _layout_entry(is_list: bool, n_nulls: int, n_rows: int, lengths):
     return ("other",)
 
 
+def _numeric_list_columns(frame) -> list[str]:
+    """The columns of a pandas or cuDF DataFrame (a partition, or an empty meta) typed as
+    lists of numbers: the modalities it declares, whatever its cells hold (object columns
+    declare nothing)."""
+    if is_cudf(frame):
+        return [name for name in cudf_list_columns(frame)
+                if is_numeric_list_type(frame[name].dtype.to_arrow())]
+    return [name for name, dtype in frame.dtypes.items()
+            if hasattr(dtype, "pyarrow_dtype") and is_numeric_list_type(dtype.pyarrow_dtype)]
+
+
 def _frame_layout(frame):
     """Per column of one partition: ("list", sorted non-null lengths) for a column of lists
     of numbers (:func:`~ul4m4_gpu.list_columns.is_numeric_list_type`, the rule of Parquet
@@ -240,8 +242,7 @@ def _frame_layout(frame):
     import pyarrow.compute as pc
 
     if is_cudf(frame):
-        lists = {name for name in cudf_list_columns(frame)
-                 if is_numeric_list_type(frame[name].dtype.to_arrow())}
+        lists = set(_numeric_list_columns(frame))
         n = len(frame)
         return n, {name: _layout_entry(name in lists, frame[name].null_count, n,
                                        lambda s=frame[name]: s.list.len().dropna().values)
@@ -292,7 +293,7 @@ def _frame_block(frame, columns, dims, device, index, offset=None):
                 dense, observed = to_dense(cells[name], name, dims[m])
                 values[:, bounds[m]:bounds[m + 1]] = to_device(dense, device)
                 mask[:, m] = to_device(observed, device)
-        _check_finite_modalities(values, mask, dims, columns, offset)
+        check_finite_modalities(values, mask, dims, columns, offset or 0)
     return values, mask
 
 
@@ -480,17 +481,6 @@ def _with_filled_columns(frame, table, columns):
 
 
 # ---------------------------------------------------------------------------- client side
-def _numeric_list_columns(meta) -> list[str]:
-    """The columns of an (empty) pandas or cuDF DataFrame typed as lists of numbers: the
-    modalities a DataFrame declares, whatever its cells hold (object columns declare
-    nothing)."""
-    if is_cudf(meta):
-        return [name for name in cudf_list_columns(meta)
-                if is_numeric_list_type(meta[name].dtype.to_arrow())]
-    return [name for name, dtype in meta.dtypes.items()
-            if hasattr(dtype, "pyarrow_dtype") and is_numeric_list_type(dtype.pyarrow_dtype)]
-
-
 def _check_column_labels(frame) -> None:
     """Raise ``TypeError`` unless every column label of the (dask) DataFrame is a string:
     modality names are strings, and Arrow would turn other labels into strings."""

@@ -26,7 +26,7 @@ from .data import MultiModalArray
 from .distances import zero_missing
 from .kmeans import PackedRows, lloyd_loop, seed_plusplus
 from .normalise import denormalise, fit_modality_stats, normalise
-from .validation import check_finite_observed, check_finite_packed, check_int
+from .validation import check_finite_modalities, check_finite_packed, check_int
 
 MODEL_FORMAT = "ul4m4-imputer/1"
 _FITTED_ARRAYS = ("cluster_centers_", "centers_mask_", "mean_", "scale_", "labels_")
@@ -138,8 +138,7 @@ class UL4M4Imputer(BaseEstimator):
         data = MultiModalArray.coerce(X, device=device).to(device)
         if data.n_samples == 0:
             raise ValueError("empty input: X has 0 rows")
-        for m, name in enumerate(data.names):
-            check_finite_observed(data.modality(m), data.mask[:, m], name)
+        check_finite_modalities(data.values, data.mask, data.dims, data.names)
         return data
 
     def _check_fitted(self) -> None:

@@ -38,6 +38,14 @@ def check_finite_observed(values, observed, name: str, first_row: int = 0) -> No
         )
 
 
+def check_finite_modalities(values, mask, dims, names, first_row: int = 0) -> None:
+    """:func:`check_finite_observed` on each modality of a packed (n, D) ``values`` with its
+    (n, M) ``mask``, modality m named ``names[m]``, rows numbered from ``first_row``."""
+    bounds = np.cumsum([0, *dims])
+    for m, name in enumerate(names):
+        check_finite_observed(values[:, bounds[m]:bounds[m + 1]], mask[:, m], name, first_row)
+
+
 def check_finite_packed(z, mask, dims, argument: str = "z") -> None:
     """Raise ``ValueError`` naming the argument, the first offending modality and its rows
     when an observed slot of a packed array holds NaN or inf (one host sync).
