@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import array_module, to_numpy
-from .distances import masked_sq_sums, squared_norms, zero_missing
+from .distances import checked_centers, masked_sq_sums, squared_norms
 from .kernels import complete as complete_kernels
 from .kmeans import PackedRows, default_batch_size
-from .validation import check_finite_packed, check_int, check_packed
+from .validation import check_int
 
 #: Largest (pattern, candidate, centre) table built for one batch; a batch with more
 #: distinct missing patterns than fit is split in halves.
@@ -222,10 +222,8 @@ def greedy_complete(z, mask, centers, centers_mask, dims, batch_size: int | None
         modalities no centre carries).
     """
     rows = PackedRows.build(z, mask, dims)
-    check_packed(centers, centers_mask, rows.dims, "centers", "centers_mask")
-    xp = array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed
-    check_finite_packed(centers, centers_mask, rows.dims, "centers")
-    centers = zero_missing(centers.astype(z.dtype), centers_mask, rows.dims)
+    centers = checked_centers(centers, centers_mask, z, mask, rows.dims)
+    xp = rows.xp
     pairs = CenterPairs.build(centers, centers_mask, rows.dims)
     sources = completion_sources(rows, pairs, batch_size)
     missing = ~mask

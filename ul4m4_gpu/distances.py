@@ -95,6 +95,17 @@ def zero_missing(z, mask, dims):
     return xp.where(expand_mask(mask, dims), z, xp.zeros((), dtype=z.dtype))
 
 
+def checked_centers(centers, centers_mask, z, mask, dims):
+    """Initial or fitted centres validated for the rows ``z`` (N, D) / ``mask`` (N, M):
+    (K, D) of z's dtype, zero on the modalities a centre lacks. Raises naming ``centers`` or
+    ``centers_mask`` for a wrong shape or dtype and for NaN/inf where a centre carries a
+    modality, and when NumPy and CuPy arrays are mixed."""
+    check_packed(centers, centers_mask, dims, "centers", "centers_mask")
+    array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed
+    check_finite_packed(centers, centers_mask, dims, "centers")
+    return zero_missing(centers.astype(z.dtype, copy=False), centers_mask, dims)
+
+
 def partial_distances(z, mask, centers, centers_mask, dims):
     """Partial-modality distances between every row and every centre.
 
@@ -112,13 +123,7 @@ def partial_distances(z, mask, centers, centers_mask, dims):
     (N, K) array of z's dtype: ``d(z_i, c_l)``, +inf where the two share no modality.
     """
     dims = check_packed(z, mask, dims)
-    check_packed(centers, centers_mask, dims, "centers", "centers_mask")
-    array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed
     check_finite_packed(z, mask, dims)
-    check_finite_packed(centers, centers_mask, dims, "centers")
-    centers = centers.astype(z.dtype, copy=False)
-    sums, shared = masked_sq_sums(
-        zero_missing(z, mask, dims), mask, zero_missing(centers, centers_mask, dims),
-        centers_mask, dims,
-    )
+    centers = checked_centers(centers, centers_mask, z, mask, dims)
+    sums, shared = masked_sq_sums(zero_missing(z, mask, dims), mask, centers, centers_mask, dims)
     return distances_from_sums(sums, shared)

@@ -21,6 +21,7 @@ from .backend import array_module, to_numpy
 from .kernels import assign as assign_kernels
 from .kernels import update as update_kernels
 from .distances import (
+    checked_centers,
     column_scale,
     distances_from_sums,
     masked_sq_sums,
@@ -356,8 +357,5 @@ def lloyd(z, mask, dims, centers, centers_mask, max_iter: int = 100, tol: float 
     """
     check_int("batch_size", batch_size, allow_none=True)
     rows = PackedRows.build(z, mask, dims)
-    check_packed(centers, centers_mask, rows.dims, "centers", "centers_mask")
-    array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed
-    check_finite_packed(centers, centers_mask, rows.dims, "centers")
-    centers = zero_missing(centers.astype(rows.z.dtype), centers_mask, rows.dims)
+    centers = checked_centers(centers, centers_mask, z, mask, rows.dims)
     return lloyd_loop(rows, centers, centers_mask, max_iter, tol, batch_size)
