@@ -223,6 +223,11 @@ def test_streaming_memory_is_bounded_below_the_dataset_size(tmp_path):
     params = dict(n_clusters=4, max_iter=3, random_state=0, device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # compile the kernels first: Numba's JIT allocations are not the data's memory
+        small = write_dataset(tmp_path / "small", rng.normal(size=(50, sum(dims))).astype(
+            np.float32), rng.random((50, 2)) < 0.8, [(0, 50)], dims=dims, names=("a", "b"))
+        transform_parquet(small, tmp_path / "small.parquet",
+                          fit_parquet(small, UL4M4Imputer(**params), batch_rows=2048))
         fitted, peak_fit = _peak_bytes(lambda: fit_parquet(
             path, UL4M4Imputer(**params), batch_rows=2048, seed_sample_size=2000))
         _, peak_transform = _peak_bytes(lambda: transform_parquet(
