@@ -144,7 +144,7 @@ class ndarray(np.ndarray):
 _CREATORS = ("asarray", "array", "ascontiguousarray")  # accept host data (a host → device copy)
 _FUNCTIONS = (
     "abs", "all", "any", "arange", "argmin", "argmax", "bincount", "concatenate", "cumsum",
-    "einsum", "empty", "empty_like", "flatnonzero", "full", "full_like", "isfinite", "isinf",
+    "einsum", "empty", "empty_like", "exp", "flatnonzero", "full", "full_like", "isfinite", "isinf",
     "isnan", "left_shift", "maximum", "minimum", "ones", "ones_like", "repeat", "searchsorted",
     "sqrt", "stack", "take", "tensordot", "unique", "where", "zeros", "zeros_like",
 )

@@ -234,12 +234,59 @@ def lloyd(z, mask, dims, centers, centers_mask, max_iter=100, tol=1e-6, trace=No
 # --------------------------------------------------------------------------- completion
 
 
+def candidates_of(z_row, row_mask, centers, centers_mask, dims):
+    """One candidate per centre j: the row's observed blocks plus centre j's blocks on the
+    modalities the row misses. Returns lists of (D,) float64 values and (M,) bool masks."""
+    off = offsets_of(dims)
+    cand_values, cand_masks = [], []
+    for j in range(centers.shape[0]):
+        values = np.zeros(len(z_row), dtype=np.float64)
+        cmask = np.zeros(len(dims), dtype=bool)
+        for m in range(len(dims)):
+            if row_mask[m]:
+                values[off[m]:off[m + 1]] = z_row[off[m]:off[m + 1]]
+                cmask[m] = True
+            elif centers_mask[j, m]:
+                values[off[m]:off[m + 1]] = centers[j, off[m]:off[m + 1]]
+                cmask[m] = True
+        cand_values.append(values)
+        cand_masks.append(cmask)
+    return cand_values, cand_masks
+
+
+def candidate_scores(z_row, row_mask, centers, centers_mask, dims, completion):
+    """Score of every candidate of one row (a list of K floats).
+
+    paper: min over every centre l of d(candidate_j, c_l); overlap: the same minimum over
+    the centres l sharing an observed modality with the row (+inf when none does);
+    nearest: d(row, c_j) on the row's observed modalities."""
+    k = centers.shape[0]
+    if completion == "nearest":
+        return [partial_distance(z_row, row_mask, centers[j], centers_mask[j], dims)
+                for j in range(k)]
+    cand_values, cand_masks = candidates_of(z_row, row_mask, centers, centers_mask, dims)
+    scores = []
+    for j in range(k):
+        best = math.inf
+        for l in range(k):
+            if completion == "overlap" and not any(
+                    row_mask[m] and centers_mask[l, m] for m in range(len(dims))):
+                continue
+            d = partial_distance(cand_values[j], cand_masks[j], centers[l], centers_mask[l], dims)
+            if d < best:
+                best = d
+        scores.append(best)
+    return scores
+
+
 def greedy_complete(z, mask, centers, centers_mask, dims, return_sources=False):
     """The paper's Algorithm 2, literally: build candidates, pick the best, copy, retire.
 
     Returns (z_completed, imputed) or (z_completed, imputed, sources). ``sources[i, m]`` is
     the centre each imputed slot came from, -1 where observed or where no centre carries m
-    (those slots are filled with 0, the normalised training mean).
+    (those slots are filled with 0, the normalised training mean). A row observing no
+    modality is filled with 0 entirely (the library's documented rule: such a row has
+    nothing to compare a candidate with).
     """
     n, n_mod = mask.shape
     k = centers.shape[0]
@@ -254,32 +301,11 @@ def greedy_complete(z, mask, centers, centers_mask, dims, return_sources=False):
             continue
         for m in missing:
             imputed[i, m] = True
+        if len(missing) == n_mod:
+            out[i] = 0.0
+            continue
 
-        # one candidate per centre: observed part of the row + the centre's missing blocks
-        cand_values = []
-        cand_masks = []
-        for j in range(k):
-            values = np.zeros(z.shape[1], dtype=np.float64)
-            cmask = np.zeros(n_mod, dtype=bool)
-            for m in range(n_mod):
-                if mask[i, m]:
-                    values[off[m]:off[m + 1]] = z[i, off[m]:off[m + 1]]
-                    cmask[m] = True
-                elif centers_mask[j, m]:
-                    values[off[m]:off[m + 1]] = centers[j, off[m]:off[m + 1]]
-                    cmask[m] = True
-            cand_values.append(values)
-            cand_masks.append(cmask)
-
-        scores = []
-        for j in range(k):
-            best = math.inf
-            for l in range(k):
-                d = partial_distance(cand_values[j], cand_masks[j], centers[l], centers_mask[l], dims)
-                if d < best:
-                    best = d
-            scores.append(best)
-
+        scores = candidate_scores(z[i], mask[i], centers, centers_mask, dims, "paper")
         still_missing = set(missing)
         active = list(range(k))
         while still_missing and active:
@@ -300,6 +326,43 @@ def greedy_complete(z, mask, centers, centers_mask, dims, return_sources=False):
     if return_sources:
         return out, imputed, sources
     return out, imputed
+
+
+def complete(z, mask, centers, centers_mask, dims, completion, n_candidates, temperature):
+    """Any completion rule, slot by slot: for every missing modality m of a row, sort the
+    centres carrying m by (score, index), keep the first ``n_candidates``, drop +inf scores
+    behind a finite best, and fill with Σ w_j c_j^m / Σ w_j, w_j = exp(−(s_j − s_best)/τ)
+    (all w_j = 1 when the best score is +inf). Rows observing no modality and modalities no
+    centre carries get 0. Returns (z_completed, sources) with sources the best candidate."""
+    n, n_mod = mask.shape
+    off = offsets_of(dims)
+    out = np.array(z, dtype=np.float64, copy=True)
+    sources = np.full((n, n_mod), -1, dtype=np.int64)
+    for i in range(n):
+        missing = [m for m in range(n_mod) if not mask[i, m]]
+        if not missing:
+            continue
+        if len(missing) == n_mod:
+            out[i] = 0.0
+            continue
+        scores = candidate_scores(z[i], mask[i], centers, centers_mask, dims, completion)
+        for m in missing:
+            carriers = sorted((scores[j], j) for j in range(centers.shape[0])
+                              if centers_mask[j, m])[:n_candidates]
+            if carriers and math.isfinite(carriers[0][0]):
+                carriers = [(s, j) for s, j in carriers if math.isfinite(s)]
+            if not carriers:
+                out[i, off[m]:off[m + 1]] = 0.0
+                continue
+            best = carriers[0][0]
+            weights = [1.0 if math.isinf(best) else math.exp(-(s - best) / temperature)
+                       for s, _ in carriers]
+            block = np.zeros(dims[m])
+            for w, (_, j) in zip(weights, carriers):
+                block += w * np.asarray(centers[j, off[m]:off[m + 1]], dtype=np.float64)
+            out[i, off[m]:off[m + 1]] = block / sum(weights)
+            sources[i, m] = carriers[0][1]
+    return out, sources
 
 
 # --------------------------------------------------------------------------- normalisation

@@ -20,6 +20,7 @@ A few hand-computed cases pin down both the reference and the library.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -32,6 +33,9 @@ from hypothesis import strategies as st
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference as ref  # noqa: E402  (tests/reference.py, the literal loop implementation)
 from ul4m4_gpu.completion import greedy_complete
+
+#: The paper's rule, which ``ref.greedy_complete`` implements literally.
+paper_complete = functools.partial(greedy_complete, completion="paper", n_candidates=1)
 from ul4m4_gpu.distances import partial_distances
 from ul4m4_gpu.kmeans import kmeans_plusplus, lloyd
 from ul4m4_gpu.normalise import fit_modality_stats, normalise
@@ -422,7 +426,7 @@ def _check_completion(p, batch_size):
     exp_z, exp_imp, exp_src = ref.greedy_complete(
         p.z, p.mask, p.centers, p.centers_mask, p.dims, return_sources=True
     )
-    got_z, got_imp, got_src = greedy_complete(
+    got_z, got_imp, got_src = paper_complete(
         p.z, p.mask, p.centers, p.centers_mask, p.dims, batch_size=batch_size,
         return_sources=True,
     )
@@ -438,7 +442,7 @@ def _check_completion(p, batch_size):
     np.testing.assert_array_equal(got_z[~obs], exp_z[~obs])
     assert np.isfinite(got_z).all()
     # without return_sources: a pair, same values
-    got_z2, got_imp2 = greedy_complete(p.z, p.mask, p.centers, p.centers_mask, p.dims,
+    got_z2, got_imp2 = paper_complete(p.z, p.mask, p.centers, p.centers_mask, p.dims,
                                        batch_size=batch_size)
     np.testing.assert_array_equal(np_(got_z2), got_z)
     np.testing.assert_array_equal(np_(got_imp2), got_imp)
@@ -491,9 +495,72 @@ def test_greedy_complete_matches_reference_beyond_64_modalities(seed, n_modaliti
     centers_mask = rng.random((6, n_modalities)) < 0.5
     centers_mask[:, 1] = True
     expected = ref.greedy_complete(z, mask, centers, centers_mask, dims, return_sources=True)
-    got = greedy_complete(z, mask, centers, centers_mask, dims, return_sources=True)
+    got = paper_complete(z, mask, centers, centers_mask, dims, return_sources=True)
     np.testing.assert_array_equal(got[2], expected[2])
     np.testing.assert_allclose(got[0], expected[0])
+
+
+RULES = st.sampled_from([("paper", 1), ("overlap", 1), ("nearest", 1), ("paper", 3),
+                         ("overlap", 2), ("overlap", 5), ("nearest", 3)])
+
+
+def _check_rule(p, rule, temperature, batch_size, exact_sources):
+    completion, n_candidates = rule
+    exp_z, exp_src = ref.complete(p.z, p.mask, p.centers, p.centers_mask, p.dims, completion,
+                                  n_candidates, temperature)
+    z0 = p.z.copy()
+    got_z, got_imp, got_src = greedy_complete(
+        p.z, p.mask, p.centers, p.centers_mask, p.dims, batch_size=batch_size,
+        return_sources=True, completion=completion, n_candidates=n_candidates,
+        temperature=temperature)
+    got_z, got_imp, got_src = np_(got_z), np_(got_imp), np_(got_src)
+    np.testing.assert_array_equal(got_imp, ~p.mask)
+    obs = expand(p.mask, p.dims)
+    assert np.array_equal(got_z[obs], p.z[obs]), "observed values must come back bit-for-bit"
+    assert np.isfinite(got_z).all()
+    np.testing.assert_allclose(got_z[~obs], exp_z[~obs], rtol=1e-9, atol=1e-12 * p.scale)
+    if exact_sources:
+        np.testing.assert_array_equal(got_src, exp_src)
+    else:  # duplicate centres may swap places: the same values must be filled from
+        np.testing.assert_array_equal(got_src < 0, exp_src < 0)
+        off = ref.offsets_of(p.dims)
+        for i, m in zip(*np.nonzero(got_src >= 0)):
+            block = slice(off[m], off[m + 1])
+            np.testing.assert_array_equal(p.centers[got_src[i, m], block],
+                                          p.centers[exp_src[i, m], block])
+    assert np.array_equal(p.z, z0, equal_nan=True)
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(p=problems(center_kinds=ROW_KINDS + ("empty",), orphan=True), rule=RULES,
+       temperature=st.sampled_from([0.05, 0.5, 3.0]), batch_size=st.sampled_from([None, 1, 4]))
+def test_every_completion_rule_matches_reference(p, rule, temperature, batch_size):
+    _check_rule(p, rule, temperature, batch_size, exact_sources=True)
+
+
+@settings(max_examples=100, **NO_SHRINK)
+@given(p=problems(row_kinds=ROW_KINDS + ("empty",), center_kinds=ROW_KINDS + ("empty",),
+                  orphan=True, ties=True),
+       rule=RULES, temperature=st.sampled_from([0.05, 3.0]), batch_size=st.sampled_from([None, 1]))
+def test_every_completion_rule_matches_reference_with_ties(p, rule, temperature, batch_size):
+    """Exact ties resolve by lowest index under every rule whose scores compare the same
+    numbers (paper, overlap); the nearest rule scores duplicate centres from separate GEMM
+    columns, so there they may swap, with the same values filled."""
+    _check_rule(p, rule, temperature, batch_size, exact_sources=rule[0] != "nearest")
+
+
+@settings(max_examples=50, **SETTINGS)
+@given(p=problems(center_kinds=ROW_KINDS + ("empty",), orphan=True))
+def test_reference_slot_rule_is_the_greedy_loop_for_the_paper_hard_pick(p):
+    """The statement the library is built on: the paper's greedy loop equals, per missing
+    modality, the best-scoring candidate carrying it (candidates never change)."""
+    loop_z, _, loop_src = ref.greedy_complete(p.z, p.mask, p.centers, p.centers_mask, p.dims,
+                                              return_sources=True)
+    slot_z, slot_src = ref.complete(p.z, p.mask, p.centers, p.centers_mask, p.dims, "paper", 1,
+                                    1.0)
+    np.testing.assert_array_equal(slot_src, loop_src)
+    obs = expand(p.mask, p.dims)
+    np.testing.assert_array_equal(slot_z[~obs], loop_z[~obs])
 
 
 # --------------------------------------------------------------------------- 5. normalisation
@@ -570,7 +637,7 @@ IMPLS = {
         partial_distances=staticmethod(partial_distances),
         kmeans_plusplus=staticmethod(kmeans_plusplus),
         lloyd=staticmethod(lloyd),
-        greedy_complete=staticmethod(greedy_complete),
+        greedy_complete=staticmethod(paper_complete),
         fit_modality_stats=staticmethod(fit_modality_stats),
         normalise=staticmethod(normalise),
     )),
@@ -702,8 +769,8 @@ def test_hand_greedy_complete(impl):
 @impls
 def test_hand_greedy_complete_orphan_modality_and_complete_rows(impl):
     # dims (2, 1); no centre carries m1 -> filled with 0, source -1, still reported imputed.
-    # c0 = [0, 0 | -], c1 = [10, 10 | -]. Row 0 misses m0 and m1 (no modality at all): the
-    # candidates are the bare centres, each at distance 0 from itself -> tie -> c0.
+    # c0 = [0, 0 | -], c1 = [10, 10 | -]. Row 0 misses m0 and m1 (no modality at all): it
+    # has nothing to compare a candidate with -> the training mean (0), sources -1.
     # Row 1 observes m1 = 3, misses m0: cand0 = [0, 0 | 3], cand1 = [10, 10 | 3]; both at
     # distance 0 from their own centre -> tie -> c0.  Row 2 is complete and untouched.
     dims = (2, 1)
@@ -714,7 +781,7 @@ def test_hand_greedy_complete_orphan_modality_and_complete_rows(impl):
     out, imp, src = impl.greedy_complete(z, mask, c, cm, dims, return_sources=True)
     np.testing.assert_array_equal(np_(out), [[0.0, 0.0, 0.0], [0.0, 0.0, 3.0], [0.1, 0.2, 0.3]])
     np.testing.assert_array_equal(np_(imp), ~mask)
-    np.testing.assert_array_equal(np_(src), [[0, -1], [0, -1], [-1, -1]])
+    np.testing.assert_array_equal(np_(src), [[-1, -1], [0, -1], [-1, -1]])
 
 
 @impls
@@ -727,6 +794,32 @@ def test_hand_greedy_prefers_better_scoring_candidate(impl):
                                        np.ones((2, 2), bool), (1, 1), return_sources=True)
     np.testing.assert_array_equal(np_(out), [[9.0, 10.0]])
     np.testing.assert_array_equal(np_(src), [[-1, 1]])
+
+
+def test_hand_completion_rules_and_the_blind_spot():
+    # dims (1, 1): c0 = [- | 5] (carries m1 only), c1 = [0 | 1]. Row observes m0 = 0.
+    # paper: cand0 = [0 | 5] is at distance 0 from c0 (they share only m1, equal there),
+    #   cand1 = [0 | 1] at 0 from c1: a tie at 0 -> c0, m1 = 5 (the blind spot).
+    # overlap: only c1 shares the observed m0: cand0 -> sqrt((0 + 16)/2) = 2.828, cand1 -> 0
+    #   -> c1, m1 = 1. nearest: d(row, c0) = inf, d(row, c1) = 0 -> c1.
+    # overlap, r = 2, tau = 1: weights 1 (c1) and exp(-2.828) (c0):
+    #   m1 = (1 + 5 e^-2.828) / (1 + e^-2.828). nearest, r = 2: c0's +inf is dropped -> 1.
+    c = np.array([[NaN, 5.0], [0.0, 1.0]])
+    cm = np.array([[False, True], [True, True]])
+    z, mask = np.array([[0.0, NaN]]), np.array([[True, False]])
+    w = math.exp(-math.sqrt(8.0))
+    expected = {("paper", 1): (5.0, 0), ("overlap", 1): (1.0, 1), ("nearest", 1): (1.0, 1),
+                ("overlap", 2): ((1 + 5 * w) / (1 + w), 1), ("nearest", 2): (1.0, 1)}
+    for (completion, r), (value, source) in expected.items():
+        for impl in ("reference", "library"):
+            if impl == "reference":
+                out, src = ref.complete(z, mask, c, cm, (1, 1), completion, r, 1.0)
+            else:
+                out, _, src = greedy_complete(z, mask, c, cm, (1, 1), return_sources=True,
+                                              completion=completion, n_candidates=r,
+                                              temperature=1.0)
+            assert np_(out)[0, 1] == pytest.approx(value, rel=1e-12), (completion, r, impl)
+            assert np_(src)[0, 1] == source, (completion, r, impl)
 
 
 @impls

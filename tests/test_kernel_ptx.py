@@ -47,10 +47,13 @@ def argument_type(value):
 
 
 def run_device_path(device_cupy):
-    """The device path on float32 (the estimator) and on float64 data (the functions)."""
+    """The device path on float32 (the estimator, with each completion rule and a soft fill
+    whose temperature is chosen at fit) and on float64 data (the functions)."""
     x, mask = make_data(n=200)
     data = MultiModalArray(x, mask, DIMS).to("cuda")
-    UL4M4Imputer(n_clusters=K, random_state=0, device="cuda").fit(data).transform(data)
+    for completion, n_candidates in (("paper", 1), ("overlap", 3), ("nearest", 2)):
+        UL4M4Imputer(n_clusters=K, random_state=0, device="cuda", completion=completion,
+                     n_candidates=n_candidates).fit(data).transform(data)
     mean, scale = fit_modality_stats(x, mask, DIMS)
     z = device_cupy.asarray(np.nan_to_num(normalise(x, mask, mean, scale, DIMS)), np.float64)
     rows_mask = device_cupy.asarray(mask)

@@ -76,31 +76,29 @@ def test_rows_per_chunk_bounds_the_chunk_count():
     assert update.rows_per_chunk(10**6, 8) == 125_000
 
 
-def loop_scores(sums, shared, which, pattern_sums, pattern_shared):
-    """Literal triple loop of the scoring formula."""
+def loop_scores(sums, which, inv, base, blind):
+    """Literal triple loop of the scoring formula (docs/method.md, "Completion")."""
     n, k = sums.shape
-    out = np.full((n, k), np.inf)
+    out = np.empty((n, k))
     for i in range(n):
+        q = which[i]
         for j in range(k):
-            ratios = [(sums[i, l] + pattern_sums[which[i], j, l]) /
-                      (shared[i, l] + pattern_shared[which[i], j, l])
-                      for l in range(k) if shared[i, l] + pattern_shared[which[i], j, l] > 0]
-            if ratios:
-                out[i, j] = np.sqrt(min(ratios))
+            terms = [sums[i, l] * inv[q, j, l] + base[q, j, l] for l in range(k)]
+            out[i, j] = np.sqrt(min([blind[q, j], *terms]))
     return out
 
 
-@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # the simulator's 1/0 = inf
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 5), st.integers(1, 3), st.integers(0, 2**32 - 1))
 def test_candidate_scores_cuda_matches_cpu_and_loop(n, k, n_patterns, seed):
     rng = np.random.default_rng(seed)
-    shared = rng.integers(0, 3, size=(n, k)).astype(float)
-    sums = np.where(shared > 0, rng.random((n, k)), 0.0)
-    pattern_shared = rng.integers(0, 2, size=(n_patterns, k, k)).astype(float)
-    pattern_sums = np.where(pattern_shared > 0, rng.random((n_patterns, k, k)), 0.0)
+    sums = rng.random((n, k))
+    overlap = rng.random((n_patterns, 1, k)) < 0.7
+    inv = np.where(overlap, 1.0 / rng.integers(1, 5, size=(n_patterns, k, k)), 0.0)
+    base = np.where(overlap, rng.random((n_patterns, k, k)), np.inf)
+    blind = np.where(rng.random((n_patterns, k)) < 0.5, rng.random((n_patterns, k)), np.inf)
     which = rng.integers(0, n_patterns, size=n)
-    args = (sums, shared, which, pattern_sums, pattern_shared)
+    args = (sums, which, inv, base, blind)
     expected = loop_scores(*args)
     for run in ("cpu", "cuda"):
         out = np.empty((n, k))
@@ -111,27 +109,65 @@ def test_candidate_scores_cuda_matches_cpu_and_loop(n, k, n_patterns, seed):
         np.testing.assert_allclose(out, expected, rtol=1e-12)
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.integers(1, 6), st.integers(1, 5), st.integers(1, 4), st.integers(0, 2**32 - 1))
-def test_pick_sources_cuda_matches_cpu_and_lexicographic_rule(n, k, n_mod, seed):
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 4), st.integers(1, 4),
+       st.integers(0, 2**32 - 1))
+def test_choose_candidates_cuda_matches_cpu_and_the_sorted_rule(n, k, n_mod, r, seed):
     rng = np.random.default_rng(seed)
-    scores = rng.choice([0.5, 1.0, 2.0, np.inf], size=(n, k))  # many ties, some +inf
+    scores = rng.choice([0.0, 0.5, 1.0, 2.0, np.inf], size=(n, k))  # many ties, some +inf
     missing = rng.random((n, n_mod)) < 0.6
     centers_mask = rng.random((k, n_mod)) < 0.6
-    expected = np.full((n, n_mod), -1)
+    expected = np.full((n, n_mod, r), -1)
     for i in range(n):
         for m in range(n_mod):
-            carriers = [j for j in range(k) if centers_mask[j, m]]
-            if missing[i, m] and carriers:
-                expected[i, m] = min(carriers, key=lambda j: (scores[i, j], j))
+            ranked = sorted((scores[i, j], j) for j in range(k) if centers_mask[j, m])[:r]
+            if ranked and np.isfinite(ranked[0][0]):
+                ranked = [(s, j) for s, j in ranked if np.isfinite(s)]
+            if missing[i, m]:
+                expected[i, m, :len(ranked)] = [j for _, j in ranked]
     for run in ("cpu", "cuda"):
-        out = np.empty((n, n_mod), np.int64)
+        chosen, chosen_scores = np.empty((n, n_mod, r), np.int64), np.empty((n, n_mod, r))
+        args = (scores, missing, centers_mask, chosen, chosen_scores)
         if run == "cpu":
-            complete.pick_sources_cpu(scores, missing, centers_mask, out)
+            complete.choose_candidates_cpu(*args)
         else:
-            complete.launch_2d(complete.pick_sources_cuda, out.shape, scores, missing,
-                               centers_mask, out)
-        np.testing.assert_array_equal(out, expected)
+            complete.launch_2d(complete.choose_candidates_cuda, missing.shape, *args)
+        np.testing.assert_array_equal(chosen, expected)
+        rows = np.arange(n)[:, None, None]
+        np.testing.assert_array_equal(chosen_scores[chosen >= 0],
+                                      scores[np.broadcast_to(rows, chosen.shape), chosen][chosen >= 0])
+        assert np.isinf(chosen_scores[chosen < 0]).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 4), st.lists(st.integers(1, 3), min_size=1, max_size=3),
+       st.integers(1, 3), st.integers(0, 2**32 - 1))
+def test_weighted_fill_cuda_matches_cpu_and_loop(n, k, dims, r, seed):
+    rng = np.random.default_rng(seed)
+    n_mod, d = len(dims), sum(dims)
+    column_modality = np.repeat(np.arange(n_mod), dims)
+    rows = rng.permutation(n + 2)[:n]
+    missing = rng.random((n, n_mod)) < 0.6
+    chosen = np.where(rng.random((n, n_mod, r)) < 0.8, rng.integers(0, k, (n, n_mod, r)), -1)
+    weights = rng.random((n, n_mod, r))
+    values, default = rng.normal(size=(k, d)), rng.normal(size=d)
+    start = rng.normal(size=(n + 2, d))
+    expected = start.copy()
+    for t in range(n):
+        for c in range(d):
+            m = column_modality[c]
+            if missing[t, m]:
+                expected[rows[t], c] = (default[c] if chosen[t, m, 0] < 0 else
+                                        sum(weights[t, m, s] * values[chosen[t, m, s], c]
+                                            for s in range(r) if chosen[t, m, s] >= 0))
+    for run in ("cpu", "cuda"):
+        out = start.copy()
+        args = (out, rows, missing, chosen, weights, values, default, column_modality)
+        if run == "cpu":
+            complete.weighted_fill_cpu(*args)
+        else:
+            complete.launch_2d(complete.weighted_fill_cuda, (n, d), *args)
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-15)
 
 
 def test_cuda_kernels_run_in_the_simulator_without_a_gpu():

@@ -1,34 +1,91 @@
-"""Iterative greedy completion from the centres (the paper's Algorithm 2, DESIGN.md §1 step 5).
+"""Completion of missing modalities from the centres (docs/method.md, "Completion").
 
-For a row with missing set Q, candidate j is the row's observed part plus centre j's values
-on Q ∩ C_j, and score_j = min_l d(candidate_j, c_l). The greedy loop takes candidates by
-increasing score (ties: lowest j) and copies what is still missing. Candidates never change,
-so the loop equals: for each missing m, copy c_{j*}^m with j* the best-scoring candidate
-whose centre carries m. Scores come without any per-row loop from
+Every rule scores each candidate j (the row's observed part plus centre j's values on the
+missing modalities Q) and fills each missing modality m from the best-scoring candidates
+whose centre carries m:
+
+* ``"paper"``: the paper's Algorithm 2, score_j = min_l d(candidate_j, c_l) over every
+  centre l. A centre sharing no observed modality with the row compares only the
+  candidate's filled-in part with itself, so such a candidate scores 0 (the blind spot).
+* ``"overlap"``: the same minimum over the centres l that share an observed modality with
+  the row (+inf when none does).
+* ``"nearest"``: score_j = the row's partial distance to c_j on its observed modalities
+  (the natural k-means imputation; no K×K term).
+
+With ``n_candidates`` r = 1 slot m is copied from the single best candidate (the paper's
+greedy loop, whose candidates never change, is exactly that); with r > 1 it is the
+softmax-weighted mean of the r best, w_j ∝ exp(−(s_j − s_min)/τ) (``temperature`` τ).
+``completion="paper", n_candidates=1`` is the paper's rule exactly.
+
+The paper/overlap scores come without any per-row loop from
 
     score_j = min_l sqrt( (A_il + B^Q_jl) / (|O_i∩C_l| + |Q∩C_j∩C_l|) )
 
 with A the row-to-centre sums of :func:`masked_sq_sums` and B^Q = Σ_{m∈Q} P_m, P_m the
 (K, K) per-modality centre-to-centre squared distances over d_m (zero unless both carry m).
-B^Q is computed once per distinct missing pattern of a batch (a (U, K, K) table) and the
-``complete`` kernel does the min-reduction per row without storing any (n, K, K) array.
+Everything but A depends on the row's missing pattern only, so per distinct pattern of a
+batch the (U, K, K) tables of :func:`pattern_tables` are built once, and the ``complete``
+kernels do the minimum, the choice and the fill without any (n, K, K) array.
 """
 
 from __future__ import annotations
 
+import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.utils import check_random_state
 
 from .backend import array_module, to_numpy
-from .distances import checked_centers, masked_sq_sums, squared_norms
+from .distances import checked_centers, distances_from_sums, masked_sq_sums, squared_norms
 from .kernels import complete as complete_kernels
 from .kmeans import PackedRows, default_batch_size
 from .validation import check_int
 
+COMPLETIONS = ("paper", "overlap", "nearest")
+#: Defaults of ``UL4M4Imputer`` and :func:`greedy_complete` (chosen by the quality harness,
+#: BENCHMARKS.md "Choice of the default completion").
+DEFAULT_COMPLETION, DEFAULT_N_CANDIDATES = "paper", 1
+#: :func:`greedy_complete`'s temperature, and ``"auto"``'s when no row can be held out.
+DEFAULT_TEMPERATURE = 0.1
+#: The temperatures ``"auto"`` tries (distances are in per-dimension standard deviations).
+TEMPERATURE_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+#: Training rows ``"auto"`` holds a modality out of.
+TEMPERATURE_SAMPLE_ROWS = 2000
+#: Share of a hard pick's fills from centres sharing no observed modality with the row
+#: above which ``transform`` warns.
+BLIND_FILL_WARNING = 0.10
 #: Largest (pattern, candidate, centre) table built for one batch; a batch with more
 #: distinct missing patterns than fit is split in halves.
 PATTERN_TRIPLES_PER_BATCH = 1 << 24
+
+
+def check_completion(completion, n_candidates, temperature, allow_auto: bool = True):
+    """Validate the completion parameters; raises ``ValueError`` naming the argument.
+    ``temperature`` is a finite float > 0, or ``"auto"`` where ``allow_auto``."""
+    if completion not in COMPLETIONS:
+        raise ValueError(f"completion must be one of {COMPLETIONS}, got {completion!r}")
+    check_int("n_candidates", n_candidates)
+    if allow_auto and isinstance(temperature, str) and temperature == "auto":
+        return
+    if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
+            or not np.isfinite(temperature) or not temperature > 0):
+        expected = "a finite float > 0" + (" or 'auto'" if allow_auto else "")
+        raise ValueError(f"temperature must be {expected}, got {temperature!r}")
+
+
+@dataclass(frozen=True)
+class CompletionRule:
+    """How missing slots are filled: ``completion`` in :data:`COMPLETIONS`,
+    ``n_candidates`` r ≥ 1, ``temperature`` τ > 0 (a number; used only when r > 1)."""
+
+    completion: str = DEFAULT_COMPLETION
+    n_candidates: int = DEFAULT_N_CANDIDATES
+    temperature: float = DEFAULT_TEMPERATURE
+
+    def __post_init__(self):
+        check_completion(self.completion, self.n_candidates, self.temperature, allow_auto=False)
 
 
 @dataclass
@@ -84,21 +141,47 @@ def _pairwise_sq_distances(block):
     return out
 
 
-def candidate_scores(rows: PackedRows, index, pairs: CenterPairs, patterns, which):
-    """(n, K) greedy scores of the rows selected by ``index`` (an index array); +inf where
-    a candidate shares nothing with any centre. ``patterns`` (U, M) 0/1 and ``which`` (n,)
-    come from :func:`_missing_patterns` of those rows. The (n, K, K) min-reduction runs in
-    the ``complete`` kernel (CPU twin or CUDA), never materialised."""
+def pattern_tables(pairs: CenterPairs, patterns, completion: str):
+    """The per-pattern tables of the ``complete`` scoring kernel.
+
+    patterns : (U, M) 0/1 of the centres' dtype, 1 = missing. Returns ``inv``, ``base``
+    (U, K, K) and ``blind`` (U, K) (see :mod:`ul4m4_gpu.kernels.complete`), and
+    ``overlap`` (U, K) bool: centre l shares an observed modality with pattern u.
+    """
+    xp = array_module(patterns)
+    k = pairs.n_centers
+    carried = pairs.centers_mask.astype(patterns.dtype)
+    shared_observed = (1 - patterns) @ carried.T                    # |O∩C_l|, (U, K)
+    sums = (patterns @ pairs.pair_sums).reshape(-1, k, k)           # B^Q_jl
+    counts = (patterns @ pairs.pair_shared).reshape(-1, k, k)       # |Q∩C_j∩C_l|
+    overlap = shared_observed > 0
+    inf = xp.full((), xp.inf, dtype=patterns.dtype)
+    inv = xp.where(overlap[:, None, :], 1 / (shared_observed[:, None, :] + counts), 0)
+    inv = inv.astype(patterns.dtype, copy=False)
+    base = xp.where(overlap[:, None, :], sums * inv, inf)
+    if completion == "paper":
+        blind = xp.where(~overlap[:, None, :] & (counts > 0), sums / xp.maximum(counts, 1), inf)
+        blind = blind.min(axis=2)
+    else:
+        blind = xp.full((patterns.shape[0], k), xp.inf, dtype=patterns.dtype)
+    return inv, base, blind, overlap
+
+
+def candidate_scores(rows: PackedRows, index, pairs: CenterPairs, completion: str,
+                     tables, which):
+    """(n, K) scores of the rows selected by ``index`` (an index array) under
+    ``completion``; +inf where a candidate has nothing to be compared on. ``tables`` come
+    from :func:`pattern_tables` and ``which`` (n,) from :func:`_missing_patterns`."""
     xp = rows.xp
     sums, shared = masked_sq_sums(
         rows.z[index], rows.mask[index], pairs.centers, pairs.centers_mask, rows.dims,
         center_norms=pairs.center_norms, row_norms=rows.row_norms[index],
     )
-    k = pairs.n_centers
-    pattern_sums = (patterns @ pairs.pair_sums).reshape(-1, k, k)
-    pattern_shared = (patterns @ pairs.pair_shared).reshape(-1, k, k)
+    if completion == "nearest":
+        return distances_from_sums(sums, shared)
+    inv, base, blind, _ = tables
     scores = xp.empty_like(sums)
-    args = (sums, shared, which, pattern_sums, pattern_shared, scores)
+    args = (sums, which, inv, base, blind, scores)
     if xp is np:
         complete_kernels.candidate_scores_cpu(*args)
     else:
@@ -130,77 +213,243 @@ def _missing_patterns(missing, dtype):
     return patterns.astype(dtype), which.ravel()
 
 
-def pick_sources(scores, missing, centers_mask):
-    """Centre each missing slot is copied from.
+def choose_candidates(scores, missing, centers_mask, n_candidates: int):
+    """The candidates each missing slot is filled from.
 
     scores : (n, K); missing : (n, M) bool; centers_mask : (K, M) bool.
-    Returns (n, M) int64: for a missing slot, the lowest-scoring centre that carries the
-    modality (ties: lowest index; +inf scores rank last but still count); −1 for observed
-    slots and for modalities no centre carries.
+    Returns chosen (n, M, r) int64 and their scores (n, M, r) of the scores' dtype: the r
+    lowest-scoring centres carrying m, best first (ties: lowest index); +inf scores are
+    dropped unless no centre with a finite score carries m; −1 / +inf pad the rest, and
+    fill observed slots and modalities no centre carries.
     """
     xp = array_module(scores)
-    sources = xp.empty(missing.shape, dtype=xp.int64)
+    shape = (*missing.shape, n_candidates)
+    chosen = xp.empty(shape, dtype=xp.int64)
+    chosen_scores = xp.empty(shape, dtype=scores.dtype)
+    args = (scores, missing, centers_mask, chosen, chosen_scores)
     if xp is np:
-        complete_kernels.pick_sources_cpu(scores, missing, centers_mask, sources)
+        complete_kernels.choose_candidates_cpu(*args)
     else:
-        complete_kernels.launch_2d(complete_kernels.pick_sources_cuda, sources.shape,
-                                   scores, missing, centers_mask, sources)
-    return sources
+        complete_kernels.launch_2d(complete_kernels.choose_candidates_cuda, missing.shape, *args)
+    return chosen, chosen_scores
 
 
-def completion_sources(rows: PackedRows, pairs: CenterPairs, batch_size: int | None = None,
-                       progress=None):
-    """(N, M) int64 source centre of every slot (see :func:`pick_sources`), scoring the
-    incomplete rows in batches of ``batch_size`` (default: about 2^24 / K rows, bounding the
-    (n, K) arrays); ``progress`` (a tqdm bar, optional) is advanced by the rows done."""
+def candidate_weights(chosen, chosen_scores, temperature: float):
+    """(n, M, r) weights of the chosen candidates, summing to 1 over each slot that has
+    one: exp(−(s − s_best)/τ), equal weights when every chosen score is +inf, 0 on
+    padding."""
+    xp = array_module(chosen_scores)
+    valid = chosen >= 0
+    best = chosen_scores[:, :, :1]
+    finite = xp.isfinite(best)
+    gap = xp.where(valid & finite, chosen_scores - xp.where(finite, best, 0), 0)
+    weights = xp.where(valid, xp.exp(-gap / temperature), 0).astype(chosen_scores.dtype)
+    total = weights.sum(axis=2, keepdims=True)
+    return weights / xp.where(total > 0, total, 1)
+
+
+@dataclass
+class CompletionReport:
+    """Where the fills of one completion came from, per modality (all (M,) NumPy arrays).
+
+    filled : int64, missing slots filled; mean_filled : int64, of those filled with the
+    training mean (no centre carries the modality, or the row observes nothing);
+    blind_share : float64, share of the fills' weight drawn from centres sharing no observed
+    modality with the row; zero_score_share : float64, share of fills whose best candidate
+    scores exactly 0; rows_without_modality : int, rows observing no modality.
+    """
+
+    names: tuple
+    filled: np.ndarray
+    mean_filled: np.ndarray
+    blind_share: np.ndarray
+    zero_score_share: np.ndarray
+    rows_without_modality: int
+
+    def as_dict(self) -> dict:
+        """``{modality: {"filled", "mean_filled", "blind_share", "zero_score_share"}}`` plus
+        ``"rows_without_modality"``: plain Python numbers."""
+        per_modality = {
+            name: {"filled": int(self.filled[m]), "mean_filled": int(self.mean_filled[m]),
+                   "blind_share": float(self.blind_share[m]),
+                   "zero_score_share": float(self.zero_score_share[m])}
+            for m, name in enumerate(self.names)}
+        return {**per_modality, "rows_without_modality": self.rows_without_modality}
+
+    @property
+    def overall_blind_share(self) -> float:
+        """Share of all fills' weight drawn from centres sharing nothing observed."""
+        total = int(self.filled.sum())
+        return float((self.blind_share * self.filled).sum() / total) if total else 0.0
+
+    def summary(self) -> str:
+        """One line per modality, for the CLI."""
+        lines = [f"  {name}: {self.filled[m]:,} filled, {self.blind_share[m]:.1%} from centres "
+                 f"sharing no observed modality, {self.zero_score_share[m]:.1%} at score 0"
+                 for m, name in enumerate(self.names)]
+        if self.rows_without_modality:
+            lines.append(f"  {self.rows_without_modality:,} rows observe no modality: "
+                         "filled with the training mean")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Tally:
+    """Device-side running sums of a :class:`CompletionReport` (one host transfer at the
+    end)."""
+
+    xp: object
+    n_modalities: int
+    sums: object = None  # (5, M) float64: filled, mean_filled, blind weight, zero score, empty rows
+
+    def __post_init__(self):
+        self.sums = self.xp.zeros((5, self.n_modalities), dtype=self.xp.float64)
+
+    def add(self, missing, chosen, weights, chosen_scores, overlap_of_chosen, empty):
+        xp = self.xp
+        has_source = chosen[:, :, 0] >= 0
+        blind = (weights * ~overlap_of_chosen).sum(axis=2)
+        self.sums[0] += missing.sum(axis=0)
+        self.sums[1] += (missing & ~has_source).sum(axis=0)
+        self.sums[2] += xp.where(has_source, blind, 0).sum(axis=0)
+        self.sums[3] += (has_source & (chosen_scores[:, :, 0] == 0)).sum(axis=0)
+        self.sums[4, 0] += empty.sum()
+
+    def report(self, names) -> CompletionReport:
+        sums = to_numpy(self.sums)
+        filled = sums[0].astype(np.int64)
+        with_source = np.maximum(filled - sums[1], 1)
+        return CompletionReport(tuple(names), filled, sums[1].astype(np.int64),
+                                sums[2] / with_source, sums[3] / with_source, int(sums[4, 0]))
+
+
+def complete_rows(rows: PackedRows, pairs: CenterPairs, rule: CompletionRule, out,
+                  source_values, default, batch_size: int | None = None, progress=None,
+                  names=None):
+    """Fill every missing slot of ``out`` in place by ``rule``, scoring the incomplete rows
+    in batches of ``batch_size`` (default: about 2^24 / K rows, bounding the (n, K) arrays).
+
+    rows : the normalised rows; out : (N, D) array written on missing slots only;
+    source_values : (K, D) centre values in ``out``'s space; default : (D,) the value of a
+    slot no candidate can fill (the training mean). A row observing no modality is filled
+    with ``default`` entirely. ``progress`` (a tqdm bar, optional) is advanced by the rows
+    done; ``names`` (M strings) label the report.
+
+    Returns the (N, M) int64 best source of every slot (−1 for observed and mean-filled
+    slots) and the :class:`CompletionReport`.
+    """
     check_int("batch_size", batch_size, allow_none=True)
     xp = rows.xp
+    n_modalities = len(rows.dims)
     sources = xp.full(rows.mask.shape, -1, dtype=xp.int64)
     incomplete = xp.flatnonzero(~rows.mask.all(axis=1))
     batch_size = batch_size or default_batch_size(int(incomplete.size), pairs.n_centers)
+    column_modality = xp.asarray(np.repeat(np.arange(n_modalities), rows.dims))
+    tally = _Tally(xp, n_modalities)
     for start in range(0, incomplete.size, batch_size):
         index = incomplete[start:start + batch_size]
-        sources[index] = _batch_sources(rows, index, pairs)
+        _complete_batch(rows, index, pairs, rule, out, source_values, default,
+                        column_modality, sources, tally)
         if progress is not None:
             progress.update(int(index.size))
-    return sources
+    names = names or tuple(f"m{m}" for m in range(n_modalities))
+    return sources, tally.report(names)
 
 
-def _batch_sources(rows: PackedRows, index, pairs: CenterPairs):
-    """(n, M) sources of the rows ``index``; halves the batch while its distinct missing
-    patterns would need a (U, K, K) table larger than PATTERN_TRIPLES_PER_BATCH."""
+def _complete_batch(rows, index, pairs, rule, out, source_values, default, column_modality,
+                    sources, tally):
+    """One batch of :func:`complete_rows`; halves the batch while its distinct missing
+    patterns would need (U, K, K) tables larger than PATTERN_TRIPLES_PER_BATCH."""
+    xp = rows.xp
     missing = ~rows.mask[index]
     patterns, which = _missing_patterns(missing, rows.z.dtype)
     if patterns.shape[0] * pairs.n_centers ** 2 > PATTERN_TRIPLES_PER_BATCH and index.size > 1:
         half = index.size // 2
-        return rows.xp.concatenate([_batch_sources(rows, index[:half], pairs),
-                                    _batch_sources(rows, index[half:], pairs)])
-    scores = candidate_scores(rows, index, pairs, patterns, which)
-    return pick_sources(scores, missing, pairs.centers_mask)
+        for part in (index[:half], index[half:]):
+            _complete_batch(rows, part, pairs, rule, out, source_values, default,
+                            column_modality, sources, tally)
+        return
+    tables = pattern_tables(pairs, patterns, rule.completion)
+    scores = candidate_scores(rows, index, pairs, rule.completion, tables, which)
+    chosen, chosen_scores = choose_candidates(scores, missing, pairs.centers_mask,
+                                              rule.n_candidates)
+    empty = missing.all(axis=1)
+    chosen[empty] = -1
+    weights = candidate_weights(chosen, chosen_scores, rule.temperature)
+    weighted_fill(out, index, missing, chosen, weights, source_values, default, column_modality)
+    sources[index] = chosen[:, :, 0]
+    overlap = tables[3][which[:, None, None], xp.maximum(chosen, 0)]
+    tally.add(missing, chosen, weights, chosen_scores, overlap, empty)
 
 
-def fill_from_sources(out, sources, missing, source_values, default, dims):
-    """Write ``source_values[sources[i, m]]`` into every missing slot of ``out`` in place,
-    and ``default`` where ``sources`` is −1 on a missing slot.
+def choose_temperature(rows: PackedRows, pairs: CenterPairs, completion: str,
+                       n_candidates: int, random_state=None,
+                       grid=TEMPERATURE_GRID, sample_rows: int = TEMPERATURE_SAMPLE_ROWS):
+    """The temperature of ``grid`` whose soft fill best reconstructs held-out modalities.
 
-    out : (N, D) array; sources : (N, M) int64; missing : (N, M) bool;
-    source_values : (K, D); default : (D,); dims : M ints. Observed slots are not touched.
+    Up to ``sample_rows`` training rows observing at least two modalities are drawn
+    (seeded by ``random_state``); each hides one of its observed modalities, drawn
+    uniformly; every τ fills the hidden slots from the same chosen candidates, and the τ
+    with the lowest mean squared error per dimension (normalised space) wins (ties: the
+    smaller τ). Returns a float; :data:`DEFAULT_TEMPERATURE` with a ``UserWarning`` when no
+    training row observes two modalities.
     """
-    start = 0
-    for m, d in enumerate(dims):
-        columns = slice(start, start + d)
-        rows = missing[:, m]
-        picked = sources[rows, m]
-        block = source_values[:, columns][picked]
-        block[picked < 0] = default[columns]
-        out[rows, columns] = block
-        start += d
-    return out
+    rng = check_random_state(random_state)
+    observed = to_numpy(rows.mask)
+    eligible = np.flatnonzero(observed.sum(axis=1) >= 2)
+    if eligible.size == 0:
+        warnings.warn("temperature='auto': no training row observes two modalities, so none "
+                      f"can be held out; using temperature={DEFAULT_TEMPERATURE}",
+                      UserWarning, stacklevel=3)
+        return DEFAULT_TEMPERATURE
+    picked = np.sort(rng.choice(eligible, size=min(sample_rows, eligible.size), replace=False))
+    held = np.array([rng.choice(np.flatnonzero(observed[i])) for i in picked])
+    xp = rows.xp
+    index = xp.asarray(picked)
+    mask = rows.mask[index].copy()
+    mask[xp.arange(picked.size), xp.asarray(held)] = False
+    truth = rows.z[index]
+    sample = PackedRows.build(truth, mask, rows.dims)
+    hidden = ~mask & rows.mask[index]
+    patterns, which = _missing_patterns(~mask, rows.z.dtype)
+    tables = pattern_tables(pairs, patterns, completion)
+    all_rows = xp.arange(picked.size)
+    scores = candidate_scores(sample, all_rows, pairs, completion, tables, which)
+    chosen, chosen_scores = choose_candidates(scores, hidden, pairs.centers_mask, n_candidates)
+    column_modality = xp.asarray(np.repeat(np.arange(len(rows.dims)), rows.dims))
+    default = xp.zeros(rows.z.shape[1], dtype=rows.z.dtype)
+    hidden_columns = hidden[:, column_modality]
+    errors = []
+    for temperature in grid:
+        filled = truth.copy()
+        weights = candidate_weights(chosen, chosen_scores, temperature)
+        weighted_fill(filled, all_rows, hidden, chosen, weights, pairs.centers, default,
+                      column_modality)
+        diff = xp.where(hidden_columns, filled - truth, 0)
+        per_dim = (diff * diff).sum() / hidden_columns.sum()
+        errors.append(float(per_dim))
+    return float(grid[int(np.argmin(errors))])
+
+
+def weighted_fill(out, rows, missing, chosen, weights, values, default, column_modality):
+    """Write Σ_t weights · values[chosen] into the missing slots of the rows ``rows`` (n,)
+    of ``out`` in place (``default`` where a slot has no candidate), with the
+    ``weighted_fill`` kernel (CPU twin or CUDA). missing : (n, M) bool; chosen, weights :
+    (n, M, r); values : (K, D); default : (D,); column_modality : (D,) int64."""
+    args = (out, rows, missing, chosen, weights.astype(values.dtype), values,
+            default.astype(values.dtype), column_modality)
+    if array_module(out) is np:
+        complete_kernels.weighted_fill_cpu(*args)
+    else:
+        complete_kernels.launch_2d(complete_kernels.weighted_fill_cuda,
+                                   (rows.shape[0], out.shape[1]), *args)
 
 
 def greedy_complete(z, mask, centers, centers_mask, dims, batch_size: int | None = None,
-                    return_sources: bool = False):
-    """Fill every missing modality of normalised rows by greedy completion from the centres.
+                    return_sources: bool = False, *, completion: str = DEFAULT_COMPLETION,
+                    n_candidates: int = DEFAULT_N_CANDIDATES,
+                    temperature: float = DEFAULT_TEMPERATURE):
+    """Fill every missing modality of normalised rows from the centres.
 
     Parameters
     ----------
@@ -211,22 +460,27 @@ def greedy_complete(z, mask, centers, centers_mask, dims, batch_size: int | None
     centers_mask : (K, M) bool.
     dims : M ints summing to D.
     batch_size : rows scored at once (default: about 2^24 / K); bounds the (n, K) arrays.
-    return_sources : also return the (N, M) int64 centre each slot was copied from.
+    return_sources : also return the (N, M) int64 best-scoring centre of each slot.
+    completion, n_candidates, temperature : the completion rule, as in
+        :class:`~ul4m4_gpu.UL4M4Imputer` (``temperature`` a number here);
+        ``completion="paper", n_candidates=1`` is the paper's Algorithm 2 exactly.
 
     Returns
     -------
     z_completed : (N, D) of z's dtype, observed values bit-for-bit those of ``z``; a modality
-        that no centre carries is filled with 0 (the training mean).
+        that no centre carries, and every modality of a row observing none, is filled with 0
+        (the training mean).
     imputed : (N, M) bool, exactly ``~mask``.
     sources : (N, M) int64, only with ``return_sources`` (−1 for observed slots and for
-        modalities no centre carries).
+        slots filled with 0).
     """
+    rule = CompletionRule(completion, n_candidates, temperature)
     rows = PackedRows.build(z, mask, dims)
     centers = checked_centers(centers, centers_mask, z, mask, rows.dims)
     xp = rows.xp
     pairs = CenterPairs.build(centers, centers_mask, rows.dims)
-    sources = completion_sources(rows, pairs, batch_size)
+    completed = z.copy()
+    sources, _ = complete_rows(rows, pairs, rule, completed, centers,
+                               xp.zeros(z.shape[1], dtype=z.dtype), batch_size)
     missing = ~mask
-    completed = fill_from_sources(z.copy(), sources, missing, centers,
-                                  xp.zeros(z.shape[1], dtype=z.dtype), rows.dims)
     return (completed, missing, sources) if return_sources else (completed, missing)

@@ -74,6 +74,11 @@ from .backend import (
     to_numpy,
 )
 from .data import MultiModalArray
+from .completion import (
+    DEFAULT_COMPLETION,
+    DEFAULT_N_CANDIDATES,
+    TEMPERATURE_SAMPLE_ROWS,
+)
 from .estimator import UL4M4Imputer, check_initial_centers
 from .kmeans import (
     PackedRows,
@@ -99,7 +104,7 @@ MIN_SEED_SAMPLE = 10_000
 SEED_SAMPLE_PER_CENTER = 50
 
 _LOCAL_PARAMS = ("n_clusters", "max_iter", "tol", "n_init", "init", "random_state", "device",
-                 "batch_size", "ddof", "verbose")
+                 "batch_size", "ddof", "verbose", "completion", "n_candidates", "temperature")
 
 
 # ---------------------------------------------------------------------------- containers
@@ -390,6 +395,17 @@ def _seed_from_sample(dims, n_clusters, rng, *samples):
     return to_numpy(centers), to_numpy(centers_mask), rng
 
 
+def _temperature_from_sample(model, dims, *samples):
+    """``temperature_`` of the fitted single-machine ``model`` chosen on the concatenated
+    sample of normalised rows (see ``UL4M4Imputer._fit_temperature``)."""
+    xp = array_module(samples[0][0])
+    rows = PackedRows.build(xp.concatenate([s[0] for s in samples]),
+                            xp.concatenate([s[1] for s in samples]), dims, clean=True)
+    local = _local_model_for(model, "cuda" if is_cupy_array(rows.z) else "cpu")
+    local._fit_temperature(rows)
+    return local.temperature_
+
+
 def _labels_block(assigned):
     return assigned[0]
 
@@ -541,7 +557,8 @@ class DaskUL4M4Imputer(BaseEstimator):
 
     Parameters
     ----------
-    n_clusters, max_iter, tol, n_init, init, random_state, batch_size, ddof, verbose
+    n_clusters, max_iter, tol, n_init, init, random_state, batch_size, ddof, verbose,
+    completion, n_candidates, temperature
         As for :class:`UL4M4Imputer` (``init`` may be a (centers, centers_mask) pair of
         normalised (K, D) values and (K, M) bool). ``batch_size`` bounds the rows of one
         partition processed at once on a worker.
@@ -554,7 +571,8 @@ class DaskUL4M4Imputer(BaseEstimator):
         Seconds any single wait on the cluster may take before ``TimeoutError``.
     seed_sample_size : int or None
         Rows sampled uniformly for k-means++ (default max(10000, 50 · n_clusters)); with at
-        least N rows the seeding is exactly the single-machine one.
+        least N rows the seeding is exactly the single-machine one. ``temperature="auto"``
+        is chosen on a uniform sample of 2,000 rows.
 
     Input ``X`` (fit and transform): a tuple ``(values, mask, dims)`` or ``(values, mask,
     dims, names)`` of dask arrays chunked by rows — values (N, D) float, mask (N, M) bool
@@ -579,7 +597,8 @@ class DaskUL4M4Imputer(BaseEstimator):
 
     def __init__(self, n_clusters=64, max_iter=100, tol=1e-6, n_init=1, init="k-means++",
                  random_state=None, device="auto", batch_size=None, ddof=0, verbose=0,
-                 client=None, timeout=600, seed_sample_size=None):
+                 completion=DEFAULT_COMPLETION, n_candidates=DEFAULT_N_CANDIDATES,
+                 temperature="auto", client=None, timeout=600, seed_sample_size=None):
         self.n_clusters = n_clusters
         self.max_iter = max_iter
         self.tol = tol
@@ -590,6 +609,9 @@ class DaskUL4M4Imputer(BaseEstimator):
         self.batch_size = batch_size
         self.ddof = ddof
         self.verbose = verbose
+        self.completion = completion
+        self.n_candidates = n_candidates
+        self.temperature = temperature
         self.client = client
         self.timeout = timeout
         self.seed_sample_size = seed_sample_size
@@ -857,13 +879,26 @@ class DaskUL4M4Imputer(BaseEstimator):
         self.dims_, self.modality_names_ = dims, names
         self.device_ = next(iter(devices))
         self.n_samples_fit_ = n_samples
+        self.temperature_ = self._fit_temperature(session, rows, block_rows, live)
 
-    def _seeds(self, session, rows, block_rows, dims, live):
-        """Yield ``n_init`` k-means++ starts computed on a worker from a uniform sample."""
-        rng = check_random_state(self.random_state)
+    def _fit_temperature(self, session, rows, block_rows, live) -> float:
+        """``temperature_``: the given number, or for "auto" (with n_candidates > 1) the
+        choice of ``UL4M4Imputer`` on a uniform sample of TEMPERATURE_SAMPLE_ROWS rows,
+        made on a worker."""
+        model = self._completion_model(temperature=None)
+        if not model._needs_temperature_sample():
+            model._fit_temperature(None)
+            return model.temperature_
+        samples = self._sample(session, rows, block_rows, TEMPERATURE_SAMPLE_ROWS,
+                               check_random_state(self.random_state), live)
+        future = session.submit(_temperature_from_sample, model, tuple(self.dims_), *samples)
+        return float(session.result(future, "choosing the completion temperature"))
+
+    @staticmethod
+    def _sample(session, rows, block_rows, size: int, rng, live) -> list:
+        """Futures of (z, mask) pieces of a uniform sample of ``size`` rows (every row when
+        there are no more), drawn with ``rng``."""
         n_samples = int(sum(block_rows))
-        size = self.seed_sample_size or max(MIN_SEED_SAMPLE,
-                                            SEED_SAMPLE_PER_CENTER * self.n_clusters)
         if size >= n_samples:
             samples = [r for r, n in zip(rows, block_rows) if n]
         else:
@@ -876,6 +911,14 @@ class DaskUL4M4Imputer(BaseEstimator):
                 if local.size:
                     samples.append(session.submit(_take_rows, part, local))
         live.append(samples)
+        return samples
+
+    def _seeds(self, session, rows, block_rows, dims, live):
+        """Yield ``n_init`` k-means++ starts computed on a worker from a uniform sample."""
+        rng = check_random_state(self.random_state)
+        size = self.seed_sample_size or max(MIN_SEED_SAMPLE,
+                                            SEED_SAMPLE_PER_CENTER * self.n_clusters)
+        samples = self._sample(session, rows, block_rows, size, rng, live)
         for run in range(self.n_init):
             future = session.submit(_seed_from_sample, dims, self.n_clusters, rng, *samples)
             centers, centers_mask, advanced = session.result(
@@ -928,14 +971,16 @@ class DaskUL4M4Imputer(BaseEstimator):
             )
 
     # ------------------------------------------------------------------ completion
-    def _completion_model(self) -> UL4M4Imputer:
-        """The fitted single-machine model (host arrays, no labels) shipped to the blocks."""
+    def _completion_model(self, temperature="fitted") -> UL4M4Imputer:
+        """The fitted single-machine model (host arrays, no labels) shipped to the blocks,
+        with ``temperature_`` this estimator's, or ``temperature`` (None: not yet chosen)."""
         model = self._local_estimator(device="cpu")
         model.device_ = "cpu"
         model.cluster_centers_, model.centers_mask_ = self.cluster_centers_, self.centers_mask_
         model.mean_, model.scale_ = self.mean_, self.scale_
         model.dims_, model.modality_names_ = tuple(self.dims_), tuple(self.modality_names_)
         model.n_iter_, model.inertia_ = self.n_iter_, self.inertia_
+        model.temperature_ = self.temperature_ if temperature == "fitted" else temperature
         return model
 
     def transform(self, X):
@@ -993,6 +1038,7 @@ class DaskUL4M4Imputer(BaseEstimator):
             setattr(model, name, to_device(getattr(self, name), model.device_))
         model.dims_, model.modality_names_ = tuple(self.dims_), tuple(self.modality_names_)
         model.n_iter_, model.inertia_ = self.n_iter_, self.inertia_
+        model.temperature_ = self.temperature_
         if labels:
             session = _Session(self.client_, float(self.timeout))
             gathered = session.result(self.client_.compute(self.labels_), "gathering labels_")

@@ -1,9 +1,10 @@
 """``UL4M4Imputer``: the scikit-learn-style estimator tying the method together.
 
 fit: normalise each modality over its observing rows → k-means++ on the partial distance →
-Lloyd to convergence (best of ``n_init``). transform: normalise with the training statistics
-→ greedy completion from the centres → de-normalise the imputed slots; observed values come
-back bit-for-bit unchanged.
+Lloyd to convergence (best of ``n_init``) → the completion temperature (``"auto"``).
+transform: normalise with the training statistics → completion from the centres
+(:mod:`ul4m4_gpu.completion`) → de-normalise the imputed slots; observed values come back
+bit-for-bit unchanged. The method is described in docs/method.md.
 """
 
 from __future__ import annotations
@@ -21,7 +22,17 @@ from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
 from .backend import VALUE_DTYPE, array_module, device_module, resolve_device, to_device, to_numpy
-from .completion import CenterPairs, completion_sources, fill_from_sources
+from .completion import (
+    BLIND_FILL_WARNING,
+    DEFAULT_COMPLETION,
+    DEFAULT_N_CANDIDATES,
+    DEFAULT_TEMPERATURE,
+    CenterPairs,
+    CompletionRule,
+    check_completion,
+    choose_temperature,
+    complete_rows,
+)
 from .data import MultiModalArray
 from .distances import zero_missing
 from .kmeans import PackedRows, lloyd_loop, seed_plusplus
@@ -30,6 +41,8 @@ from .validation import check_finite_modalities, check_finite_packed, check_int
 
 MODEL_FORMAT = "ul4m4-imputer/1"
 _FITTED_ARRAYS = ("cluster_centers_", "centers_mask_", "mean_", "scale_", "labels_")
+#: Parameters of model files written before they existed: those files used the paper's rule.
+LEGACY_PARAMS = {"completion": "paper", "n_candidates": 1, "temperature": DEFAULT_TEMPERATURE}
 
 
 def check_initial_centers(init, n_clusters: int, dims, device: str):
@@ -62,7 +75,8 @@ def check_initial_centers(init, n_clusters: int, dims, device: str):
 
 
 class UL4M4Imputer(BaseEstimator):
-    """Complete missing modalities by clustering with partial centres and greedy completion.
+    """Complete missing modalities by clustering with partial centres and completing from
+    the centres (docs/method.md).
 
     Parameters
     ----------
@@ -90,6 +104,18 @@ class UL4M4Imputer(BaseEstimator):
         Delta degrees of freedom of the per-modality standard deviation.
     verbose : int, default 0
         Show progress bars (Lloyd iterations, completion) when > 0.
+    completion : "paper", "overlap" or "nearest"
+        How candidates are scored (see :mod:`ul4m4_gpu.completion`): the paper's greedy
+        score over every centre, the same over the centres sharing an observed modality
+        with the row, or the row's partial distance to the candidate's centre.
+    n_candidates : int, default 1
+        r: each missing modality is the softmax-weighted mean of the r best-scoring
+        candidates carrying it; 1 copies the best one.
+        ``completion="paper", n_candidates=1`` is the paper's Algorithm 2 exactly.
+    temperature : float or "auto", default "auto"
+        τ of the weights exp(−(s − s_min)/τ) (r > 1 only). "auto" picks τ at fit time from
+        a grid by holding out one observed modality of up to 2,000 training rows (seeded by
+        ``random_state``) and keeping the τ that reconstructs it best.
 
     Attributes
     ----------
@@ -100,10 +126,17 @@ class UL4M4Imputer(BaseEstimator):
     labels_ : (N,) int64 training-row clusters (−1: row shares no modality with any centre).
     n_iter_ : int; inertia_ : float, Σ squared partial distances of assigned rows.
     dims_ : tuple of M ints; modality_names_ : tuple of M strings; device_ : "cpu" | "cuda".
+    temperature_ : float, the τ used by ``transform`` (chosen at fit for the ``completion``
+        and ``n_candidates`` of the fit when ``temperature="auto"``).
+    completion_report_ : :class:`~ul4m4_gpu.completion.CompletionReport` of the last
+        ``transform``: per modality, the slots filled, the share of their weight drawn from
+        centres sharing no observed modality with the row, the share whose best score is 0.
     """
 
     def __init__(self, n_clusters=64, max_iter=100, tol=1e-6, n_init=1, init="k-means++",
-                 random_state=None, device="auto", batch_size=None, ddof=0, verbose=0):
+                 random_state=None, device="auto", batch_size=None, ddof=0, verbose=0,
+                 completion=DEFAULT_COMPLETION, n_candidates=DEFAULT_N_CANDIDATES,
+                 temperature="auto"):
         self.n_clusters = n_clusters
         self.max_iter = max_iter
         self.tol = tol
@@ -114,6 +147,9 @@ class UL4M4Imputer(BaseEstimator):
         self.batch_size = batch_size
         self.ddof = ddof
         self.verbose = verbose
+        self.completion = completion
+        self.n_candidates = n_candidates
+        self.temperature = temperature
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> None:
@@ -122,6 +158,7 @@ class UL4M4Imputer(BaseEstimator):
         check_int("n_init", self.n_init)
         check_int("batch_size", self.batch_size, allow_none=True)
         check_int("ddof", self.ddof, minimum=0)
+        check_completion(self.completion, self.n_candidates, self.temperature)
         if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
             raise ValueError(f"tol must be a float >= 0, got {self.tol!r}")
         if isinstance(self.init, str):
@@ -165,6 +202,11 @@ class UL4M4Imputer(BaseEstimator):
             raise ValueError(
                 f"n_clusters={self.n_clusters} is larger than the number of rows ({data.n_samples})"
             )
+        empty = int((~data.mask.any(axis=1)).sum())
+        if empty:
+            warnings.warn(f"{empty} rows observe no modality: they take no part in the fit "
+                          "(transform fills them with the training mean)", UserWarning,
+                          stacklevel=2)
         mean, scale = fit_modality_stats(data.values, data.mask, data.dims, self.ddof)
         z = normalise(data.values, data.mask, mean, scale, data.dims)
         rows = PackedRows.build(z, data.mask, data.dims, clean=True)
@@ -186,7 +228,25 @@ class UL4M4Imputer(BaseEstimator):
         self.labels_, self.inertia_, self.n_iter_ = best.labels, best.inertia, best.n_iter
         self.dims_, self.modality_names_ = data.dims, data.names
         self._warn_uncarried()
+        self._fit_temperature(rows)
         return self
+
+    def _needs_temperature_sample(self) -> bool:
+        """Whether :meth:`_fit_temperature` needs training rows (``temperature="auto"``
+        with a soft fill)."""
+        return self.temperature == "auto" and self.n_candidates > 1
+
+    def _fit_temperature(self, rows: PackedRows | None) -> None:
+        """Set ``temperature_`` from the fitted centres and the normalised training rows
+        ``rows`` (all of them, or a sample; None when not needed)."""
+        if self.temperature != "auto":
+            self.temperature_ = float(self.temperature)
+        elif not self._needs_temperature_sample():
+            self.temperature_ = DEFAULT_TEMPERATURE  # a hard pick has no weights
+        else:
+            pairs = CenterPairs.build(self.cluster_centers_, self.centers_mask_, self.dims_)
+            self.temperature_ = choose_temperature(rows, pairs, self.completion,
+                                                   self.n_candidates, self.random_state)
 
     def _run_lloyd(self, rows, centers, centers_mask, run: int):
         if not self.verbose:
@@ -221,43 +281,68 @@ class UL4M4Imputer(BaseEstimator):
         ``X`` unchanged, mask all True, and ``imputed`` (N, M) bool equal
         to the input's ``~mask``; modalities in ``X``'s order. ``X``'s modalities are matched
         to the fitted ones by name (see :func:`~ul4m4_gpu.validation.in_fitted_order`).
+        A row observing no modality is filled with the training mean. Sets
+        ``completion_report_``; warns when a hard pick (``n_candidates=1``) draws more than
+        10 % of its fills from centres sharing no observed modality with the row.
         """
-        data, sources, given = self._sources(X)
+        data, values, _, given = self._complete(X)
         xp = array_module(data.values)
-        missing = ~data.mask
-        centers_x = denormalise(self.cluster_centers_.astype(xp.float64), self.mean_, self.scale_)
-        values = fill_from_sources(data.values.copy(), sources, missing,
-                                   centers_x.astype(VALUE_DTYPE), self.mean_.astype(VALUE_DTYPE),
-                                   data.dims)
-        mean_filled = to_numpy((missing & (sources < 0)).any(axis=0))
-        if mean_filled.any():
-            names = [data.names[m] for m in np.flatnonzero(mean_filled)]
-            warnings.warn(f"modalities {names} were filled with the training mean: no centre "
-                          "carries them", UserWarning, stacklevel=2)
         completed = MultiModalArray(values, xp.ones_like(data.mask), data.dims, data.names,
-                                    imputed=missing)
+                                    imputed=~data.mask)
         return completed if given == data.names else completed.select(given)
 
     def imputation_sources(self, X):
-        """(N, M) int64 index of the centre each missing slot of ``X`` is copied from; −1 for
-        observed slots and for modalities no centre carries (filled with the mean).
-        Columns in ``X``'s modality order."""
-        data, sources, given = self._sources(X)
+        """(N, M) int64 index of the best-scoring centre each missing slot of ``X`` is
+        filled from (the one it is copied from when ``n_candidates=1``); −1 for observed
+        slots and for slots filled with the training mean. Columns in ``X``'s modality
+        order."""
+        data, _, sources, given = self._complete(X)
         return sources[:, [data.index(name) for name in given]]
 
-    def _sources(self, X):
-        """(X in the fitted modality order, its (N, M) sources, X's own modality names)."""
+    def _completion_rule(self) -> CompletionRule:
+        temperature = self.temperature_ if self.temperature == "auto" else self.temperature
+        return CompletionRule(self.completion, self.n_candidates, float(temperature))
+
+    def _complete(self, X):
+        """(X in the fitted modality order, its completed (N, D) values, its (N, M)
+        sources, X's own modality names); sets ``completion_report_`` and warns."""
         self._check_fitted()
+        self._check_params()
         data = self._check_data(X, self.device_)
         given = data.names
         data = data.matched_to(self.modality_names_, self.dims_)
+        xp = array_module(data.values)
         z = normalise(data.values, data.mask, self.mean_, self.scale_, data.dims)
         rows = PackedRows.build(z, data.mask, data.dims, clean=True)
         pairs = CenterPairs.build(self.cluster_centers_, self.centers_mask_, data.dims)
-        with tqdm(total=int((~data.mask).any(axis=1).sum()), desc="greedy completion",
+        centers_x = denormalise(self.cluster_centers_.astype(xp.float64), self.mean_, self.scale_)
+        values = data.values.copy()
+        with tqdm(total=int((~data.mask).any(axis=1).sum()), desc="completion",
                   unit="row", disable=not self.verbose, leave=False) as bar:
-            sources = completion_sources(rows, pairs, self.batch_size, progress=bar)
-        return data, sources, given
+            sources, report = complete_rows(
+                rows, pairs, self._completion_rule(), values, centers_x.astype(VALUE_DTYPE),
+                self.mean_.astype(VALUE_DTYPE), self.batch_size, progress=bar,
+                names=data.names)
+        self.completion_report_ = report
+        self._warn_completion(report)
+        return data, values, sources, given
+
+    def _warn_completion(self, report) -> None:
+        uncarried = self._uncarried()
+        if uncarried and int(report.filled[[self.modality_names_.index(n) for n in uncarried]].sum()):
+            warnings.warn(f"modalities {uncarried} were filled with the training mean: no "
+                          "centre carries them", UserWarning, stacklevel=3)
+        if report.rows_without_modality:
+            warnings.warn(f"{report.rows_without_modality} rows observe no modality: they were "
+                          "filled with the training mean", UserWarning, stacklevel=3)
+        share = report.overall_blind_share
+        if self.n_candidates == 1 and share > BLIND_FILL_WARNING:
+            warnings.warn(
+                f"{share:.0%} of the fills came from centres that share no observed modality "
+                f"with their row (completion={self.completion!r}): such a centre is never "
+                "compared with what the row observes. completion='overlap' or 'nearest' "
+                "scores candidates on the observed modalities only, and n_candidates > 1 "
+                "averages the best few", UserWarning, stacklevel=3)
 
     def fit_transform(self, X, y=None) -> MultiModalArray:
         """``fit(X).transform(X)``."""
@@ -280,7 +365,7 @@ class UL4M4Imputer(BaseEstimator):
         meta = {
             "format": MODEL_FORMAT, "params": params, "dims": list(self.dims_),
             "modality_names": list(self.modality_names_), "n_iter": int(self.n_iter_),
-            "inertia": float(self.inertia_),
+            "inertia": float(self.inertia_), "temperature": float(self.temperature_),
         }
         with open(os.fspath(path), "wb") as handle:
             np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
@@ -296,12 +381,12 @@ class UL4M4Imputer(BaseEstimator):
                 arrays = {name: archive[name] for name in archive.files if name != "meta"}
             if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
                 raise ValueError(f"it is not a {MODEL_FORMAT} model file")
-            params = meta["params"]
+            params = {**LEGACY_PARAMS, **meta["params"]}
             if params["init"] == "explicit":
                 params["init"] = (arrays["init_centers"], arrays["init_centers_mask"])
             fitted = {name: arrays[name] for name in _FITTED_ARRAYS}
             attributes = (tuple(meta["dims"]), tuple(meta["modality_names"]), meta["n_iter"],
-                          meta["inertia"])
+                          meta["inertia"], float(meta.get("temperature", DEFAULT_TEMPERATURE)))
             if device is not None:
                 params["device"] = device
             model = cls(**params)
@@ -314,5 +399,6 @@ class UL4M4Imputer(BaseEstimator):
         model.device_ = resolve_device(model.device)
         for name, array in fitted.items():
             setattr(model, name, to_device(array, model.device_))
-        model.dims_, model.modality_names_, model.n_iter_, model.inertia_ = attributes
+        (model.dims_, model.modality_names_, model.n_iter_, model.inertia_,
+         model.temperature_) = attributes
         return model

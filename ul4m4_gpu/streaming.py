@@ -70,6 +70,7 @@ from .backend import (
     to_device,
     to_numpy,
 )
+from .completion import TEMPERATURE_SAMPLE_ROWS
 from .data import MultiModalArray
 from .distributed import (
     MIN_SEED_SAMPLE,
@@ -364,7 +365,8 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
 
     Sets the attributes ``UL4M4Imputer.fit`` sets (``cluster_centers_``, ``centers_mask_``,
     ``mean_``, ``scale_``, ``labels_`` (N,) int64 in dataset row order, ``n_iter_``,
-    ``inertia_``, ``dims_``, ``modality_names_``, ``device_``) and returns ``imputer``.
+    ``inertia_``, ``dims_``, ``modality_names_``, ``device_``, ``temperature_``, chosen on a
+    uniform sample of 2,000 rows for ``"auto"``) and returns ``imputer``.
     Raises :class:`~ul4m4_gpu.io.InputFileError` for unreadable input and ``ValueError`` as
     ``fit`` does.
     """
@@ -410,6 +412,10 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
     imputer.labels_, imputer.inertia_, imputer.n_iter_ = to_device(labels, device), total, n_iter
     imputer.dims_, imputer.modality_names_ = dims, names
     imputer._warn_uncarried()
+    held_out = (_seed_sample(batches, n_rows, TEMPERATURE_SAMPLE_ROWS,
+                             check_random_state(imputer.random_state))
+                if imputer._needs_temperature_sample() else None)
+    imputer._fit_temperature(held_out)
     return imputer
 
 
