@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 from .backend import DEVICES
+from .completion import COMPLETIONS
 from .estimator import UL4M4Imputer
 from .io import (
     InputFileError,
@@ -36,7 +37,48 @@ K_DEFAULT, SEED_DEFAULT = 64, 0
 
 #: (option, smallest value) of the integer options, checked by :func:`check_int_options`.
 INT_OPTIONS = (("--k", 1), ("--seed", 0), ("--max-iter", 1), ("--workers", 1),
-               ("--batch-rows", 1), ("--seeds", 1))
+               ("--batch-rows", 1), ("--seeds", 1), ("--n-candidates", 1))
+#: The completion options: (option, UL4M4Imputer parameter).
+COMPLETION_OPTIONS = (("completion", "completion"), ("n_candidates", "n_candidates"),
+                      ("temperature", "temperature"))
+
+
+def temperature_option(text: str):
+    """``--temperature``: "auto" or a number (the estimator checks that it is > 0)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+
+
+def _add_completion(parser: argparse.ArgumentParser, when: str) -> None:
+    defaults = UL4M4Imputer().get_params()
+    group = parser.add_argument_group(
+        "completion", "how missing modalities are filled from the centres (see "
+                      "docs/method.md); completion=paper with n-candidates=1 is the paper's rule")
+    group.add_argument("--completion", choices=COMPLETIONS, default=None,
+                       help=f"candidate scoring; default {defaults['completion']}{when}")
+    group.add_argument("--n-candidates", type=int, default=None, metavar="R",
+                       help="fill each missing modality from the R best candidates (1: copy "
+                            f"the best); default {defaults['n_candidates']}{when}")
+    group.add_argument("--temperature", type=temperature_option, default=None, metavar="T",
+                       help="softmax temperature of the R candidates, or 'auto' (chosen at "
+                            f"fit); default {defaults['temperature']}{when}")
+
+
+def imputer_params(args) -> dict:
+    """The ``UL4M4Imputer`` parameters a command's options set (completion options only
+    where given, so that a loaded model keeps its own)."""
+    params = {name: getattr(args, option) for option, name in COMPLETION_OPTIONS
+              if getattr(args, option, None) is not None}
+    if getattr(args, "model", None) is None:
+        params.update(n_clusters=args.k, random_state=args.seed, device=args.device)
+        if getattr(args, "max_iter", None) is not None:
+            params["max_iter"] = args.max_iter
+    params["verbose"] = int(progress_enabled(args))
+    return params
 
 
 def _add_common(parser: argparse.ArgumentParser, k_default, when: str = "") -> None:
@@ -85,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="missing configuration: missing_P, P_NAME_P_NAME..., "
                            "complex_P_P..., drop_K, none; default missing_60")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_completion(demo, " for 'UL4M4 (default)'")
 
     fit = commands.add_parser(
         "fit", help="fit an imputer on a data file and save the model",
@@ -96,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(fit, 64)
     fit.add_argument("--max-iter", type=int, default=100,
                      help="maximum Lloyd iterations; default 100")
+    _add_completion(fit, " (saved in the model)")
     _add_scale(fit)
 
     impute = commands.add_parser(
@@ -110,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("--model", type=Path, help="a model written by 'ul4m4 fit' (then "
                                                     "--k and --seed do not apply)")
     _add_common(impute, None, when=" (fitting on INPUT, without --model)")
+    _add_completion(impute, "; with --model, the model's")
     _add_scale(impute)
     quality = commands.add_parser(
         "bench-quality", help="compare UL4M4 with baseline imputers on a data set",
@@ -187,8 +232,7 @@ def run_fit_command(args) -> None:
         from .cli_dask import run_dask_command
 
         return run_dask_command(args, fit_only=True)
-    imputer = UL4M4Imputer(n_clusters=args.k, max_iter=args.max_iter, random_state=args.seed,
-                           device=args.device, verbose=int(progress_enabled(args)))
+    imputer = UL4M4Imputer(**imputer_params(args))
     if mode == "stream":
         from .streaming import fit_parquet
 
@@ -207,14 +251,19 @@ def print_fitted(args, n_rows, n_iter, inertia) -> None:
           f"(inertia {inertia:.4g}); model written to {args.output}")
 
 
-def print_filled(args, n_filled, n_rows) -> None:
+def print_filled(args, n_filled, n_rows, report=None) -> None:
+    """The summary line, then where the fills came from (``report``, a CompletionReport)."""
     print(f"filled {n_filled} missing modality slots in {n_rows} rows; "
           f"written to {args.output}")
+    if report is not None:
+        print(report.summary())
 
 
 def load_model(args) -> UL4M4Imputer:
+    """The ``--model`` file, with the completion options given overriding its own."""
     imputer = UL4M4Imputer.load(args.model, device=args.device)
-    imputer.set_params(verbose=int(progress_enabled(args)))
+    imputer.set_params(**imputer_params(args))
+    imputer._check_params()
     return imputer
 
 
@@ -237,12 +286,11 @@ def run_impute_command(args) -> None:
         if args.model is not None:
             imputer = load_model(args)
         else:
-            imputer = fit_parquet(args.input, UL4M4Imputer(
-                n_clusters=args.k, random_state=args.seed, device=args.device,
-                verbose=int(progress_enabled(args))), batch_rows=_batch_rows(args))
+            imputer = fit_parquet(args.input, UL4M4Imputer(**imputer_params(args)),
+                                  batch_rows=_batch_rows(args))
         n_filled = transform_parquet(args.input, args.output, imputer,
                                      batch_rows=_batch_rows(args))
-        print_filled(args, n_filled, source.n_rows)
+        print_filled(args, n_filled, source.n_rows, getattr(imputer, "completion_report_", None))
         return
     if args.model is not None:
         imputer = load_model(args)
@@ -250,12 +298,11 @@ def run_impute_command(args) -> None:
         table = read_table(args.input, device=args.device, widths=widths)
     else:
         table = read_table(args.input, device=args.device)
-        imputer = UL4M4Imputer(n_clusters=args.k, random_state=args.seed, device=args.device,
-                               verbose=int(progress_enabled(args))).fit(table.data)
+        imputer = UL4M4Imputer(**imputer_params(args)).fit(table.data)
     completed = imputer.transform(table.data)
     write_table(table, completed, args.output)
     n_filled = int((~table.data.mask).sum())
-    print_filled(args, n_filled, table.data.n_samples)
+    print_filled(args, n_filled, table.data.n_samples, imputer.completion_report_)
 
 
 def run_bench_quality_command(args) -> None:

@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from .cli import load_model, print_filled, print_fitted, progress_enabled
+from .cli import imputer_params, load_model, print_filled, print_fitted, progress_enabled
 from .estimator import UL4M4Imputer
 from .io import InputFileError, atomic_write, read_table, write_table
 
@@ -60,11 +60,7 @@ def _dask_client(args):
 def _dask_model(args, client):
     from .distributed import DaskUL4M4Imputer
 
-    params = dict(n_clusters=args.k, random_state=args.seed, device=args.device,
-                  verbose=int(progress_enabled(args)), client=client)
-    if getattr(args, "max_iter", None) is not None:
-        params["max_iter"] = args.max_iter
-    return DaskUL4M4Imputer(**params)
+    return DaskUL4M4Imputer(**imputer_params(args), client=client)
 
 
 def _dask_from_local(local: UL4M4Imputer, client):
@@ -79,6 +75,7 @@ def _dask_from_local(local: UL4M4Imputer, client):
         setattr(model, name, to_numpy(getattr(local, name)))
     model.dims_, model.modality_names_ = tuple(local.dims_), tuple(local.modality_names_)
     model.n_iter_, model.inertia_, model.device_ = local.n_iter_, local.inertia_, "cpu"
+    model.temperature_ = local.temperature_
     model.client_ = client
     return model
 

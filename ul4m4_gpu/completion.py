@@ -61,6 +61,10 @@ BLIND_FILL_WARNING = 0.10
 PATTERN_TRIPLES_PER_BATCH = 1 << 24
 
 
+class CompletionWarning(UserWarning):
+    """Where a completion's fills came from deserves a look (see ``CompletionReport``)."""
+
+
 def check_completion(completion, n_candidates, temperature, allow_auto: bool = True):
     """Validate the completion parameters; raises ``ValueError`` naming the argument.
     ``temperature`` is a finite float > 0, or ``"auto"`` where ``allow_auto``."""
@@ -250,21 +254,48 @@ def candidate_weights(chosen, chosen_scores, temperature: float):
 
 @dataclass
 class CompletionReport:
-    """Where the fills of one completion came from, per modality (all (M,) NumPy arrays).
+    """Where the fills of one completion came from, per modality ((M,) NumPy arrays).
 
     filled : int64, missing slots filled; mean_filled : int64, of those filled with the
     training mean (no centre carries the modality, or the row observes nothing);
-    blind_share : float64, share of the fills' weight drawn from centres sharing no observed
-    modality with the row; zero_score_share : float64, share of fills whose best candidate
-    scores exactly 0; rows_without_modality : int, rows observing no modality.
+    blind_weight : float64, the fills' weight drawn from centres sharing no observed modality
+    with the row (a hard pick counts 1 per such fill); zero_score : int64, fills whose best
+    candidate scores exactly 0; rows_without_modality : int, rows observing no modality.
+    Reports of disjoint row sets add up (``+``).
     """
 
     names: tuple
     filled: np.ndarray
     mean_filled: np.ndarray
-    blind_share: np.ndarray
-    zero_score_share: np.ndarray
+    blind_weight: np.ndarray
+    zero_score: np.ndarray
     rows_without_modality: int
+
+    def __add__(self, other: "CompletionReport") -> "CompletionReport":
+        return CompletionReport(self.names, self.filled + other.filled,
+                                self.mean_filled + other.mean_filled,
+                                self.blind_weight + other.blind_weight,
+                                self.zero_score + other.zero_score,
+                                self.rows_without_modality + other.rows_without_modality)
+
+    @property
+    def _from_centres(self) -> np.ndarray:
+        return np.maximum(self.filled - self.mean_filled, 1)
+
+    @property
+    def blind_share(self) -> np.ndarray:
+        """(M,) share of the centre fills' weight from centres sharing nothing observed."""
+        return self.blind_weight / self._from_centres
+
+    @property
+    def zero_score_share(self) -> np.ndarray:
+        """(M,) share of the centre fills whose best candidate scores exactly 0."""
+        return self.zero_score / self._from_centres
+
+    @property
+    def overall_blind_share(self) -> float:
+        """Share of all centre fills' weight drawn from centres sharing nothing observed."""
+        return float(self.blind_weight.sum() / max(int((self.filled - self.mean_filled).sum()), 1))
 
     def as_dict(self) -> dict:
         """``{modality: {"filled", "mean_filled", "blind_share", "zero_score_share"}}`` plus
@@ -276,16 +307,11 @@ class CompletionReport:
             for m, name in enumerate(self.names)}
         return {**per_modality, "rows_without_modality": self.rows_without_modality}
 
-    @property
-    def overall_blind_share(self) -> float:
-        """Share of all fills' weight drawn from centres sharing nothing observed."""
-        total = int(self.filled.sum())
-        return float((self.blind_share * self.filled).sum() / total) if total else 0.0
-
     def summary(self) -> str:
         """One line per modality, for the CLI."""
-        lines = [f"  {name}: {self.filled[m]:,} filled, {self.blind_share[m]:.1%} from centres "
-                 f"sharing no observed modality, {self.zero_score_share[m]:.1%} at score 0"
+        lines = [f"  {name}: {self.filled[m]:,} filled ({self.mean_filled[m]:,} with the mean); "
+                 f"{self.blind_share[m]:.1%} from centres sharing no observed modality with "
+                 f"the row, {self.zero_score_share[m]:.1%} at score 0"
                  for m, name in enumerate(self.names)]
         if self.rows_without_modality:
             lines.append(f"  {self.rows_without_modality:,} rows observe no modality: "
@@ -296,11 +322,11 @@ class CompletionReport:
 @dataclass
 class _Tally:
     """Device-side running sums of a :class:`CompletionReport` (one host transfer at the
-    end)."""
+    end): rows filled, mean_filled, blind weight, zero score; the empty rows in [4, 0]."""
 
     xp: object
     n_modalities: int
-    sums: object = None  # (5, M) float64: filled, mean_filled, blind weight, zero score, empty rows
+    sums: object = None
 
     def __post_init__(self):
         self.sums = self.xp.zeros((5, self.n_modalities), dtype=self.xp.float64)
@@ -317,10 +343,8 @@ class _Tally:
 
     def report(self, names) -> CompletionReport:
         sums = to_numpy(self.sums)
-        filled = sums[0].astype(np.int64)
-        with_source = np.maximum(filled - sums[1], 1)
-        return CompletionReport(tuple(names), filled, sums[1].astype(np.int64),
-                                sums[2] / with_source, sums[3] / with_source, int(sums[4, 0]))
+        return CompletionReport(tuple(names), sums[0].astype(np.int64), sums[1].astype(np.int64),
+                                sums[2], sums[3].astype(np.int64), int(sums[4, 0]))
 
 
 def complete_rows(rows: PackedRows, pairs: CenterPairs, rule: CompletionRule, out,

@@ -29,6 +29,7 @@ from .completion import (
     DEFAULT_TEMPERATURE,
     CenterPairs,
     CompletionRule,
+    CompletionWarning,
     check_completion,
     choose_temperature,
     complete_rows,
@@ -328,13 +329,14 @@ class UL4M4Imputer(BaseEstimator):
         return data, values, sources, given
 
     def _warn_completion(self, report) -> None:
+        """The ``CompletionWarning``s a completion report calls for."""
         uncarried = self._uncarried()
         if uncarried and int(report.filled[[self.modality_names_.index(n) for n in uncarried]].sum()):
             warnings.warn(f"modalities {uncarried} were filled with the training mean: no "
-                          "centre carries them", UserWarning, stacklevel=3)
+                          "centre carries them", CompletionWarning, stacklevel=3)
         if report.rows_without_modality:
             warnings.warn(f"{report.rows_without_modality} rows observe no modality: they were "
-                          "filled with the training mean", UserWarning, stacklevel=3)
+                          "filled with the training mean", CompletionWarning, stacklevel=3)
         share = report.overall_blind_share
         if self.n_candidates == 1 and share > BLIND_FILL_WARNING:
             warnings.warn(
@@ -342,7 +344,7 @@ class UL4M4Imputer(BaseEstimator):
                 f"with their row (completion={self.completion!r}): such a centre is never "
                 "compared with what the row observes. completion='overlap' or 'nearest' "
                 "scores candidates on the observed modalities only, and n_candidates > 1 "
-                "averages the best few", UserWarning, stacklevel=3)
+                "averages the best few", CompletionWarning, stacklevel=3)
 
     def fit_transform(self, X, y=None) -> MultiModalArray:
         """``fit(X).transform(X)``."""

@@ -52,6 +52,8 @@ rows per row group × d_m below that (e.g. under 2M rows of 1,024-dim embeddings
 
 from __future__ import annotations
 
+import functools
+import operator
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -70,7 +72,7 @@ from .backend import (
     to_device,
     to_numpy,
 )
-from .completion import TEMPERATURE_SAMPLE_ROWS
+from .completion import TEMPERATURE_SAMPLE_ROWS, CompletionWarning
 from .data import MultiModalArray
 from .distributed import (
     MIN_SEED_SAMPLE,
@@ -438,7 +440,8 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
     fitted ``imputer`` and write the ``.parquet`` file ``path_out`` batch by batch (atomic:
     a temporary file renamed at the end). Output columns as :func:`ul4m4_gpu.io.write_table`.
 
-    Returns the number of imputed modality slots.
+    Returns the number of imputed modality slots; sets ``imputer.completion_report_`` to
+    the report of the whole file (the sum over batches).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -454,6 +457,7 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
     schema = output_schema(source)
     filled = 0
     seen_warnings = set()
+    reports = []
 
     def write(tmp):
         nonlocal filled
@@ -465,7 +469,10 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     completed = imputer.transform(data)
+                reports.append(imputer.completion_report_)
                 for w in caught:  # once per message for the whole dataset
+                    if issubclass(w.category, CompletionWarning):
+                        continue  # said once for the whole file, below
                     if str(w.message) not in seen_warnings:
                         seen_warnings.add(str(w.message))
                         warnings.warn(w.message, w.category, stacklevel=3)
@@ -482,4 +489,7 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
                 writer.write_table(pa.Table.from_pylist([], schema=schema))
 
     atomic_write(path_out, write)
+    if reports:
+        imputer.completion_report_ = functools.reduce(operator.add, reports)
+        imputer._warn_completion(imputer.completion_report_)
     return filled
