@@ -3,15 +3,15 @@ best candidates per missing slot, and the weighted fill.
 
 Scoring. For row i (missing pattern q = which[i]) and candidate j,
 
-    score[i, j] = sqrt( min( blind[q, j],  min_l  sums[i, l] · inv[q, j, l] + base[q, j, l] ) )
+    score[i, j] = sqrt( min( blind[q, j],  min_l  sums[i, l] · inv[q, l, j] + base[q, l, j] ) )
 
-``sums`` (n, K) are the row-to-centre partial sums; ``inv`` and ``base`` (U, K, K) are
-per-pattern tables: for a centre l sharing an observed modality with the pattern,
-inv = 1 / (|O∩C_l| + |Q∩C_j∩C_l|) and base = B^Q_jl · inv; for any other l, inv = 0 and
-base = +inf, so that l drops out of the inner minimum. ``blind`` (U, K) is the minimum over
-those other centres, which only the paper's rule counts (+inf for the overlap rule). The
-inner loop is one fused multiply-add and a minimum over contiguous l: no division, no
-branch, no (n, K, K) array.
+``sums`` (n, K) are the row-to-centre partial sums; ``inv`` and ``base`` (U, K, K), indexed
+[pattern, centre l, candidate j], are per-pattern tables: for a centre l sharing an observed
+modality with the pattern, inv = 1 / (|O∩C_l| + |Q∩C_j∩C_l|) and base = B^Q_jl · inv; for
+any other l, inv = 0 and base = +inf, so that l drops out of the minimum. ``blind`` (U, K)
+is the minimum over those other centres, which only the paper's rule counts (+inf for the
+overlap rule). Per (i, l) the update of every candidate's minimum is a multiply-add and a
+minimum over contiguous j: no division, no branch, no (n, K, K) array.
 
 Choice. For every missing slot (i, m): the ``r`` lowest-scoring candidates among the
 centres carrying m (ties: lowest index), +inf scores dropped unless no finite one carries m.
@@ -28,27 +28,26 @@ import numba
 from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
 from . import launching
-from .typed_constants import INF, ZERO
+from .typed_constants import INF
 
-#: No float here is NaN (inputs are finite, inf only as a table entry): ``nnan`` lets LLVM
-#: vectorise the minimum reductions. Infinities are kept (no ``ninf``).
-FASTMATH = {"nnan", "nsz", "contract"}
-
-
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+@numba.njit(parallel=True, cache=True)
 def candidate_scores_cpu(sums, which, inv, base, blind, out):
-    """CPU twin: fills ``out`` (n, K) of ``sums.dtype``; one row per parallel iteration."""
+    """CPU twin: fills ``out`` (n, K) of ``sums.dtype``; one row per parallel iteration,
+    the running minima of all candidates j updated together for each centre l (a
+    contiguous, vectorised inner loop)."""
     n, k = sums.shape
     for i in numba.prange(n):
         q = which[i]
-        row = sums[i]
+        best = out[i]
+        best[:] = blind[q]
+        for l in range(k):
+            a = sums[i, l]
+            inv_l = inv[q, l]
+            base_l = base[q, l]
+            for j in range(k):
+                best[j] = min(best[j], a * inv_l[j] + base_l[j])
         for j in range(k):
-            inv_j = inv[q, j]
-            base_j = base[q, j]
-            best = blind[q, j]
-            for l in range(k):
-                best = min(best, row[l] * inv_j[l] + base_j[l])
-            out[i, j] = math.sqrt(best)
+            best[j] = math.sqrt(best[j])
 
 
 @cuda.jit
@@ -61,7 +60,7 @@ def candidate_scores_cuda(sums, which, inv, base, blind, out):
     q = which[i]
     best = blind[q, j]
     for l in range(k):
-        best = min(best, sums[i, l] * inv[q, j, l] + base[q, j, l])
+        best = min(best, sums[i, l] * inv[q, l, j] + base[q, l, j])
     out[i, j] = math.sqrt(best)
 
 
@@ -128,31 +127,40 @@ def choose_candidates_cuda(scores, missing, centers_mask, chosen, chosen_scores)
 
 
 @numba.njit(parallel=True, cache=True)
-def weighted_fill_cpu(out, rows, missing, chosen, weights, values, default, column_modality):
+def weighted_fill_cpu(out, rows, missing, chosen, weights, values, default, column_modality,
+                      offsets):
     """CPU twin: for every row t of the batch and column c of a missing modality m,
     ``out[rows[t], c] = Σ_s weights[t, m, s] · values[chosen[t, m, s], c]`` (entries with
     chosen −1 skipped), or ``default[c]`` when slot (t, m) has no candidate. Observed
-    columns are not touched."""
-    n, n_columns = rows.shape[0], out.shape[1]
+    columns are not touched. One row per parallel iteration, the columns of a modality
+    (``offsets[m]:offsets[m + 1]``) contiguous in the inner loops."""
+    n, n_modalities = missing.shape
     r = chosen.shape[2]
     for t in numba.prange(n):
-        for c in range(n_columns):
-            m = column_modality[c]
+        i = rows[t]
+        for m in range(n_modalities):
             if not missing[t, m]:
                 continue
-            if chosen[t, m, 0] < 0:
-                out[rows[t], c] = default[c]
+            lo, hi = offsets[m], offsets[m + 1]
+            first = chosen[t, m, 0]
+            if first < 0:
+                for c in range(lo, hi):
+                    out[i, c] = default[c]
                 continue
-            total = ZERO * values[0, c]
-            for s in range(r):
+            w = weights[t, m, 0]
+            for c in range(lo, hi):
+                out[i, c] = w * values[first, c]
+            for s in range(1, r):
                 source = chosen[t, m, s]
                 if source >= 0:
-                    total += weights[t, m, s] * values[source, c]
-            out[rows[t], c] = total
+                    w = weights[t, m, s]
+                    for c in range(lo, hi):
+                        out[i, c] += w * values[source, c]
 
 
 @cuda.jit
-def weighted_fill_cuda(out, rows, missing, chosen, weights, values, default, column_modality):
+def weighted_fill_cuda(out, rows, missing, chosen, weights, values, default, column_modality,
+                       offsets):
     """CUDA twin of :func:`weighted_fill_cpu`: one thread per (batch row, column)."""
     t, c = cuda.grid(2)
     if t >= rows.shape[0] or c >= out.shape[1]:
@@ -160,11 +168,12 @@ def weighted_fill_cuda(out, rows, missing, chosen, weights, values, default, col
     m = column_modality[c]
     if not missing[t, m]:
         return
-    if chosen[t, m, 0] < 0:
+    first = chosen[t, m, 0]
+    if first < 0:
         out[rows[t], c] = default[c]
         return
-    total = ZERO * values[0, c]
-    for s in range(chosen.shape[2]):
+    total = weights[t, m, 0] * values[first, c]
+    for s in range(1, chosen.shape[2]):
         source = chosen[t, m, s]
         if source >= 0:
             total += weights[t, m, s] * values[source, c]

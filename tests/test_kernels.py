@@ -83,7 +83,7 @@ def loop_scores(sums, which, inv, base, blind):
     for i in range(n):
         q = which[i]
         for j in range(k):
-            terms = [sums[i, l] * inv[q, j, l] + base[q, j, l] for l in range(k)]
+            terms = [sums[i, l] * inv[q, l, j] + base[q, l, j] for l in range(k)]
             out[i, j] = np.sqrt(min([blind[q, j], *terms]))
     return out
 
@@ -93,7 +93,7 @@ def loop_scores(sums, which, inv, base, blind):
 def test_candidate_scores_cuda_matches_cpu_and_loop(n, k, n_patterns, seed):
     rng = np.random.default_rng(seed)
     sums = rng.random((n, k))
-    overlap = rng.random((n_patterns, 1, k)) < 0.7
+    overlap = rng.random((n_patterns, k, 1)) < 0.7
     inv = np.where(overlap, 1.0 / rng.integers(1, 5, size=(n_patterns, k, k)), 0.0)
     base = np.where(overlap, rng.random((n_patterns, k, k)), np.inf)
     blind = np.where(rng.random((n_patterns, k)) < 0.5, rng.random((n_patterns, k)), np.inf)
@@ -162,7 +162,8 @@ def test_weighted_fill_cuda_matches_cpu_and_loop(n, k, dims, r, seed):
                                             for s in range(r) if chosen[t, m, s] >= 0))
     for run in ("cpu", "cuda"):
         out = start.copy()
-        args = (out, rows, missing, chosen, weights, values, default, column_modality)
+        offsets = np.concatenate([[0], np.cumsum(dims)])
+        args = (out, rows, missing, chosen, weights, values, default, column_modality, offsets)
         if run == "cpu":
             complete.weighted_fill_cpu(*args)
         else:

@@ -149,23 +149,26 @@ def pattern_tables(pairs: CenterPairs, patterns, completion: str):
     """The per-pattern tables of the ``complete`` scoring kernel.
 
     patterns : (U, M) 0/1 of the centres' dtype, 1 = missing. Returns ``inv``, ``base``
-    (U, K, K) and ``blind`` (U, K) (see :mod:`ul4m4_gpu.kernels.complete`), and
-    ``overlap`` (U, K) bool: centre l shares an observed modality with pattern u.
+    (U, K, K) indexed [pattern, centre l, candidate j] and ``blind`` (U, K) (see
+    :mod:`ul4m4_gpu.kernels.complete`), and ``overlap`` (U, K) bool: centre l shares an
+    observed modality with the pattern. B^Q and its counts are symmetric in (j, l), so the
+    GEMM's (U, K·K) output serves either index order.
     """
     xp = array_module(patterns)
     k = pairs.n_centers
     carried = pairs.centers_mask.astype(patterns.dtype)
     shared_observed = (1 - patterns) @ carried.T                    # |O∩C_l|, (U, K)
-    sums = (patterns @ pairs.pair_sums).reshape(-1, k, k)           # B^Q_jl
+    sums = (patterns @ pairs.pair_sums).reshape(-1, k, k)           # B^Q_lj
     counts = (patterns @ pairs.pair_shared).reshape(-1, k, k)       # |Q∩C_j∩C_l|
     overlap = shared_observed > 0
+    by_l = overlap[:, :, None]
     inf = xp.full((), xp.inf, dtype=patterns.dtype)
-    inv = xp.where(overlap[:, None, :], 1 / (shared_observed[:, None, :] + counts), 0)
+    inv = xp.where(by_l, 1 / (shared_observed[:, :, None] + counts), 0)
     inv = inv.astype(patterns.dtype, copy=False)
-    base = xp.where(overlap[:, None, :], sums * inv, inf)
+    base = xp.where(by_l, sums * inv, inf)
     if completion == "paper":
-        blind = xp.where(~overlap[:, None, :] & (counts > 0), sums / xp.maximum(counts, 1), inf)
-        blind = blind.min(axis=2)
+        blind = xp.where(~by_l & (counts > 0), sums / xp.maximum(counts, 1), inf)
+        blind = blind.min(axis=1)
     else:
         blind = xp.full((patterns.shape[0], k), xp.inf, dtype=patterns.dtype)
     return inv, base, blind, overlap
@@ -368,20 +371,20 @@ def complete_rows(rows: PackedRows, pairs: CenterPairs, rule: CompletionRule, ou
     sources = xp.full(rows.mask.shape, -1, dtype=xp.int64)
     incomplete = xp.flatnonzero(~rows.mask.all(axis=1))
     batch_size = batch_size or default_batch_size(int(incomplete.size), pairs.n_centers)
-    column_modality = xp.asarray(np.repeat(np.arange(n_modalities), rows.dims))
+    layout = column_layout(rows.dims, xp)
     tally = _Tally(xp, n_modalities)
     for start in range(0, incomplete.size, batch_size):
         index = incomplete[start:start + batch_size]
-        _complete_batch(rows, index, pairs, rule, out, source_values, default,
-                        column_modality, sources, tally)
+        _complete_batch(rows, index, pairs, rule, out, source_values, default, layout,
+                        sources, tally)
         if progress is not None:
             progress.update(int(index.size))
     names = names or tuple(f"m{m}" for m in range(n_modalities))
     return sources, tally.report(names)
 
 
-def _complete_batch(rows, index, pairs, rule, out, source_values, default, column_modality,
-                    sources, tally):
+def _complete_batch(rows, index, pairs, rule, out, source_values, default, layout, sources,
+                    tally):
     """One batch of :func:`complete_rows`; halves the batch while its distinct missing
     patterns would need (U, K, K) tables larger than PATTERN_TRIPLES_PER_BATCH."""
     xp = rows.xp
@@ -390,8 +393,8 @@ def _complete_batch(rows, index, pairs, rule, out, source_values, default, colum
     if patterns.shape[0] * pairs.n_centers ** 2 > PATTERN_TRIPLES_PER_BATCH and index.size > 1:
         half = index.size // 2
         for part in (index[:half], index[half:]):
-            _complete_batch(rows, part, pairs, rule, out, source_values, default,
-                            column_modality, sources, tally)
+            _complete_batch(rows, part, pairs, rule, out, source_values, default, layout,
+                            sources, tally)
         return
     tables = pattern_tables(pairs, patterns, rule.completion)
     scores = candidate_scores(rows, index, pairs, rule.completion, tables, which)
@@ -400,7 +403,7 @@ def _complete_batch(rows, index, pairs, rule, out, source_values, default, colum
     empty = missing.all(axis=1)
     chosen[empty] = -1
     weights = candidate_weights(chosen, chosen_scores, rule.temperature)
-    weighted_fill(out, index, missing, chosen, weights, source_values, default, column_modality)
+    weighted_fill(out, index, missing, chosen, weights, source_values, default, layout)
     sources[index] = chosen[:, :, 0]
     overlap = tables[3][which[:, None, None], xp.maximum(chosen, 0)]
     tally.add(missing, chosen, weights, chosen_scores, overlap, empty)
@@ -440,28 +443,33 @@ def choose_temperature(rows: PackedRows, pairs: CenterPairs, completion: str,
     all_rows = xp.arange(picked.size)
     scores = candidate_scores(sample, all_rows, pairs, completion, tables, which)
     chosen, chosen_scores = choose_candidates(scores, hidden, pairs.centers_mask, n_candidates)
-    column_modality = xp.asarray(np.repeat(np.arange(len(rows.dims)), rows.dims))
+    layout = column_layout(rows.dims, xp)
     default = xp.zeros(rows.z.shape[1], dtype=rows.z.dtype)
-    hidden_columns = hidden[:, column_modality]
+    hidden_columns = hidden[:, layout[0]]
     errors = []
     for temperature in grid:
         filled = truth.copy()
         weights = candidate_weights(chosen, chosen_scores, temperature)
-        weighted_fill(filled, all_rows, hidden, chosen, weights, pairs.centers, default,
-                      column_modality)
+        weighted_fill(filled, all_rows, hidden, chosen, weights, pairs.centers, default, layout)
         diff = xp.where(hidden_columns, filled - truth, 0)
         per_dim = (diff * diff).sum() / hidden_columns.sum()
         errors.append(float(per_dim))
     return float(grid[int(np.argmin(errors))])
 
 
-def weighted_fill(out, rows, missing, chosen, weights, values, default, column_modality):
+def column_layout(dims, xp):
+    """(column_modality (D,) int64, offsets (M + 1,) int64) of packed modalities."""
+    return (xp.asarray(np.repeat(np.arange(len(dims)), dims)),
+            xp.asarray(np.concatenate([[0], np.cumsum(dims)]).astype(np.int64)))
+
+
+def weighted_fill(out, rows, missing, chosen, weights, values, default, layout):
     """Write Σ_t weights · values[chosen] into the missing slots of the rows ``rows`` (n,)
     of ``out`` in place (``default`` where a slot has no candidate), with the
     ``weighted_fill`` kernel (CPU twin or CUDA). missing : (n, M) bool; chosen, weights :
-    (n, M, r); values : (K, D); default : (D,); column_modality : (D,) int64."""
+    (n, M, r); values : (K, D); default : (D,); layout : :func:`column_layout`."""
     args = (out, rows, missing, chosen, weights.astype(values.dtype), values,
-            default.astype(values.dtype), column_modality)
+            default.astype(values.dtype), *layout)
     if array_module(out) is np:
         complete_kernels.weighted_fill_cpu(*args)
     else:
