@@ -1,4 +1,4 @@
-"""A literal, loop-by-loop float64 reference of UL4M4 (DESIGN.md section 1).
+"""A literal, loop-by-loop float64 reference of UL4M4 (docs/method.md).
 
 Deliberately slow and obvious: plain Python loops over rows, centres and modalities, one
 modality block at a time. No GEMM expansion, no masking tricks, no "sort once" shortcut.
@@ -193,7 +193,7 @@ def update(z, mask, dims, labels, centers, centers_mask):
 
 
 def lloyd(z, mask, dims, centers, centers_mask, max_iter=100, tol=1e-6, trace=None):
-    """Brute-force Lloyd iterations, the protocol of DESIGN.md section 1 step 4.
+    """Brute-force Lloyd iterations, the protocol of docs/method.md, "Clustering".
 
     ``trace``: optional list; every assignment step appends (centers, centers_mask) to it,
     so a test can tell how close to a tie each assignment was.

@@ -10,7 +10,7 @@ Two families:
   float64 round-off of the library's GEMM expansion cannot flip a comparison; exact labels,
   seeds, n_iter and sources are required.
 - ``*_with_duplicates`` / ``*_exact_ties`` / ``*_zero_branch`` / ``*_exactly_zero``:
-  duplicate rows, duplicate centres, centres equal to a row. DESIGN.md resolves these
+  duplicate rows, duplicate centres, centres equal to a row. docs/method.md resolves these
   exactly (ties -> lowest index; k-means++ ``total == 0`` -> uniform candidate draw), so
   they are strict too, except where a tie is only a float64 near-tie of distinct centres
   (Lloyd: the mean of three copies of x need not be x), which is checked for consistency.
@@ -235,7 +235,7 @@ def test_partial_distances_match_reference_with_duplicates(p):
     data=st.data(),
 )
 def test_identical_row_and_centre_are_at_distance_exactly_zero(dims, seed, scale, data):
-    """d(x, x) = 0 exactly (DESIGN.md §1 step 2 is an exact formula). Everything that the
+    """d(x, x) = 0 exactly (docs/method.md: the partial distance is an exact formula). Everything that the
     spec resolves by exact comparison depends on it: the k-means++ ``total == 0`` branch
     (all remaining rows duplicate a seed) and greedy-completion ties at score 0 (a row equal
     to a centre on its observed part, e.g. the only member of a cluster)."""

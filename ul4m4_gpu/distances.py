@@ -1,4 +1,5 @@
-"""The partial-modality distance (DESIGN.md §1 step 2), vectorised over rows and centres.
+"""The partial-modality distance (docs/method.md, "The partial distance"), vectorised over
+rows and centres.
 
 ``d(a, b) = sqrt( (1/|S|) · Σ_{m∈S} ||a^m − b^m||² / d_m )`` with S the modalities both
 observe, and +inf when S is empty. For a block of rows against all centres the squared sums

@@ -1,4 +1,4 @@
-"""``DaskUL4M4Imputer``: UL4M4 (DESIGN.md §1) on a ``dask.distributed`` cluster.
+"""``DaskUL4M4Imputer``: UL4M4 (docs/method.md) on a ``dask.distributed`` cluster.
 
 The rows stay on the workers, split in row partitions; only small per-partition summaries
 travel. The same code drives NumPy partitions on CPU workers and CuPy partitions on

@@ -1,5 +1,5 @@
 """Partial k-means: k-means++ seeding and Lloyd iterations on the partial-modality distance
-(DESIGN.md §1 steps 3 and 4). Centres may be partial: centre k carries the modality set C_k.
+(docs/method.md, "Clustering"). Centres may be partial: centre k carries the modality set C_k.
 
 The loop is written once against a tiny row-set interface (:class:`PackedRows`) and the array
 module of its inputs, so NumPy and CuPy share it (cf. FAISS ``contrib/clustering.py``).

@@ -1,6 +1,6 @@
 """Deterministic (seeded) missing-modality masks, for any number of modalities M (1..64).
 
-The paper's families (DESIGN.md §1), generalised from 2-3 modalities to M:
+The paper's families (docs/method.md), generalised from 2-3 modalities to M:
 
 - per-modality availability rates (:func:`availability_mask`, config ``"100_image_20_text"``);
 - disjoint pattern groups (:func:`pattern_groups_mask`, config ``"complex_60_20_20"``);

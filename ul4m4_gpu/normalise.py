@@ -1,4 +1,4 @@
-"""Modality-specific normalisation (DESIGN.md §1 steps 1 and 6).
+"""Modality-specific normalisation (docs/method.md, "Normalisation").
 
 Each modality is standardised per dimension with statistics taken over the rows that observe
 it only. Missing slots become 0 in the normalised space (the modality's training mean).
