@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .backend import array_module, to_numpy
 from .kernels import assign as assign_kernels
+from .kernels import pack as pack_kernels
 from .kernels import update as update_kernels
 from .distances import (
     checked_centers,
@@ -27,10 +28,9 @@ from .distances import (
     masked_sq_sums,
     roundoff_rtol,
     squared_norms,
-    zero_missing,
 )
 from .normalise import expand_mask
-from .validation import check_finite_packed, check_int, check_packed
+from .validation import check_int, check_packed, refuse_non_finite
 
 #: D(x) used for the k-means++ draw when a row shares no modality with any seed so far.
 UNREACHABLE_DISTANCE = 1e9
@@ -53,14 +53,25 @@ class PackedRows:
 
     @classmethod
     def build(cls, z, mask, dims, clean: bool = False) -> "PackedRows":
-        """Validate and prepare; ``clean=True`` promises ``z`` is already checked and zero
-        on missing slots (skips the finiteness check and a copy)."""
+        """Validate and prepare in one pass of the ``pack`` kernel: a copy of ``z`` zero on
+        missing slots, the row norms, and a ``ValueError`` naming the modality and rows of
+        NaN/inf in observed slots. ``clean=True`` promises ``z`` is already checked and zero
+        on missing slots (no copy, no check)."""
         dims = check_packed(z, mask, dims)
-        array_module(z, mask)  # raises when NumPy and CuPy arrays are mixed
+        xp = array_module(z, mask)  # raises when NumPy and CuPy arrays are mixed
+        offsets = xp.asarray(np.concatenate([[0], np.cumsum(dims)]).astype(np.int64))
+        inverse_dims = xp.asarray([1.0 / d for d in dims], dtype=z.dtype)
+        out = z if clean else xp.empty_like(z)
+        norms = xp.empty(mask.shape, dtype=z.dtype)
+        finite = xp.empty(mask.shape, dtype=bool)
+        args = (z, mask, offsets, inverse_dims, not clean, out, norms, finite)
+        if xp is np:
+            pack_kernels.pack_rows_cpu(*args)
+        else:
+            pack_kernels.launch(*args)
         if not clean:
-            check_finite_packed(z, mask, dims)
-            z = zero_missing(z, mask, dims)
-        return cls(z, mask, dims, squared_norms(z, dims))
+            refuse_non_finite(mask & ~finite)
+        return cls(out, mask, dims, norms)
 
     @property
     def xp(self):

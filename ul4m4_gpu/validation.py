@@ -57,7 +57,12 @@ def check_finite_packed(z, mask, dims, argument: str = "z") -> None:
     bounds = np.cumsum([0, *dims])
     finite_slots = xp.stack([finite[:, start:stop].all(axis=1)
                              for start, stop in zip(bounds[:-1], bounds[1:])], axis=1)
-    bad = mask & ~finite_slots
+    refuse_non_finite(mask & ~finite_slots, argument)
+
+
+def refuse_non_finite(bad, argument: str = "z") -> None:
+    """Raise ``ValueError`` naming the argument, the first modality and its rows where the
+    (N, M) bool ``bad`` (an observed slot holding NaN or inf) is True (one host sync)."""
     if bool(bad.any()):
         m = int(to_numpy(bad.any(axis=0)).argmax())
         raise ValueError(f"{argument}, modality {m}: {describe_rows(bad[:, m])} have NaN or inf "
