@@ -248,15 +248,24 @@ def test_bad_inputs(small_mfeat, change, message):
 def test_cli_bench_quality_quick(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(harness, "MODES", TEST_MODES)
     assert main(["bench-quality", "--dataset", "mfeat", "--out", str(tmp_path), "--quick",
-                 "--k", "8", "--configs", "missing_50,missing_60", "--downstream", "logreg"]) == 0
+                 "--k", "8", "--configs", "missing_50", "--downstream", "logreg"]) == 0
     out = capsys.readouterr().out
     assert f"UL4M4 {next(iter(TEST_MODES))} (K=8)" in out and "KNNImputer + indicators" in out
     assert "| logreg F1-micro | Δ |" in out and "fusion F1-micro" not in out
     assert "No default chosen: the rule needs the fusion model" in out
     assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md", "results.png"}
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["settings"]["configs"] == ["missing_50", "missing_60"]
-    assert saved["decision"] is None
+    assert saved["settings"]["configs"] == ["missing_50"] and saved["decision"] is None
+
+
+def test_cli_bench_quality_prints_and_saves_the_decision(tiny_results, tmp_path, capsys,
+                                                         monkeypatch):
+    monkeypatch.setattr(harness, "evaluate", lambda data, labels, settings, progress: tiny_results)
+    assert main(["bench-quality", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    section = harness.decision_markdown(tiny_results["decision"])
+    assert section in out and section in (tmp_path / "results.md").read_text()
+    assert f"Chosen: **{tiny_results['decision']['mode']}**" in section
 
 
 class Captured(Exception):
