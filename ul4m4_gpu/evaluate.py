@@ -477,7 +477,8 @@ def to_markdown(summary: list[dict]) -> str:
     """One table, a row per (configuration, method): RMSE, the fusion model's metrics of the
     task (F1-micro, F1-macro, accuracy; or MSE, MAE, Pearson r), the logistic regression's
     F1-micro, each of RMSE and both F1-micros followed by its paired difference to the best
-    baseline (Δ, mean ± std over seeds; where the summary has a baseline), and the impute and fusion training times; then a
+    baseline (Δ, mean ± std over seeds; where the summary has a baseline), and the impute
+    and fusion training times; then a
     line per configuration naming its best baselines."""
     held = {"rmse", *_held_metrics(summary)}
     metrics = [m for m in TABLE_METRICS if m in held]
@@ -517,7 +518,8 @@ def decision_markdown(decision: dict) -> str:
              f"{{{', '.join(map(str, decision['n_clusters']))}}}: the modes whose mean fusion "
              f"F1-micro is within {100 * F1_MARGIN:g} points of the best mode's are eligible; "
              "the eligible mode with the lowest mean RMSE is chosen.", "",
-             "| mode | mean fusion F1-micro | mean RMSE | eligible |", "| --- | ---: | ---: | --- |"]
+             "| mode | mean fusion F1-micro | mean RMSE | eligible |",
+             "| --- | ---: | ---: | --- |"]
     lines += [f"| {e['mode']} | {e['f1_micro']:.4f} | {e['rmse']:.4f} | "
               f"{'yes' if e['eligible'] else 'no'} |" for e in decision["table"]]
     lines += ["", f"Chosen: **{decision['mode']}** ({params})."]
@@ -566,7 +568,7 @@ def write_outputs(results: dict, out_dir) -> dict[str, Path]:
     paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "results.png"}
     paths["json"].write_text(json.dumps(results, indent=1, default=float))
     decision = results.get("decision")
-    paths["md"].write_text(to_markdown(results["summary"]) + "\n"
-                           + ("" if decision is None else "\n" + decision_markdown(decision) + "\n"))
+    section = "" if decision is None else "\n" + decision_markdown(decision) + "\n"
+    paths["md"].write_text(to_markdown(results["summary"]) + "\n" + section)
     plot(results["summary"], paths["png"])
     return paths
