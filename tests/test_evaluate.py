@@ -1,6 +1,7 @@
-"""The evaluation harness end to end on a small configuration, its input errors, the
-complete-case baseline's edge cases, the regression outputs, the baseline imputers' checks
-and the demo's defaults."""
+"""The evaluation harness end to end on a small configuration (completion modes, indicator
+variants, both downstream models), its paired differences and default-mode rule on
+hand-built summaries, its input errors, the complete-case baseline's edge cases, the
+regression outputs, the baseline imputers' checks and the demo's defaults."""
 
 import inspect
 import json
@@ -10,13 +11,22 @@ import pytest
 from sklearn.exceptions import NotFittedError
 
 from ul4m4_gpu import load_mfeat
+from ul4m4_gpu import evaluate as harness
 from ul4m4_gpu.baselines import IterativeBaselineImputer, KNNBaselineImputer, MeanFillImputer
 from ul4m4_gpu.cli import build_parser, main
 from ul4m4_gpu.data import MultiModalArray
 from ul4m4_gpu.demo import run_demo
-from ul4m4_gpu.evaluate import (COMPLETE_CASE, HarnessSettings, _complete_case, evaluate,
-                                run_once, summarise, to_markdown, write_outputs)
+from ul4m4_gpu.estimator import UL4M4Imputer
+from ul4m4_gpu.evaluate import (COMPLETE_CASE, MFEAT_CONFIGS, MFEAT_HIGH_MISSING,
+                                HarnessSettings, _complete_case, _model_input, choose_default,
+                                evaluate, run_once, summarise, to_markdown, write_outputs)
+from ul4m4_gpu.missing import missing_fraction, simulate_missing
 from ul4m4_gpu.normalise import fit_modality_stats
+
+#: The real completion modes once the estimator has them; before, its one (paper) rule.
+TEST_MODES = (harness.MODES if "completion" in UL4M4Imputer().get_params()
+              else {"paper": {}})
+BASELINES = ("mean fill", "KNNImputer", "IterativeImputer")
 
 
 @pytest.fixture(scope="module")
@@ -27,30 +37,180 @@ def small_mfeat():
 
 
 def tiny_settings(**overrides):
-    settings = dict(configs=("missing_40", "complex_40_20_20_20"), seeds=2, n_clusters=(4,),
-                    epochs=3, patience=2, width=16, iterative_max_iter=1)
+    settings = dict(configs=("missing_60", "complex_40_20_20_20"), seeds=2, n_clusters=(4,),
+                    modes=TEST_MODES, epochs=3, patience=2, width=16, iterative_max_iter=1)
     settings.update(overrides)
     return HarnessSettings(**settings)
 
 
-def test_harness_runs_end_to_end_and_json_holds_every_method_and_seed(small_mfeat, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_results(small_mfeat):
     data, labels = small_mfeat
-    results = evaluate(data, labels, tiny_settings(), progress=False)
-    paths = write_outputs(results, tmp_path)
+    return evaluate(data, labels, tiny_settings(), progress=False)
+
+
+def test_harness_runs_end_to_end_and_json_holds_every_method_and_seed(tiny_results, tmp_path):
+    paths = write_outputs(tiny_results, tmp_path)
     saved = json.loads(paths["json"].read_text())
-    methods = {"UL4M4 (K=4)", "mean fill", "KNNImputer", "IterativeImputer",
+    methods = {*(f"UL4M4 {mode} (K=4)" for mode in TEST_MODES), *BASELINES,
+               *(f"{name} + indicators" for name in BASELINES),
                "complete-case training", "complete data (upper bound)"}
-    for config in ("missing_40", "complex_40_20_20_20"):
+    for config in ("missing_60", "complex_40_20_20_20"):
         runs = {(r["method"], r["seed"]) for r in saved["records"] if r["config"] == config}
         assert runs == {(m, s) for m in methods for s in (0, 1)}
     imputed = [r for r in saved["records"] if r["rmse"] is not None]
     assert all(0 < r["rmse"] < 5 and set(r["rmse_per_modality"]) == {"fou", "kar", "mor"}
                for r in imputed)
-    assert all(0 <= r["f1_micro"] <= 1 for r in saved["records"] if r["f1_micro"] == r["f1_micro"])
+    scored = [r for r in saved["records"] if r["f1_micro"] == r["f1_micro"]]  # not NaN
+    assert all(0 <= r[m] <= 1 for r in scored for m in ("f1_micro", "logreg_f1_micro",
+                                                         "logreg_f1_macro", "logreg_accuracy"))
+    assert {r["method"] for r in scored} == methods  # complete-case trains on some seed
     assert paths["png"].stat().st_size > 10_000
     table = paths["md"].read_text()
-    assert table.count("\n") == 2 + 2 * len(methods)
-    assert "UL4M4 (K=4)" in table and " ± " in table
+    for config in ("missing_60", "complex_40_20_20_20"):
+        assert table.count(f"\n| {config} |") == len(methods)
+    assert "| logreg F1-micro | Δ |" in table and " ± " in table
+    assert "## Default completion mode (pre-registered rule)" in table
+    assert saved["decision"]["configs"] == ["missing_60"]  # the only high-missing one
+    assert saved["decision"]["mode"] in TEST_MODES
+
+
+def test_indicator_variants_reuse_the_imputation(tiny_results):
+    records = {(r["config"], r["seed"], r["method"]): r for r in tiny_results["records"]}
+    for (config, seed, method), record in records.items():
+        if record["kind"] != "baseline" or record["indicators"]:
+            continue
+        variant = records[config, seed, method + " + indicators"]
+        assert variant["indicators"] and variant["kind"] == "baseline"
+        assert variant["rmse"] == record["rmse"]
+        assert variant["rmse_per_modality"] == record["rmse_per_modality"]
+        assert variant["impute_s"] == record["impute_s"]
+
+
+def test_indicators_are_the_input_mask_as_one_more_modality():
+    labels = np.arange(6) % 2
+    data = two_modalities(labels)
+    mean, scale = fit_modality_stats(data.values, data.mask, data.dims)
+    availability = np.array([[1, 0], [0, 1], [1, 1], [1, 0], [0, 1], [1, 1]], dtype=bool)
+    plain = _model_input(data, mean, scale)
+    extended = _model_input(data, mean, scale, availability)
+    assert extended.names == ("a", "b", "availability") and extended.dims == (4, 3, 2)
+    assert extended.mask.all() and extended.values.dtype == np.float32
+    np.testing.assert_array_equal(extended.values[:, :7], plain.values)
+    np.testing.assert_array_equal(extended.values[:, 7:], availability.astype(np.float32))
+
+
+@pytest.mark.parametrize("downstream, present, absent", [
+    (("fusion",), {"f1_micro", "train_s"}, {"logreg_f1_micro", "logreg_s"}),
+    (("logreg",), {"logreg_f1_micro", "logreg_f1_macro", "logreg_accuracy", "logreg_s"},
+     {"f1_micro", "train_s"}),
+])
+def test_downstream_selects_the_models(small_mfeat, downstream, present, absent):
+    data, labels = small_mfeat
+    settings = tiny_settings(configs=("missing_40",), seeds=1, n_clusters=(),
+                             baselines=("mean fill",), downstream=downstream)
+    records = evaluate(data, labels, settings, progress=False)["records"]
+    assert [r["method"] for r in records] == ["mean fill", "mean fill + indicators"]
+    assert all(present <= set(r) and not absent & set(r) for r in records)
+
+
+def paired_records():
+    """Three seeds of two baselines, their indicator variant and one UL4M4 mode on config
+    "c", and one baseline on config "d" (its own best baseline)."""
+    table = {  # method: (kind, rmse per seed, f1_micro per seed, logreg_f1_micro per seed)
+        "mean fill": ("baseline", (1.0, 1.2, 1.1), (0.80, 0.82, 0.78), (0.70, 0.70, 0.70)),
+        "mean fill + indicators": ("baseline", (1.0, 1.2, 1.1), (0.79, 0.80, 0.78),
+                                   (0.75, 0.74, 0.76)),
+        "KNNImputer": ("baseline", (0.9, 1.0, 1.1), (0.70, 0.71, 0.72), (0.60, 0.60, 0.60)),
+        "UL4M4 paper (K=8)": ("UL4M4", (0.8, 0.9, 1.3), (0.85, 0.80, 0.81), (0.75, 0.80, 0.70)),
+    }
+    records = [{"config": "c", "seed": seed, "method": method, "kind": kind, "rmse": rmse[seed],
+                "f1_micro": f1[seed], "logreg_f1_micro": logreg[seed], "missing_fraction": 0.6}
+               for method, (kind, rmse, f1, logreg) in table.items() for seed in range(3)]
+    return records + [{"config": "d", "seed": 0, "method": "mean fill", "kind": "baseline",
+                       "rmse": 2.0, "f1_micro": 0.5, "missing_fraction": 0.5}]
+
+
+def test_paired_differences_against_the_best_baseline():
+    summary = {(row["config"], row["method"]): row for row in summarise(paired_records())}
+    ul4m4 = summary["c", "UL4M4 paper (K=8)"]
+    # RMSE: KNNImputer's mean 1.0 is the lowest; diffs -0.1, -0.1, +0.2.
+    assert ul4m4["rmse_diff_vs"] == "KNNImputer"
+    assert ul4m4["rmse_diff_mean"] == pytest.approx(0.0)
+    assert ul4m4["rmse_diff_std"] == pytest.approx(np.sqrt(0.02))
+    # Fusion F1-micro: mean fill's 0.80 is the highest; diffs +0.05, -0.02, +0.03.
+    assert ul4m4["f1_micro_diff_vs"] == "mean fill"
+    assert ul4m4["f1_micro_diff_mean"] == pytest.approx(0.02)
+    assert ul4m4["f1_micro_diff_std"] == pytest.approx(np.sqrt(0.0026 / 3))
+    # Logreg F1-micro: the indicator variant's 0.75 is the highest; diffs 0, +0.06, -0.06.
+    assert ul4m4["logreg_f1_micro_diff_vs"] == "mean fill + indicators"
+    assert ul4m4["logreg_f1_micro_diff_mean"] == pytest.approx(0.0)
+    assert ul4m4["logreg_f1_micro_diff_std"] == pytest.approx(np.sqrt(0.0072 / 3))
+    knn = summary["c", "KNNImputer"]
+    assert knn["rmse_diff_mean"] == 0.0 and knn["rmse_diff_std"] == 0.0
+    assert knn["f1_micro_diff_mean"] == pytest.approx(-0.09)
+    other = summary["d", "mean fill"]
+    assert other["rmse_diff_vs"] == "mean fill" and other["rmse_diff_mean"] == 0.0
+    assert other["logreg_f1_micro_diff_vs"] is None and other["logreg_f1_micro_diff_mean"] is None
+    table = to_markdown(list(summary.values()))
+    assert ("| UL4M4 paper (K=8) | 1.000 ± 0.216 | +0.000 ± 0.141 | 0.820 ± 0.022 | "
+            "+0.020 ± 0.029 | 0.750 ± 0.041 | +0.000 ± 0.049 |") in table
+    assert ("- c: RMSE: KNNImputer; fusion F1-micro: mean fill; logreg F1-micro: mean fill "
+            "+ indicators") in table
+
+
+def mode_rows(mode, values):
+    """Summary rows of one UL4M4 mode: ``values`` maps (config, K) to (F1-micro, RMSE)."""
+    return [{"config": config, "method": f"UL4M4 {mode} (K={k})", "kind": "UL4M4",
+             "mode": mode, "n_clusters": k, "params": {"completion": mode},
+             "f1_micro_mean": f1, "rmse_mean": rmse} for (config, k), (f1, rmse) in values.items()]
+
+
+def cells(f1, rmse, spread=0.02):
+    """Four (config, K) cells of two high-missing configurations whose means are ``f1`` and
+    ``rmse``, and a low-missing configuration with values the rule must ignore."""
+    high = {("missing_60", 8): (f1 - spread, rmse + spread),
+            ("missing_60", 32): (f1 + spread, rmse),
+            ("drop_3", 8): (f1, rmse - spread), ("drop_3", 32): (f1, rmse)}
+    return {**high, ("missing_20", 8): (1.0, 0.0), ("missing_20", 32): (1.0, 0.0)}
+
+
+def test_choose_default_picks_the_lowest_rmse_among_modes_within_half_a_point():
+    summary = [*mode_rows("paper", cells(0.900, 1.00)),
+               *mode_rows("overlap", cells(0.897, 0.95)),
+               *mode_rows("overlap soft", cells(0.895, 0.90)),  # 0.5 points below: eligible
+               *mode_rows("nearest soft", cells(0.894, 0.70)),  # lowest RMSE, 0.6 points below
+               {"config": "missing_60", "method": "mean fill", "kind": "baseline",
+                "f1_micro_mean": 0.99, "rmse_mean": 0.1}]
+    decision = choose_default(summary)
+    assert decision["mode"] == "overlap soft"
+    assert decision["params"] == {"completion": "overlap soft"}
+    assert decision["configs"] == ["drop_3", "missing_60"] and decision["n_clusters"] == [8, 32]
+    table = {entry["mode"]: entry for entry in decision["table"]}
+    assert [entry["mode"] for entry in decision["table"]] == ["paper", "overlap", "overlap soft",
+                                                              "nearest soft"]
+    assert table["nearest soft"]["f1_micro"] == pytest.approx(0.894)
+    assert table["nearest soft"]["rmse"] == pytest.approx(0.70)
+    assert [table[m]["eligible"] for m in table] == [True, True, True, False]
+    # Over the low-missing configuration alone every mode ties: the first wins.
+    assert choose_default(summary, configs=("missing_20",))["mode"] == "paper"
+
+
+def test_choose_default_rejects_summaries_it_cannot_decide_on():
+    with pytest.raises(ValueError, match="no UL4M4 row of the configurations"):
+        choose_default(mode_rows("paper", cells(0.9, 1.0)), configs=("missing_80",))
+    uneven = mode_rows("paper", cells(0.9, 1.0)) + mode_rows("overlap", cells(0.9, 1.0))[:-3]
+    with pytest.raises(ValueError, match="different \\(configuration, K\\) cells"):
+        choose_default(uneven)
+
+
+def test_high_missing_configs_are_those_hiding_at_least_half_the_slots():
+    data, _ = load_mfeat(device="cpu")
+    fractions = {config: [missing_fraction(simulate_missing(len(data), data.names, config,
+                                                            random_state=seed))
+                          for seed in range(5)] for config in MFEAT_CONFIGS}
+    assert MFEAT_HIGH_MISSING == tuple(c for c in MFEAT_CONFIGS if min(fractions[c]) >= 0.5)
+    assert all(max(f) < 0.5 for c, f in fractions.items() if c not in MFEAT_HIGH_MISSING)
 
 
 def test_summary_is_mean_and_std_over_seeds():
@@ -59,6 +219,7 @@ def test_summary_is_mean_and_std_over_seeds():
     (row,) = summarise(records)
     assert row["rmse_mean"] == 2.0 and row["rmse_std"] == 1.0
     assert row["f1_micro_mean"] == pytest.approx(0.6) and row["accuracy_mean"] is None
+    assert row["rmse_diff_mean"] is None  # no baseline to pair with
     assert "2.000 ± 1.000" in to_markdown([row])
 
 
@@ -75,6 +236,12 @@ def test_same_seed_same_numbers(small_mfeat):
     ({"labels": slice(0, 10)}, "labels has 10 rows but data has 300 rows"),
     ({"task": "ranking"}, "task must be one of"),
     ({"configs": ("missing_40", "70_nope")}, "70_nope"),
+    ({"configs": ("missing_40", "drop_1", "missing_40")},
+     "configs names missing_40 more than once"),
+    ({"downstream": ()}, "downstream must be a non-empty subset of fusion, logreg, got nothing"),
+    ({"downstream": ("fusion", "xgb")}, "subset of fusion, logreg, got fusion, xgb"),
+    ({"downstream": ("logreg", "logreg")}, "downstream names logreg more than once"),
+    ({"task": "regression"}, "the logreg downstream needs task='multiclass'"),
 ])
 def test_bad_inputs(small_mfeat, change, message):
     data, labels = small_mfeat
@@ -83,12 +250,64 @@ def test_bad_inputs(small_mfeat, change, message):
         evaluate(data, labels, tiny_settings(**change), progress=False)
 
 
-def test_cli_bench_quality_quick(tmp_path, capsys):
+def test_cli_bench_quality_quick(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(harness, "MODES", TEST_MODES)
     assert main(["bench-quality", "--dataset", "mfeat", "--out", str(tmp_path), "--quick",
-                 "--k", "8", "--missing", "missing_50"]) == 0
+                 "--k", "8", "--configs", "missing_50", "--downstream", "logreg"]) == 0
     out = capsys.readouterr().out
-    assert "UL4M4 (K=8)" in out and "KNNImputer" in out
+    assert f"UL4M4 {next(iter(TEST_MODES))} (K=8)" in out and "KNNImputer + indicators" in out
+    assert "| logreg F1-micro | Δ |" in out and "fusion F1-micro" not in out
+    assert "No default chosen: the rule needs the fusion model" in out
     assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md", "results.png"}
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["settings"]["configs"] == ["missing_50"] and saved["decision"] is None
+
+
+def test_cli_bench_quality_prints_and_saves_the_decision(tiny_results, tmp_path, capsys,
+                                                         monkeypatch):
+    monkeypatch.setattr(harness, "evaluate", lambda data, labels, settings, progress: tiny_results)
+    assert main(["bench-quality", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    section = harness.decision_markdown(tiny_results["decision"])
+    assert section in out and section in (tmp_path / "results.md").read_text()
+    assert f"Chosen: **{tiny_results['decision']['mode']}**" in section
+
+
+class Captured(Exception):
+    """Raised by the stand-in for ``evaluate`` with the settings the command built."""
+
+
+@pytest.mark.parametrize("options, configs, downstream", [
+    ([], MFEAT_HIGH_MISSING, ["fusion", "logreg"]),
+    (["--configs", "all", "--downstream", "fusion"], MFEAT_CONFIGS, ["fusion"]),
+    (["--configs", "drop_1,high-missing"], ("drop_1", *MFEAT_HIGH_MISSING), ["fusion", "logreg"]),
+])
+def test_cli_configs_and_downstream_lists(tmp_path, monkeypatch, options, configs, downstream):
+    def stand_in(data, labels, settings, progress):
+        raise Captured(settings)
+
+    monkeypatch.setattr(harness, "evaluate", stand_in)
+    with pytest.raises(Captured) as captured:
+        main(["bench-quality", "--out", str(tmp_path / "q"), *options])
+    settings = captured.value.args[0]
+    assert tuple(settings.configs) == configs and list(settings.downstream) == downstream
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--downstream", "fusion,xgb"], "downstream must be a non-empty subset of fusion, logreg, "
+                                     "got fusion, xgb"),
+    (["--downstream", "fusion,"], "--downstream takes a comma-separated list without empty "
+                                  "items, got 'fusion,'"),
+    (["--configs", "missing_60,,drop_3"], "--configs takes a comma-separated list without "
+                                          "empty items"),
+    (["--configs", "missing_60,70_nope"], "names unknown modalities ['nope']"),
+    (["--configs", "high-missing,drop_3"], "configs names drop_3 more than once"),
+])
+def test_cli_bench_quality_rejects_bad_lists_in_one_line(tmp_path, capsys, options, message):
+    assert main(["bench-quality", "--out", str(tmp_path / "q"), "--quick", *options]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ul4m4: error: ") and message in err
+    assert not (tmp_path / "q").exists()
 
 
 # ---------------------------------------------------------------------- review fixes
@@ -103,8 +322,8 @@ def two_modalities(labels, seed=0):
 
 def test_complete_case_with_a_single_class_is_a_nan_record():
     labels = np.repeat([0, 1, 2], 20)
-    settings = HarnessSettings(n_clusters=(2,), epochs=2, patience=2, width=8,
-                               baselines=("mean fill", COMPLETE_CASE), device="cpu")
+    settings = HarnessSettings(n_clusters=(2,), modes=TEST_MODES, epochs=2, patience=2,
+                               width=8, baselines=("mean fill", COMPLETE_CASE), device="cpu")
     records = run_once(two_modalities(labels), labels, "complex_5_47.5_47.5", 7, settings)
     (record,) = [r for r in records if r["method"] == COMPLETE_CASE]
     assert record["note"] == "the complete training rows hold a single class"
@@ -127,8 +346,8 @@ def test_complete_case_without_validation_rows_of_its_classes_is_a_nan_record():
 def test_complete_case_for_multilabel_and_regression(task):
     rng = np.random.default_rng(1)
     labels = (rng.integers(2, size=(60, 2)) if task == "multilabel" else rng.normal(size=60))
-    settings = HarnessSettings(task=task, n_clusters=(), epochs=2, patience=2, width=8,
-                               baselines=(COMPLETE_CASE,), device="cpu")
+    settings = HarnessSettings(task=task, n_clusters=(), downstream=("fusion",), epochs=2,
+                               patience=2, width=8, baselines=(COMPLETE_CASE,), device="cpu")
     (record,) = run_once(two_modalities(labels), labels, "missing_20", 0, settings)
     assert record["method"] == COMPLETE_CASE and "note" not in record
     expected = ("f1_micro", "f1_macro", "accuracy") if task == "multilabel" else ("mse", "mae")
@@ -144,7 +363,8 @@ def test_regression_outputs_show_the_regression_metrics(tmp_path):
     summary = summarise(records)
     table = to_markdown(summary)
     header = table.splitlines()[0]
-    assert "| MSE | MAE | Pearson r |" in header and "F1" not in header
+    assert "| fusion MSE | fusion MAE | fusion Pearson r |" in header and "F1" not in header
+    assert "Δ" not in header  # no baseline to pair with
     assert "| 1.500 ± 0.500 | 0.800 ± 0.000 | 0.600 ± 0.000 |" in table
     paths = write_outputs({"settings": {}, "records": records, "summary": summary}, tmp_path)
     assert paths["png"].stat().st_size > 10_000
