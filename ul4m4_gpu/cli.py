@@ -68,11 +68,16 @@ def _add_completion(parser: argparse.ArgumentParser, when: str) -> None:
                             f"fit); default {defaults['temperature']}{when}")
 
 
+def completion_options(args) -> dict:
+    """The completion parameters given on the command line (those left out are absent)."""
+    return {name: getattr(args, option) for option, name in COMPLETION_OPTIONS
+            if getattr(args, option, None) is not None}
+
+
 def imputer_params(args) -> dict:
     """The ``UL4M4Imputer`` parameters a command's options set (completion options only
     where given, so that a loaded model keeps its own)."""
-    params = {name: getattr(args, option) for option, name in COMPLETION_OPTIONS
-              if getattr(args, option, None) is not None}
+    params = completion_options(args)
     if getattr(args, "model", None) is None:
         params.update(n_clusters=args.k, random_state=args.seed, device=args.device)
         if getattr(args, "max_iter", None) is not None:
@@ -197,7 +202,8 @@ def run_demo_command(args) -> None:
 
     start = time.perf_counter()
     report = run_demo(missing=args.missing, n_clusters=args.k, seed=args.seed,
-                      device=args.device, progress=not args.quiet)
+                      device=args.device, progress=not args.quiet,
+                      completion=completion_options(args))
     print(report.to_markdown())
     print(f"\ntotal {time.perf_counter() - start:.1f} s")
 

@@ -75,12 +75,14 @@ def _downstream(train: MultiModalArray, test: MultiModalArray, y_train, y_test, 
 
 def run_demo(missing: str = DEFAULT_MISSING, n_clusters: int = 32, seed: int = 0,
              device: str = "auto", test_size: float = 0.3, knn_neighbors: int = 5,
-             progress: bool = True) -> DemoReport:
+             progress: bool = True, completion: dict | None = None) -> DemoReport:
     """Run the comparison on the embedded mfeat data and return the table's rows.
 
     The missing mask is drawn once (seeded) over all rows; normalisation statistics,
     centres and baselines are fitted on the training split only. The defaults are those of
-    ``ul4m4 demo`` (K = ``n_clusters`` = 32, ``missing_60``, seed 0).
+    ``ul4m4 demo`` (K = ``n_clusters`` = 32, ``missing_60``, seed 0). ``completion``
+    (``completion``/``n_candidates``/``temperature``) overrides the estimator's default rule
+    for the first UL4M4 row; the second is always the paper's rule.
     """
     data, labels = load_mfeat(device=device)
     train_idx, test_idx = train_test_split(
@@ -92,14 +94,11 @@ def run_demo(missing: str = DEFAULT_MISSING, n_clusters: int = 32, seed: int = 0
     mean, scale = fit_modality_stats(seen["train"].values, seen["train"].mask, data.dims)
     y_train, y_test = labels[train_idx], labels[test_idx]
 
-    # "UL4M4": the estimator's default completion mode; "paper rule": the paper's greedy rule,
-    # once the estimator has completion modes (until then its only rule).
-    paper = MODES["paper"] if "completion" in UL4M4Imputer().get_params() else {}
     methods = {
         f"UL4M4 (K={n_clusters})": lambda: UL4M4Imputer(
-            n_clusters=n_clusters, random_state=seed, device=device),
+            n_clusters=n_clusters, random_state=seed, device=device, **(completion or {})),
         f"UL4M4 paper rule (K={n_clusters})": lambda: UL4M4Imputer(
-            n_clusters=n_clusters, random_state=seed, device=device, **paper),
+            n_clusters=n_clusters, random_state=seed, device=device, **MODES["paper"]),
         "mean fill": MeanFillImputer,
         f"KNNImputer (k={knn_neighbors})": lambda: KNNBaselineImputer(knn_neighbors),
     }
