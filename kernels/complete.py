@@ -78,10 +78,11 @@ def choose_candidates_cpu(scores, missing, centers_mask, chosen, chosen_scores):
                 chosen_scores[i, m, t] = INF
             if missing[i, m]:
                 n_kept = 0
+                worst = INF  # the score to beat once r are kept
                 for j in range(scores.shape[1]):
                     s = scores[i, j]
                     # strict: an equal score keeps the lower index already held
-                    if centers_mask[j, m] and (n_kept < r or s < chosen_scores[i, m, r - 1]):
+                    if centers_mask[j, m] and (n_kept < r or s < worst):
                         t = min(n_kept, r - 1)
                         while t > 0 and s < chosen_scores[i, m, t - 1]:
                             chosen[i, m, t] = chosen[i, m, t - 1]
@@ -90,6 +91,7 @@ def choose_candidates_cpu(scores, missing, centers_mask, chosen, chosen_scores):
                         chosen[i, m, t] = j
                         chosen_scores[i, m, t] = s
                         n_kept = min(n_kept + 1, r)
+                        worst = chosen_scores[i, m, r - 1]
                 if chosen_scores[i, m, 0] < INF:  # +inf entries dropped behind a finite best
                     for t in range(1, n_kept):
                         if chosen_scores[i, m, t] == INF:
@@ -108,10 +110,11 @@ def choose_candidates_cuda(scores, missing, centers_mask, chosen, chosen_scores)
         chosen_scores[i, m, t] = INF
     if missing[i, m]:
         n_kept = 0
+        worst = INF  # the score to beat once r are kept
         for j in range(scores.shape[1]):
             s = scores[i, j]
             # strict: an equal score keeps the lower index already held
-            if centers_mask[j, m] and (n_kept < r or s < chosen_scores[i, m, r - 1]):
+            if centers_mask[j, m] and (n_kept < r or s < worst):
                 t = min(n_kept, r - 1)
                 while t > 0 and s < chosen_scores[i, m, t - 1]:
                     chosen[i, m, t] = chosen[i, m, t - 1]
@@ -120,6 +123,7 @@ def choose_candidates_cuda(scores, missing, centers_mask, chosen, chosen_scores)
                 chosen[i, m, t] = j
                 chosen_scores[i, m, t] = s
                 n_kept = min(n_kept + 1, r)
+                worst = chosen_scores[i, m, r - 1]
         if chosen_scores[i, m, 0] < INF:  # +inf entries dropped behind a finite best
             for t in range(1, n_kept):
                 if chosen_scores[i, m, t] == INF:
