@@ -17,7 +17,6 @@ import zipfile
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
-from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
 from .backend import VALUE_DTYPE, array_module, device_module, resolve_device, to_device, to_numpy
@@ -26,7 +25,13 @@ from .data import MultiModalArray
 from .distances import zero_missing
 from .kmeans import PackedRows, lloyd_loop, seed_plusplus
 from .normalise import denormalise, fit_modality_stats, normalise
-from .validation import check_finite_modalities, check_finite_packed, check_int
+from .validation import (
+    check_finite_modalities,
+    check_finite_packed,
+    check_int,
+    check_tol,
+    checked_random_state,
+)
 
 MODEL_FORMAT = "ul4m4-imputer/1"
 _FITTED_ARRAYS = ("cluster_centers_", "centers_mask_", "mean_", "scale_", "labels_")
@@ -122,8 +127,8 @@ class UL4M4Imputer(BaseEstimator):
         check_int("n_init", self.n_init)
         check_int("batch_size", self.batch_size, allow_none=True)
         check_int("ddof", self.ddof, minimum=0)
-        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
-            raise ValueError(f"tol must be a float >= 0, got {self.tol!r}")
+        check_tol("tol", self.tol)
+        checked_random_state(self.random_state)
         if isinstance(self.init, str):
             if self.init != "k-means++":
                 raise ValueError(
@@ -170,7 +175,7 @@ class UL4M4Imputer(BaseEstimator):
         rows = PackedRows.build(z, data.mask, data.dims, clean=True)
 
         if isinstance(self.init, str):
-            rng = check_random_state(self.random_state)
+            rng = checked_random_state(self.random_state)
             starts = (seed_plusplus(rows, self.n_clusters, rng)[:2] for _ in range(self.n_init))
         else:
             starts = iter([check_initial_centers(self.init, self.n_clusters, data.dims,

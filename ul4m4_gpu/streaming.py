@@ -58,7 +58,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
 from .backend import (
@@ -91,7 +90,7 @@ from .io import (
 from .kmeans import PackedRows, assign, cluster_statistics, inertia, lloyd_over_passes, seed_plusplus
 from .list_columns import arrow_list_to_dense, cudf_list_to_dense, is_numeric_list_type
 from .normalise import normalise, scale_from_moments
-from .validation import check_finite_observed, check_int, in_fitted_order
+from .validation import check_finite_observed, check_int, checked_random_state, in_fitted_order
 
 #: Default rows per streamed batch.
 DEFAULT_BATCH_ROWS = 65536
@@ -386,7 +385,7 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
     batches = _Normalised(source, batch_rows, names, dims, mean, scale, device)
 
     if isinstance(imputer.init, str):
-        rng = check_random_state(imputer.random_state)
+        rng = checked_random_state(imputer.random_state)
         size = seed_sample_size or max(MIN_SEED_SAMPLE,
                                        SEED_SAMPLE_PER_CENTER * imputer.n_clusters)
         sample = _seed_sample(batches, n_rows, size, rng)
