@@ -12,7 +12,6 @@ import json
 import numbers
 import os
 import warnings
-import zipfile
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -24,6 +23,7 @@ from .completion import CenterPairs, completion_sources, fill_from_sources
 from .data import MultiModalArray
 from .distances import zero_missing
 from .kmeans import PackedRows, lloyd_loop, seed_plusplus
+from .model_file import read_model
 from .normalise import denormalise, fit_modality_stats, normalise
 from .validation import (
     check_finite_modalities,
@@ -293,29 +293,12 @@ class UL4M4Imputer(BaseEstimator):
     @classmethod
     def load(cls, path, device: str | None = None) -> "UL4M4Imputer":
         """Read a model written by :meth:`save`; ``device`` overrides the saved device.
-        Raises ``ValueError`` naming the file when it is not such a model (unreadable,
-        truncated, or missing an entry)."""
-        try:
-            with np.load(os.fspath(path), allow_pickle=False) as archive:
-                meta = json.loads(str(archive["meta"]))
-                arrays = {name: archive[name] for name in archive.files if name != "meta"}
-            if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
-                raise ValueError(f"it is not a {MODEL_FORMAT} model file")
-            params = meta["params"]
-            if params["init"] == "explicit":
-                params["init"] = (arrays["init_centers"], arrays["init_centers_mask"])
-            fitted = {name: arrays[name] for name in _FITTED_ARRAYS}
-            attributes = (tuple(meta["dims"]), tuple(meta["modality_names"]), meta["n_iter"],
-                          meta["inertia"])
-            if device is not None:
-                params["device"] = device
-            model = cls(**params)
-        except KeyError as error:
-            raise ValueError(f"cannot read a UL4M4Imputer model from {path!s}: it has no "
-                             f"entry {error}") from None
-        except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile) as error:
-            raise ValueError(f"cannot read a UL4M4Imputer model from {path!s}: "
-                             f"{' '.join(str(error).split())}") from None
+        Every entry is checked first (:func:`~ul4m4_gpu.model_file.read_model`): raises
+        ``FileNotFoundError`` when ``path`` does not exist and ``ValueError``, one line
+        naming the file and the entry, when it is not such a model (a data file,
+        unreadable, truncated, an entry missing or of the wrong dtype, shape or values)."""
+        params, fitted, attributes = read_model(path, cls, MODEL_FORMAT, _FITTED_ARRAYS, device)
+        model = cls(**params)
         model.device_ = resolve_device(model.device)
         for name, array in fitted.items():
             setattr(model, name, to_device(array, model.device_))
