@@ -230,10 +230,10 @@ class UL4M4Imputer(BaseEstimator):
         data, sources, given = self._sources(X)
         xp = array_module(data.values)
         missing = ~data.mask
-        centers_x = denormalise(self.cluster_centers_.astype(xp.float64), self.mean_, self.scale_)
-        values = fill_from_sources(data.values.copy(), sources, missing,
-                                   centers_x.astype(VALUE_DTYPE), self.mean_.astype(VALUE_DTYPE),
-                                   data.dims)
+        centers_x = denormalise(self.cluster_centers_.astype(xp.float64), self.mean_, self.scale_,
+                                VALUE_DTYPE)
+        values = fill_from_sources(data.values.copy(), sources, missing, centers_x,
+                                   self.mean_.astype(VALUE_DTYPE), data.dims)
         mean_filled = to_numpy((missing & (sources < 0)).any(axis=0))
         if mean_filled.any():
             names = [data.names[m] for m in np.flatnonzero(mean_filled)]

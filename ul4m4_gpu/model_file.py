@@ -17,6 +17,7 @@ import zipfile
 import numpy as np
 
 from .backend import DEVICES
+from .distances import zero_missing
 from .io import load_npz_arrays
 from .validation import check_finite_packed, check_value_dtype
 
@@ -36,8 +37,8 @@ def read_model(path, estimator_class, model_format: str, fitted_names, device=No
         explicit ``init`` as its (centers, centers_mask) pair; they pass the estimator's
         ``_check_params``.
     fitted : ``{name: NumPy array}`` for each of ``fitted_names``: ``cluster_centers_``
-        (K, D) float32/float64, finite where ``centers_mask_`` (K, M) bool carries a modality,
-        K = ``n_clusters``; ``mean_`` (D,) float, finite; ``scale_`` (D,) float, finite and
+        (K, D) float32/float64, finite where ``centers_mask_`` (K, M) bool carries a modality
+        (zeroed where it does not, as fitted centres are), K = ``n_clusters``; ``mean_`` (D,) float, finite; ``scale_`` (D,) float, finite and
         > 0; ``labels_`` (N,) integers in [−1, K); others as saved.
     attributes : (dims_ tuple of M ints ≥ 1, modality_names_ tuple of M distinct strings,
         n_iter_ int ≥ 0, inertia_ float, finite ≥ 0).
@@ -161,6 +162,7 @@ def _fitted(arrays, fitted_names, n_clusters: int, dims) -> dict:
     except ValueError as error:
         raise _EntryError("cluster_centers_", f"{error} (where centers_mask_ carries "
                                               "them)") from None
+    fitted["cluster_centers_"] = zero_missing(fitted["cluster_centers_"], mask, dims)
     for name in ("mean_", "scale_"):
         if not np.isfinite(fitted[name]).all():
             raise _EntryError(name, "holds NaN or inf at columns "

@@ -125,9 +125,16 @@ def normalise(values, mask, mean, scale, dims, dtype=None):
     return xp.where(observed, wide, 0.0).astype(dtype)
 
 
-def denormalise(z, mean, scale):
-    """x = σ z + μ for a packed (N, D) array; returns a new array of ``z.dtype``."""
-    return (z * scale.astype(z.dtype) + mean.astype(z.dtype)).astype(z.dtype, copy=False)
+def denormalise(z, mean, scale, dtype=None):
+    """x = σ z + μ for a packed (N, D) array, computed in ``z.dtype``; returns a new array
+    of ``dtype`` (default ``z.dtype``). Cast to a narrower float, x is clipped to its finite
+    range: for centres x lies within the range of the training values, which only the
+    round-off of z can carry past the edge of float32 (to inf, without the clip)."""
+    x = z * scale.astype(z.dtype) + mean.astype(z.dtype)
+    if dtype is None or np.dtype(dtype) == z.dtype:
+        return x
+    limit = np.finfo(dtype).max
+    return array_module(x).clip(x, -limit, limit).astype(dtype)
 
 
 def expand_mask(mask, dims):
