@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from test_io import crafted_npz, read_only_directory, snapshot
 from ul4m4_gpu import UL4M4Imputer
 from ul4m4_gpu.cli import main
 
@@ -98,9 +99,12 @@ def test_impute_missing_file_and_bad_model(tmp_path, npz_input, capsys):
     out = tmp_path / "out.npz"
     assert main(["impute", str(tmp_path / "nope.npz"), "-o", str(out)]) == 1
     assert main(["impute", str(path), "-o", str(out), "--model", str(path)]) == 1
+    assert main(["impute", str(path), "-o", str(out), "--model", str(tmp_path / "no.npz")]) == 1
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 2 and all(e.startswith("ul4m4: error:") for e in errors)
-    assert "nope.npz" in errors[0] and "UL4M4Imputer model" in errors[1]
+    assert len(errors) == 3 and all(e.startswith("ul4m4: error:") for e in errors)
+    assert "nope.npz" in errors[0]
+    assert "UL4M4Imputer model from" in errors[1] and "in.npz: it is not a ul4m4 model" in errors[1]
+    assert errors[2].endswith("no.npz: no such file")
     assert not out.exists()
 
 
@@ -204,12 +208,6 @@ def test_streamed_fit_errors_are_one_line_with_global_rows(tmp_path, capsys):
     assert "column names ['a'] appear more than once" in one_error_line(capsys)
 
 
-def _snapshot(folder):
-    """{relative path: bytes} of every file under ``folder``."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
-
-
 @pytest.fixture
 def user_files(tmp_path, npz_input):
     """An npz input, a model fitted on it, a Parquet file and a Parquet directory, plus a
@@ -251,16 +249,14 @@ def test_an_output_that_is_an_input_is_refused_and_nothing_is_touched(user_files
                                                                      message):
     monkeypatch.chdir(user_files)
     capsys.readouterr()
-    before = _snapshot(user_files)
+    before = snapshot(user_files)
     assert main([a.format(d=user_files.name) for a in args]) == 1
     line = one_error_line(capsys)
     assert message in line and "choose another output path" in line
-    assert _snapshot(user_files) == before
+    assert snapshot(user_files) == before
 
 
 def test_crafted_npy_header_is_one_line_as_input_and_as_model(tmp_path, npz_input, capsys):
-    from test_io import crafted_npz
-
     path, _, _ = npz_input
     huge = crafted_npz(tmp_path / "huge.npz", (10**12,))
     out = tmp_path / "out.npz"
@@ -271,18 +267,7 @@ def test_crafted_npy_header_is_one_line_as_input_and_as_model(tmp_path, npz_inpu
     assert not out.exists()
 
 
-def test_a_missing_or_data_file_model_is_named(tmp_path, npz_input, capsys):
-    path, _, _ = npz_input
-    out = tmp_path / "out.npz"
-    assert main(["impute", str(path), "-o", str(out), "--model", str(tmp_path / "no.npz")]) == 1
-    assert one_error_line(capsys).endswith("no.npz: no such file")
-    assert main(["impute", str(path), "-o", str(out), "--model", str(path)]) == 1
-    assert "in.npz: it is not a ul4m4 model file" in one_error_line(capsys)
-
-
 def test_an_unwritable_output_directory_is_named(tmp_path, npz_input, capsys):
-    from test_io import read_only_directory
-
     path, _, _ = npz_input
     folder = read_only_directory(tmp_path)
     for command in (["fit", str(path), "--k", "2"], ["impute", str(path)]):

@@ -37,7 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_io import crafted_npz
+from test_io import crafted_npz, snapshot
 from ul4m4_gpu import MultiModalArray, UL4M4Imputer, greedy_complete, kmeans_plusplus, lloyd
 from ul4m4_gpu.cli import main
 
@@ -259,11 +259,6 @@ def workspace(tmp_path_factory):
     return folder
 
 
-def _snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
-
-
 def _run(argv) -> tuple[int, list[str]]:
     """``main(argv)``'s exit status and the lines it printed on stderr."""
     err = io.StringIO()
@@ -383,11 +378,11 @@ def _scratch(folder: Path) -> None:
 @given(st.data())
 def test_an_output_that_is_an_input_is_one_line_and_touches_nothing(workspace, draw):
     argv, output = draw.draw(same_path_mistakes(workspace))
-    before = _snapshot(workspace)
+    before = snapshot(workspace)
     status, lines = _run(argv)
     assert status == 1 and len(lines) == 1 and lines[0].startswith("ul4m4: error:"), lines
     assert f"cannot write {output}" in lines[0] and "choose another output path" in lines[0]
-    assert _snapshot(workspace) == before
+    assert snapshot(workspace) == before
 
 
 @examples(300)
@@ -395,9 +390,9 @@ def test_an_output_that_is_an_input_is_one_line_and_touches_nothing(workspace, d
 def test_a_damaged_or_misplaced_file_is_one_line_and_writes_nothing(workspace, draw):
     _scratch(workspace)
     argv, bad = draw.draw(file_mistakes(workspace))
-    before = _snapshot(workspace)
+    before = snapshot(workspace)
     status, lines = _run(argv)
-    after = _snapshot(workspace)
+    after = snapshot(workspace)
     output = str(Path(argv[argv.index("-o") + 1]).relative_to(workspace))
     if status == 0:  # a flipped byte or a benign spoil can leave a usable file
         assert set(after) - set(before) == {output} and not lines, lines

@@ -205,6 +205,12 @@ def crafted_npz(path, shape, compression=zipfile.ZIP_STORED, data_bytes: int = 7
     return path
 
 
+def snapshot(folder) -> dict:
+    """{relative path: bytes} of every file under ``folder``."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
 def _bytes(path, content: bytes):
     path.write_bytes(content)
     return path
