@@ -133,8 +133,8 @@ def denormalise(z, mean, scale, dtype=None):
     x = z * scale.astype(z.dtype) + mean.astype(z.dtype)
     if dtype is None or np.dtype(dtype) == z.dtype:
         return x
-    limit = np.finfo(dtype).max
-    return array_module(x).clip(x, -limit, limit).astype(dtype)
+    xp, limit = array_module(x), np.finfo(dtype).max
+    return xp.minimum(xp.maximum(x, -limit), limit).astype(dtype)
 
 
 def expand_mask(mask, dims):
