@@ -1,6 +1,7 @@
 """The ``ul4m4`` command line, run as a user runs it (a subprocess on the installed entry
 point) for the contract cases, and in-process for the rest."""
 
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from test_io import crafted_npz, read_only_directory, snapshot
 from ul4m4_gpu import UL4M4Imputer
 from ul4m4_gpu.cli import main
 
@@ -97,9 +99,12 @@ def test_impute_missing_file_and_bad_model(tmp_path, npz_input, capsys):
     out = tmp_path / "out.npz"
     assert main(["impute", str(tmp_path / "nope.npz"), "-o", str(out)]) == 1
     assert main(["impute", str(path), "-o", str(out), "--model", str(path)]) == 1
+    assert main(["impute", str(path), "-o", str(out), "--model", str(tmp_path / "no.npz")]) == 1
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 2 and all(e.startswith("ul4m4: error:") for e in errors)
-    assert "nope.npz" in errors[0] and "UL4M4Imputer model" in errors[1]
+    assert len(errors) == 3 and all(e.startswith("ul4m4: error:") for e in errors)
+    assert "nope.npz" in errors[0]
+    assert "UL4M4Imputer model from" in errors[1] and "in.npz: it is not a ul4m4 model" in errors[1]
+    assert errors[2].endswith("no.npz: no such file")
     assert not out.exists()
 
 
@@ -201,3 +206,72 @@ def test_streamed_fit_errors_are_one_line_with_global_rows(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "dup.parquet"), "-o", str(tmp_path / "m.npz"), "--k", "2",
                  "--stream"]) == 1
     assert "column names ['a'] appear more than once" in one_error_line(capsys)
+
+
+@pytest.fixture
+def user_files(tmp_path, npz_input):
+    """An npz input, a model fitted on it, a Parquet file and a Parquet directory, plus a
+    symbolic and a hard link to the input."""
+    path, img, txt = npz_input
+    assert main(["fit", str(path), "-o", str(tmp_path / "model.npz"), "--k", "2"]) == 0
+    table = pa.table({"img": [list(map(float, r)) for r in img],
+                      "txt": [None if np.isnan(r).any() else list(map(float, r)) for r in txt]})
+    pq.write_table(table, tmp_path / "in.parquet")
+    (tmp_path / "parts").mkdir()
+    pq.write_table(table.slice(0, 60), tmp_path / "parts" / "a.parquet")
+    pq.write_table(table.slice(60), tmp_path / "parts" / "b.parquet")
+    (tmp_path / "link.npz").symlink_to(path)
+    os.link(path, tmp_path / "hard.npz")
+    return tmp_path
+
+
+SAME_PATH_CASES = [
+    (["fit", "in.npz", "-o", "in.npz", "--k", "2"], "it is the INPUT in.npz"),
+    (["fit", "in.npz", "-o", "./../{d}/in.npz"], "it is the INPUT"),
+    (["fit", "in.parquet", "-o", "in.parquet", "--stream"], "it is the INPUT"),
+    (["fit", "in.parquet", "-o", "in.parquet", "--workers", "2"], "it is the INPUT"),
+    (["fit", "parts", "-o", "parts/a.parquet"], "it is inside the INPUT directory parts"),
+    (["impute", "in.npz", "-o", "in.npz"], "it is the INPUT"),
+    (["impute", "in.npz", "-o", "link.npz"], "it is the INPUT in.npz"),
+    (["impute", "in.npz", "-o", "hard.npz"], "it is the INPUT in.npz"),
+    (["impute", "in.npz", "-o", "model.npz", "--model", "model.npz"], "it is the --model"),
+    (["impute", "in.npz", "-o", "model.npz", "--model", "model.npz", "--workers", "2"],
+     "it is the --model"),
+    (["impute", "in.parquet", "-o", "in.parquet", "--stream"], "it is the INPUT"),
+    (["impute", "in.parquet", "-o", "in.parquet", "--workers", "2"], "it is the INPUT"),
+    (["impute", "parts", "-o", "parts/c.parquet", "--stream"], "inside the INPUT directory"),
+]
+
+
+@pytest.mark.parametrize("args, message", SAME_PATH_CASES)
+def test_an_output_that_is_an_input_is_refused_and_nothing_is_touched(user_files, capsys,
+                                                                     monkeypatch, args,
+                                                                     message):
+    monkeypatch.chdir(user_files)
+    capsys.readouterr()
+    before = snapshot(user_files)
+    assert main([a.format(d=user_files.name) for a in args]) == 1
+    line = one_error_line(capsys)
+    assert message in line and "choose another output path" in line
+    assert snapshot(user_files) == before
+
+
+def test_crafted_npy_header_is_one_line_as_input_and_as_model(tmp_path, npz_input, capsys):
+    path, _, _ = npz_input
+    huge = crafted_npz(tmp_path / "huge.npz", (10**12,))
+    out = tmp_path / "out.npz"
+    for args in (["impute", huge, "-o", out], ["impute", path, "-o", out, "--model", huge]):
+        assert main([str(a) for a in args]) == 1
+        line = one_error_line(capsys)
+        assert "huge.npz" in line and "header claims shape (1000000000000,)" in line
+    assert not out.exists()
+
+
+def test_an_unwritable_output_directory_is_named(tmp_path, npz_input, capsys):
+    path, _, _ = npz_input
+    folder = read_only_directory(tmp_path)
+    for command in (["fit", str(path), "--k", "2"], ["impute", str(path)]):
+        assert main([*command, "-o", str(folder / "out.npz")]) == 1
+        line = one_error_line(capsys)
+        assert f"cannot write {folder / 'out.npz'}" in line and "partial" not in line
+    assert not (folder / "out.npz").exists()

@@ -251,6 +251,51 @@ def test_low_level_functions_name_non_finite_observed_values():
     assert np.isfinite(partial_distances(z, mask, bad_centers, centers_mask, dims)).any()
 
 
+def test_low_level_functions_check_their_arguments():
+    z = np.random.default_rng(0).normal(size=(20, 3))
+    mask = np.ones((20, 2), dtype=bool)
+    dims = (2, 1)
+    centers, centers_mask, _ = kmeans_plusplus(z, mask, dims, 2, random_state=0)
+    for call, message in (
+            (lambda: kmeans_plusplus(z, mask, dims, 0), "n_clusters must be an int >= 1, got 0"),
+            (lambda: kmeans_plusplus(z, mask, dims, -1), "n_clusters must be an int >= 1"),
+            (lambda: kmeans_plusplus(z, mask, dims, 2, random_state="abc"), "random_state must"),
+            (lambda: lloyd(z, mask, dims, centers, centers_mask, max_iter=-1), "max_iter must"),
+            (lambda: lloyd(z, mask, dims, centers, centers_mask, max_iter=0), "max_iter must"),
+            (lambda: lloyd(z, mask, dims, centers, centers_mask, tol=-1), "tol must be a float"),
+            (lambda: lloyd(z, mask, dims, centers, centers_mask, tol=np.nan), "tol must"),
+            (lambda: greedy_complete(z, mask, centers[:0], centers_mask[:0], dims),
+             r"centers must hold at least one centre, got shape \(0, 3\)"),
+            (lambda: lloyd(z, mask, dims, centers[:0], centers_mask[:0]), "at least one centre")):
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_float32_values_near_its_maximum_are_normalised_without_overflow():
+    top = np.finfo(np.float32).max
+    rng = np.random.default_rng(0)
+    big = np.where(rng.random((40, 2)) < 0.3, top, -top).astype(np.float32)
+    big[:4] = top  # x − mean overflows float32 for these rows
+    blocks = [big, rng.normal(size=(40, 2)).astype(np.float32)]
+    mask = np.ones((40, 2), dtype=bool)
+    mask[::3, 0] = False
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    mean, scale = fit_modality_stats(data.values, data.mask, data.dims)
+    z = normalise(data.values, data.mask, mean, scale, data.dims)
+    wide = normalise(data.values, data.mask, mean, scale, data.dims, np.float64)
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+    np.testing.assert_array_equal(z, wide.astype(np.float32))
+    for seed in range(5):  # seed 2 filled inf before: round-off carried a centre past top
+        out = UL4M4Imputer(n_clusters=4, random_state=seed).fit_transform(data)
+        assert np.isfinite(out.values).all()
+        np.testing.assert_array_equal(out.modality(0)[mask[:, 0]], big[mask[:, 0]])
+    tiny = scale.copy()
+    tiny[:2] = 1e-30  # z = (x − mean) / scale beyond float32 even in float64
+    with pytest.raises(ValueError, match=r"values, modality 0: rows \[1, 2, 4, 5, 7, \.\.\.\] "
+                                         r"\(26 in all\) lie too far from the training mean"):
+        normalise(data.values, data.mask, mean, tiny, data.dims)
+
+
 def test_values_beyond_float32_are_named_not_called_inf():
     big = np.array([[1.0], [1e39], [2.0]])
     with pytest.raises(ValueError, match=r"modality 'm0': rows \[1\].*beyond the range of float32"):
@@ -297,6 +342,29 @@ def test_nan_and_inf_in_observed_values_name_modality_and_rows():
     mask[8, 1] = True
     with pytest.raises(ValueError, match=r"rows \[7, 8\]"):
         MultiModalArray.from_modalities(blocks, mask=mask)
+
+
+def test_ragged_rows_and_bfloat16_tensors():
+    with pytest.raises(ValueError, match=r"modality 'txt' is ragged: rows \[2\] \(1 in all\) "
+                                         r"differ in length from row 0 \(2 values\)"):
+        MultiModalArray.from_modalities([np.ones((3, 1)), [[1.0, 2.0], [3.0, 4.0], [5.0]]],
+                                        names=["img", "txt"])
+    torch = pytest.importorskip("torch")
+    values = torch.tensor([[1.5, -2.0], [0.25, 3.0]], dtype=torch.bfloat16)
+    data = MultiModalArray.from_modalities([values], mask=torch.ones(2, 1, dtype=torch.bool))
+    np.testing.assert_array_equal(data.values, values.float().numpy())
+
+
+def test_dataframe_cells_that_pyarrow_refuses_are_named():
+    pd = pytest.importorskip("pandas")
+    mixed = pd.DataFrame({"img": [[1.0, 2.0], "n/a", [1.0, 3.0]]})
+    with pytest.raises(TypeError, match=r"column 'img' cannot be read: cannot mix list and "
+                                        r"non-list.*\(row 0 holds a list, row 1 a str\)"):
+        MultiModalArray.from_dataframe(mixed)
+    holed = pd.DataFrame({"img": [[1.0, 2.0], [1.0, 3.0], [np.nan, 1.0], None]})
+    with pytest.raises(ValueError, match=r"modality column 'img': rows \[2\] \(1 in all\) have "
+                                         r"null \(or, from pandas, NaN\) entries inside"):
+        MultiModalArray.from_dataframe(holed)
 
 
 def test_partly_nan_row_without_mask_is_rejected():
@@ -369,6 +437,9 @@ def test_non_container_input():
     ({"device": "tpu"}, "device must be one of"),
     ({"init": (np.zeros((2, 9)), np.ones((2, 3), bool)), "n_init": 2, "n_clusters": 2},
      "n_init must be 1 with explicit"),
+    ({"random_state": "abc"}, r"random_state must be None, an int in \[0, 2\*\*32 - 1\]"),
+    ({"random_state": -1}, "random_state must be None, an int .* got -1"),
+    ({"random_state": True}, "random_state must be None, an int .* got True"),
 ])
 def test_bad_parameters(params, message):
     blocks, mask = make_data(0)
@@ -386,9 +457,12 @@ def test_bad_explicit_init():
 
 
 def test_load_rejects_other_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"model from .*nope.npz: no such file"):
+        UL4M4Imputer.load(tmp_path / "nope.npz")
     path = tmp_path / "x.npz"
     np.savez(path, a=np.ones(3))
-    with pytest.raises(ValueError, match="cannot read a UL4M4Imputer model"):
+    with pytest.raises(ValueError, match=r"model from .*x.npz: it is not a ul4m4 model file "
+                                         r"\(it has no 'meta' entry; a data file\?\)$"):
         UL4M4Imputer.load(path)
     path.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="cannot read a UL4M4Imputer model"):
@@ -410,6 +484,97 @@ def test_load_names_the_file_for_empty_truncated_or_incomplete_models(tmp_path):
     for path, reason in ((empty, ""), (truncated, ""), (incomplete, "no entry 'cluster_centers_'")):
         with pytest.raises(ValueError, match=rf"model from {path}: .*{reason}"):
             UL4M4Imputer.load(path)
+
+
+def _with_entries(model, path, **changes):
+    """A copy of the model file ``model`` at ``path`` with each entry ``name`` of
+    ``changes`` replaced by ``change(its array)`` (meta: ``change(its dict)``, saved back
+    as JSON)."""
+    import json
+
+    with np.load(model, allow_pickle=False) as archive:
+        entries = {key: archive[key] for key in archive.files}
+    for name, change in changes.items():
+        if name == "meta":
+            entries[name] = np.array(json.dumps(change(json.loads(str(entries[name])))))
+        else:
+            entries[name] = change(entries[name].copy())
+    np.savez(path, **entries)
+    return path
+
+
+def _set(index, value):
+    def change(array):
+        array[index] = value
+        return array
+    return change
+
+
+def _meta(key, value):
+    def change(meta):
+        target = meta["params"] if key in meta["params"] else meta
+        target[key] = value
+        return meta
+    return change
+
+
+MODEL_DEFECTS = {
+    "scale_ NaN": ("scale_", _set(0, np.nan), "'scale_': holds NaN or inf at columns [0]"),
+    "scale_ 0": ("scale_", _set(3, 0.0), "'scale_': must be > 0, got [0.0]"),
+    "scale_ -1": ("scale_", _set(3, -1.0), "'scale_': must be > 0, got [-1.0]"),
+    "mean_ NaN": ("mean_", _set(2, np.nan), "'mean_': holds NaN or inf at columns [2]"),
+    "carried centre NaN": ("cluster_centers_", _set((1, 0), np.nan),
+                           "'cluster_centers_': centres, modality 0: rows [1]"),
+    "carried centre inf": ("cluster_centers_", _set((0, 8), np.inf),
+                           "'cluster_centers_': centres, modality 2: rows [0]"),
+    "mean_ shape": ("mean_", lambda a: a[:7], "'mean_': has shape (7,), expected (9,)"),
+    "centres shape": ("cluster_centers_", lambda a: a[:, :7], "expected (3, 9)"),
+    "centres dtype": ("cluster_centers_", lambda a: a.astype(np.int64),
+                      "cluster_centers_ must be float32 or float64"),
+    "mask dtype": ("centers_mask_", lambda a: a.astype(np.int8), "must be boolean"),
+    "labels range": ("labels_", _set(4, 3), "'labels_': must lie in [-1, 3)"),
+    "n_clusters": ("meta", _meta("n_clusters", 4), "'cluster_centers_': has shape (3, 9), "
+                                                   "expected (4, 9)"),
+    "tol": ("meta", _meta("tol", -1.0), "'meta': parameters: tol must be a float >= 0"),
+    "unknown parameter": ("meta", lambda meta: {**meta, "params": {**meta["params"],
+                                                                   "colour": "red"}},
+                          "'meta': parameters: "),
+    "device": ("meta", _meta("device", "tpu"), "'meta': device must be one of"),
+    "dims": ("meta", _meta("dims", [4, 3, 0]), "'meta': dims must be a non-empty list"),
+    "names": ("meta", _meta("modality_names", ["a", "a", "b"]), "3 distinct strings"),
+    "inertia": ("meta", _meta("inertia", float("nan")), "inertia must be a finite number"),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    blocks, mask = make_data(0)
+    data = MultiModalArray.from_modalities(blocks, mask=mask)
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    imputer = UL4M4Imputer(n_clusters=3, random_state=0).fit(data)
+    assert imputer.centers_mask_[:2].all()  # the defects above hit carried modalities
+    imputer.save(path)
+    return path, data
+
+
+@pytest.mark.parametrize("defect", list(MODEL_DEFECTS))
+def test_load_checks_every_entry_and_names_it(tmp_path, saved_model, defect):
+    model, _ = saved_model
+    name, change, message = MODEL_DEFECTS[defect]
+    path = _with_entries(model, tmp_path / "bad.npz", **{name: change})
+    with pytest.raises(ValueError) as info:
+        UL4M4Imputer.load(path)
+    assert str(info.value).startswith(f"cannot read a UL4M4Imputer model from {path}: entry ")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_load_accepts_what_an_uncarried_centre_slot_holds(tmp_path, saved_model):
+    model, data = saved_model
+    lacking = _with_entries(model, tmp_path / "lacking.npz", centers_mask_=_set((0, 2), False))
+    holed = _with_entries(lacking, tmp_path / "holed.npz",
+                          cluster_centers_=_set((0, slice(7, 9)), np.nan))
+    np.testing.assert_array_equal(UL4M4Imputer.load(holed).transform(data).values,
+                                  UL4M4Imputer.load(lacking).transform(data).values)
 
 
 def test_batching_and_pattern_splits_do_not_change_the_result(monkeypatch):

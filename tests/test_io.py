@@ -1,7 +1,10 @@
 """Reading and writing user data files (ul4m4_gpu.io)."""
 
+import io
 import os
+import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -9,7 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from ul4m4_gpu.data import MultiModalArray
-from ul4m4_gpu.io import InputFileError, OutputFileError, read_table, write_table
+from ul4m4_gpu.io import (
+    InputFileError,
+    OutputFileError,
+    atomic_write,
+    load_npz_arrays,
+    read_table,
+    write_table,
+)
 
 N = 6
 
@@ -183,6 +193,24 @@ def _zip(path, members: dict):
     return path
 
 
+def crafted_npz(path, shape, compression=zipfile.ZIP_STORED, data_bytes: int = 700):
+    """A small ``.npz`` whose one member ``x.npy`` has a valid float32 header claiming
+    ``shape`` but only ``data_bytes`` bytes of data (the outside fuzz run's 900-byte file
+    claimed (10**12,): 3.6 TiB)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        archive.writestr("x.npy", header.getvalue() + bytes(data_bytes))
+    return path
+
+
+def snapshot(folder) -> dict:
+    """{relative path: bytes} of every file under ``folder``."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
 def _bytes(path, content: bytes):
     path.write_bytes(content)
     return path
@@ -220,6 +248,15 @@ BAD_INPUTS = {
     "partly NaN row": (lambda d: _npz(d / "part.npz", img=PARTLY_NAN), "partly NaN"),
     "bad modalities": (lambda d: _npz(d / "sel.npz", x=ONES, modalities=np.array(["y"])),
                        "lists 'y'"),
+    "header claims 3.6 TiB": (lambda d: crafted_npz(d / "huge.npz", (10**12,)),
+                              "its header claims shape (1000000000000,) of float32 (3.6 TiB), "
+                              "but the file (936 bytes) can hold at most 828 bytes for it"),
+    "deflated header claims 3.6 TiB": (
+        lambda d: crafted_npz(d / "zipped.npz", (10**12,), zipfile.ZIP_DEFLATED),
+        "(3.6 TiB), but the file (185 bytes) can hold at most 77.6 KiB for it"),
+    "header claims more than the member": (
+        lambda d: crafted_npz(d / "short.npz", (10, 20), zipfile.ZIP_DEFLATED),
+        "claims shape (10, 20) of float32 (800 bytes), but the member holds 700 bytes of data"),
     "corrupt parquet": (lambda d: _bytes(d / "junk.parquet", os.urandom(64)), "magic bytes"),
     "no list column": (lambda d: _write(d / "flat.parquet", pa.table({"a": [1, 2]})),
                        "no column of lists of numbers"),
@@ -277,3 +314,64 @@ def test_failed_parquet_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_table(table, _complete(table.data), tmp_path / "out.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
+
+
+def test_an_array_too_large_for_memory_is_a_value_error(tmp_path, monkeypatch):
+    path = _npz(tmp_path / "big.npz", x=np.ones((4, 3)))
+
+    def out_of_memory(*args, **kwargs):  # what NumPy raises for a real, too large array
+        raise MemoryError("Unable to allocate 3.64 TiB")
+
+    monkeypatch.setattr(np.lib.format, "read_array", out_of_memory)
+    with pytest.raises(ValueError, match=r"array 'x' of shape \(4, 3\) and dtype float64 "
+                                         r"\(96 bytes\) does not fit in memory"):
+        load_npz_arrays(path)
+
+
+def test_list_bool_and_string_columns_are_passthrough_in_every_reader(tmp_path):
+    table = pa.table({"img": pa.array([[1.0, 2.0], None, [0.5, 1.5]]),
+                      "flags": pa.array([[True], [False], [True]]),
+                      "tags": pa.array([["a"], [], None])})
+    assert MultiModalArray.from_arrow(table).names == ("img",)
+    assert MultiModalArray.from_dataframe(table.to_pandas()).names == ("img",)
+    read = read_table(_write(tmp_path / "t.parquet", table))
+    assert read.data.names == ("img",)
+    assert read.passthrough.column_names == ["flags", "tags"]
+    with pytest.raises(TypeError, match="modality column 'flags' holds bool, expected numbers"):
+        MultiModalArray.from_arrow(table, columns=["img", "flags"])  # named: refused
+
+
+def test_outputs_are_written_under_a_recognisable_temporary_name(tmp_path):
+    seen = []
+    atomic_write(tmp_path / "out.npz", lambda tmp: (seen.append(tmp.name),
+                                                     tmp.write_bytes(b"done")))
+    assert re.fullmatch(r"out\.npz\.ul4m4-partial-[0-9a-f]{8}\.tmp", seen[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npz"]
+
+
+def read_only_directory(tmp_path):
+    """A directory this process cannot create files in: ``tmp_path/ro`` made read-only,
+    or, for root (whom permissions do not stop), ``/sys``; skips when there is none."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys")):
+        probe = candidate / "probe.tmp"
+        try:
+            probe.touch()
+        except OSError:
+            return candidate
+        probe.unlink()
+    pytest.skip("no read-only directory to write to")
+
+
+def test_an_unwritable_directory_is_named_not_the_temporary_file(tmp_path):
+    folder = read_only_directory(tmp_path)
+    out = folder / "out.npz"
+    with pytest.raises(OutputFileError, match=rf"^cannot write {out}: (Permission denied|"
+                                              rf".*is not writable)$"):
+        atomic_write(out, lambda tmp: tmp.write_bytes(b"never"))
+    table = read_table(_npz(tmp_path / "in.npz", x=ONES))
+    with pytest.raises(OutputFileError) as info:
+        write_table(table, _complete(table.data), out)
+    assert str(out) in str(info.value) and "ul4m4-partial" not in str(info.value)

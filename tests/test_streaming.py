@@ -178,7 +178,7 @@ def test_errors(dataset, tmp_path):
     with pytest.raises(ValueError):
         transform_parquet(mismatched, tmp_path / "out.parquet", fitted)
     assert not (tmp_path / "out.parquet").exists()
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob("*.ul4m4-partial-*.tmp"))
 
 
 def test_unobserved_modality_in_some_batches_and_schema_check(tmp_path):

@@ -92,18 +92,36 @@ def device_module(device: str) -> ModuleType:
 
 def to_device(x, device: str):
     """Move an array (NumPy, CuPy or anything DLPack-capable) to ``device`` without a
-    copy when it is already there."""
+    copy when it is already there; Torch tensors as :func:`exportable_tensor` gives them)."""
     if device == "cuda":
         cupy = importlib.import_module("cupy")
-        return cupy.asarray(x)
+        return cupy.asarray(exportable_tensor(x) if is_torch_tensor(x) else x)
     return to_numpy(x)
+
+
+def is_torch_tensor(x) -> bool:
+    """True when ``x`` is a Torch tensor (without importing Torch)."""
+    return type(x).__module__.startswith("torch")
+
+
+def exportable_tensor(x):
+    """A Torch tensor detached, in a dtype NumPy and CuPy know: a floating dtype they lack
+    (bfloat16, the float8 types) becomes float32, which holds each of its values exactly;
+    other tensors are returned detached, unchanged."""
+    import torch
+
+    x = x.detach()
+    if x.is_floating_point() and x.dtype not in (torch.float16, torch.float32, torch.float64):
+        x = x.to(torch.float32)
+    return x
 
 
 def to_numpy(x) -> np.ndarray:
     """A NumPy view or copy of ``x`` (CuPy arrays are copied to the host, Torch CPU
-    tensors are shared)."""
+    tensors are shared, bfloat16/float8 ones converted to float32, see
+    :func:`exportable_tensor`)."""
     if is_cupy_array(x):
         return x.get()
-    if type(x).__module__.startswith("torch"):
-        return x.detach().cpu().numpy()
+    if is_torch_tensor(x):
+        return exportable_tensor(x).cpu().numpy()
     return np.asarray(x)

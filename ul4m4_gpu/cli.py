@@ -2,7 +2,10 @@
 
 Errors are one line on stderr (``ul4m4: error: ...``) with exit status 1 (2 for argparse's
 own parse errors; invalid option values and combinations exit 1), and no output file is
-left behind.
+left behind. An output path that is an input (INPUT, a file of an INPUT directory, --model)
+is refused before anything is read (:func:`check_distinct_paths`). Outputs are written to
+``OUTPUT.ul4m4-partial-XXXXXXXX.tmp`` beside them and renamed into place; only a killed
+process can leave that file behind (an incomplete output, safe to delete).
 
 ``fit`` and ``impute`` read the whole input into memory by default. ``--stream`` processes a
 Parquet file/directory ``--batch-rows`` rows at a time (:mod:`ul4m4_gpu.streaming`, bounded
@@ -14,6 +17,7 @@ started for the command or an existing scheduler.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -28,12 +32,17 @@ from .io import (
     atomic_write,
     check_output_path,
     input_format,
+    one_line,
     read_table,
     write_table,
 )
 
 #: Defaults of --k and --seed; ``impute`` applies them only when it fits (no --model).
 K_DEFAULT, SEED_DEFAULT = 64, 0
+
+#: What the help of every -o/--output adds.
+OUTPUT_NOTE = ("; never one of the inputs. Written to OUTPUT.ul4m4-partial-XXXXXXXX.tmp "
+               "first and renamed: a killed run can leave that file behind")
 
 #: (option, smallest value) of the integer options, checked by :func:`check_int_options`.
 INT_OPTIONS = (("--k", 1), ("--seed", 0), ("--max-iter", 1), ("--workers", 1),
@@ -140,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "to a .npz file.",
     )
     fit.add_argument("input", type=Path, help="input .npz, .parquet or directory of .parquet")
-    fit.add_argument("-o", "--output", type=Path, required=True, help="model file (.npz)")
+    fit.add_argument("-o", "--output", type=Path, required=True,
+                     help="model file (.npz)" + OUTPUT_NOTE)
     _add_common(fit, 64)
     fit.add_argument("--max-iter", type=int, default=100,
                      help="maximum Lloyd iterations; default 100")
@@ -155,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     impute.add_argument("input", type=Path, help="input .npz, .parquet or directory of .parquet")
     impute.add_argument("-o", "--output", type=Path, required=True,
-                        help="output file, same format as INPUT")
+                        help="output file, same format as INPUT" + OUTPUT_NOTE)
     impute.add_argument("--model", type=Path, help="a model written by 'ul4m4 fit' (then "
                                                     "--k and --seed do not apply)")
     _add_common(impute, None, when=" (fitting on INPUT, without --model)")
@@ -216,6 +226,29 @@ def check_int_options(args) -> None:
         for number in value if isinstance(value, list) else [value]:
             if number is not None and number < minimum:
                 raise ValueError(f"{option} must be >= {minimum}, got {number}")
+
+
+def check_distinct_paths(args) -> None:
+    """Raise :class:`OutputFileError` when the ``--output`` of a command (fit, impute, in
+    every mode) would replace one of its inputs: INPUT, a ``.parquet`` file in an INPUT
+    directory (read as part of the data set), or ``--model``. Paths are compared resolved
+    (symbolic links, ``..``) and, where both exist, with ``os.path.samefile`` (hard links);
+    call it before anything is read or written."""
+    output = getattr(args, "output", None)
+    if output is None:
+        return
+    for option, source in (("INPUT", args.input), ("--model", getattr(args, "model", None))):
+        if source is None:
+            continue
+        if output.resolve() == source.resolve() or (
+                output.exists() and source.exists() and os.path.samefile(output, source)):
+            raise OutputFileError(f"cannot write {output}: it is the {option} {source}, which "
+                                  "would be replaced; choose another output path")
+        if (source.is_dir() and output.suffix.lower() == ".parquet"
+                and output.resolve().parent == source.resolve()):
+            raise OutputFileError(f"cannot write {output}: it is inside the {option} directory "
+                                  f"{source}, whose .parquet files are the data set; choose "
+                                  "another output path")
 
 
 def _scale_mode(args) -> str:
@@ -368,10 +401,10 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             check_int_options(args)
+            check_distinct_paths(args)
             COMMANDS[args.command](args)
-    except (InputFileError, ValueError, TypeError, RuntimeError, OSError) as error:
-        message = " ".join(str(error).split())
-        print(f"ul4m4: error: {message}", file=sys.stderr)
+    except (InputFileError, ValueError, TypeError, RuntimeError, OSError, MemoryError) as error:
+        print(f"ul4m4: error: {one_line(error)}", file=sys.stderr)
         return 1
     return 0
 

@@ -35,13 +35,12 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.utils import check_random_state
 
 from .backend import array_module, to_numpy
 from .distances import checked_centers, distances_from_sums, masked_sq_sums, squared_norms
 from .kernels import complete as complete_kernels
 from .kmeans import PackedRows, default_batch_size
-from .validation import check_int
+from .validation import check_int, checked_random_state
 
 COMPLETIONS = ("paper", "overlap", "nearest")
 #: Defaults of ``UL4M4Imputer`` and :func:`greedy_complete` (chosen by the quality harness,
@@ -421,7 +420,7 @@ def choose_temperature(rows: PackedRows, pairs: CenterPairs, completion: str,
     smaller τ). Returns a float; :data:`DEFAULT_TEMPERATURE` with a ``UserWarning`` when no
     training row observes two modalities.
     """
-    rng = check_random_state(random_state)
+    rng = checked_random_state(random_state)
     observed = to_numpy(rows.mask)
     eligible = np.flatnonzero(observed.sum(axis=1) >= 2)
     if eligible.size == 0:

@@ -18,11 +18,18 @@ from .backend import (
     device_module,
     is_cudf,
     is_cupy_array,
+    is_torch_tensor,
     resolve_device,
     to_device,
     to_numpy,
 )
-from .list_columns import arrow_list_to_dense, cudf_list_columns, cudf_list_to_dense, is_list_type
+from .list_columns import (
+    arrow_list_to_dense,
+    cudf_list_to_dense,
+    cudf_numeric_list_columns,
+    is_numeric_list_type,
+    pandas_to_arrow,
+)
 from .validation import (
     check_finite_observed,
     check_value_dtype,
@@ -34,11 +41,10 @@ from .validation import (
 
 def _as_2d_float(x, name: str):
     """Coerce one modality's input to a 2-D float array on its own device, or raise."""
-    if type(x).__module__.startswith("torch"):
-        x = x.detach()
-        x = x.cpu().numpy() if x.device.type == "cpu" else to_device(x, "cuda")
+    if is_torch_tensor(x):
+        x = to_numpy(x) if x.device.type == "cpu" else to_device(x, "cuda")
     if not is_cupy_array(x):
-        x = np.asarray(x)
+        x = _as_numpy(x, name)
     if x.dtype.kind not in "biuf":
         raise TypeError(
             f"modality {name!r} has non-numeric dtype {x.dtype}; expected a float or "
@@ -53,6 +59,23 @@ def _as_2d_float(x, name: str):
     if x.shape[1] == 0:
         raise ValueError(f"modality {name!r} has zero features")
     return x
+
+
+def _as_numpy(x, name: str) -> np.ndarray:
+    """``np.asarray(x)``, raising ``ValueError`` naming the modality and its rows when ``x``
+    is a ragged sequence (rows of different lengths)."""
+    try:
+        return np.asarray(x)
+    except ValueError as error:
+        lengths = [len(row) if hasattr(row, "__len__") else None for row in x]
+        odd = np.array([length != lengths[0] for length in lengths])
+        if not odd.any():
+            raise ValueError(f"modality {name!r} cannot be read as an array: {error}") from None
+        first = "a single value" if lengths[0] is None else f"{lengths[0]} values"
+        raise ValueError(
+            f"modality {name!r} is ragged: {describe_rows(odd)} differ in length from row 0 "
+            f"({first}); every row needs the same number of features"
+        ) from None
 
 
 def _check_value_range(values, observed, name: str) -> None:
@@ -181,13 +204,15 @@ class MultiModalArray:
     def from_arrow(cls, table, columns=None, device: str = "auto", widths=None):
         """Pack an Arrow table with one list column per modality (null = missing).
 
-        ``columns`` names the modality columns (default: every list-typed column). Every
+        ``columns`` names the modality columns (default: every column of lists of numbers,
+        :func:`~ul4m4_gpu.list_columns.is_numeric_list_type`, as in Parquet files; lists of
+        booleans or strings are not modalities). Every
         non-null cell of a column must have the same length; ``widths`` (optional
         ``{name: d_m}``, e.g. a fitted imputer's) fixes it, and lets a column be null in
         every row (new data missing that modality throughout).
         """
         if columns is None:
-            columns = [f.name for f in table.schema if is_list_type(f.type)]
+            columns = [f.name for f in table.schema if is_numeric_list_type(f.type)]
         return cls._from_list_columns(columns, table.column_names, table.column,
                                       arrow_list_to_dense, device, widths)
 
@@ -195,23 +220,25 @@ class MultiModalArray:
     def from_dataframe(cls, frame, columns=None, device: str = "auto", widths=None):
         """Pack a pandas or cuDF DataFrame with one list-valued column per modality
         (null/None = missing); see :meth:`from_arrow`. A cuDF frame is unpacked on the GPU
-        (its values never go through the host)."""
-        import pyarrow as pa
-
+        (its values never go through the host). A pandas column that cannot be converted to
+        Arrow (lists mixed with strings, say) raises ``TypeError`` naming it."""
         if is_cudf(frame):
             if columns is None:
-                columns = cudf_list_columns(frame)
+                columns = cudf_numeric_list_columns(frame)
             return cls._from_list_columns(columns, list(frame.columns), frame.__getitem__,
                                           cudf_list_to_dense, device, widths)
-        return cls.from_arrow(pa.Table.from_pandas(frame, preserve_index=False),
-                              columns=columns, device=device, widths=widths)
+        if columns is not None:  # convert only those (the missing ones are named below)
+            frame = frame[[name for name in columns if name in frame.columns]]
+        return cls.from_arrow(pandas_to_arrow(frame), columns=columns, device=device,
+                              widths=widths)
 
     @classmethod
     def _from_list_columns(cls, columns, available, column, to_dense, device, widths):
         """Pack the named list columns: ``column(name)`` gives one, ``to_dense(column,
         name, width)`` its (values, observed); ``widths``: optional ``{name: d_m}``."""
         if not columns:
-            raise ValueError("the table has no list columns to read as modalities")
+            raise ValueError("the table has no column of lists of numbers to read as a "
+                             "modality")
         widths = widths or {}
         arrays, masks = [], []
         for name in columns:
@@ -351,7 +378,7 @@ class MultiModalArray:
 
 
 def _as_bool_mask(mask):
-    if type(mask).__module__.startswith("torch"):
+    if is_torch_tensor(mask):
         mask = to_numpy(mask)
     if not is_cupy_array(mask):
         mask = np.asarray(mask)

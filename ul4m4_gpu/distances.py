@@ -99,9 +99,12 @@ def zero_missing(z, mask, dims):
 def checked_centers(centers, centers_mask, z, mask, dims):
     """Initial or fitted centres validated for the rows ``z`` (N, D) / ``mask`` (N, M):
     (K, D) of z's dtype, zero on the modalities a centre lacks. Raises naming ``centers`` or
-    ``centers_mask`` for a wrong shape or dtype and for NaN/inf where a centre carries a
-    modality, and when NumPy and CuPy arrays are mixed."""
+    ``centers_mask`` for a wrong shape or dtype, for no centre at all (K = 0) and for NaN/inf
+    where a centre carries a modality, and when NumPy and CuPy arrays are mixed."""
     check_packed(centers, centers_mask, dims, "centers", "centers_mask")
+    if centers.shape[0] == 0:
+        raise ValueError(f"centers must hold at least one centre, got shape "
+                         f"{tuple(centers.shape)}")
     array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed
     check_finite_packed(centers, centers_mask, dims, "centers")
     return zero_missing(centers.astype(z.dtype, copy=False), centers_mask, dims)

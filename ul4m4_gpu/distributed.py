@@ -60,7 +60,6 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
-from sklearn.utils import check_random_state
 
 from .backend import (
     VALUE_DTYPE,
@@ -90,12 +89,13 @@ from .kmeans import (
 )
 from .list_columns import (
     arrow_list_to_dense,
-    cudf_list_columns,
     cudf_list_to_dense,
+    cudf_numeric_list_columns,
     is_numeric_list_type,
+    pandas_to_arrow,
 )
 from .normalise import modality_moments, normalise, scale_from_moments
-from .validation import check_finite_modalities, check_int
+from .validation import check_finite_modalities, check_int, checked_random_state
 
 #: Partial results combined by one reduction task.
 SPLIT_EVERY = 8
@@ -209,12 +209,6 @@ def _frame_device(frame, device: str) -> str:
     return resolve_device(device)
 
 
-def _pandas_to_arrow(frame):
-    import pyarrow as pa
-
-    return pa.Table.from_pandas(frame, preserve_index=False)
-
-
 def _layout_entry(is_list: bool, n_nulls: int, n_rows: int, lengths):
     """("list", sorted non-null lengths) | ("null",) | ("other",) of one column;
     ``lengths()`` gives the non-null cells' lengths of a list column (on either device;
@@ -232,8 +226,7 @@ def _numeric_list_columns(frame) -> list[str]:
     lists of numbers: the modalities it declares, whatever its cells hold (object columns
     declare nothing)."""
     if is_cudf(frame):
-        return [name for name in cudf_list_columns(frame)
-                if is_numeric_list_type(frame[name].dtype.to_arrow())]
+        return cudf_numeric_list_columns(frame)
     return [name for name, dtype in frame.dtypes.items()
             if hasattr(dtype, "pyarrow_dtype") and is_numeric_list_type(dtype.pyarrow_dtype)]
 
@@ -252,7 +245,7 @@ def _frame_layout(frame):
         return n, {name: _layout_entry(name in lists, frame[name].null_count, n,
                                        lambda s=frame[name]: s.list.len().dropna().values)
                    for name in frame.columns}
-    table = _pandas_to_arrow(frame)
+    table = pandas_to_arrow(frame)
     n = table.num_rows
     return n, {field.name: _layout_entry(
         is_numeric_list_type(field.type),
@@ -281,7 +274,7 @@ def _frame_block(frame, columns, dims, device, index, offset=None):
         cells = {c: frame[c] for c in columns if c in frame.columns}
         null_counts = {c: column.null_count for c, column in cells.items()}
     else:
-        table = _pandas_to_arrow(frame)
+        table = pandas_to_arrow(frame)
         n, to_dense = table.num_rows, arrow_list_to_dense
         cells = {c: table.column(c) for c in columns if c in table.column_names}
         null_counts = {c: n if pa.types.is_null(column.type) else column.null_count
@@ -890,7 +883,7 @@ class DaskUL4M4Imputer(BaseEstimator):
             model._fit_temperature(None)
             return model.temperature_
         samples = self._sample(session, rows, block_rows, TEMPERATURE_SAMPLE_ROWS,
-                               check_random_state(self.random_state), live)
+                               checked_random_state(self.random_state), live)
         future = session.submit(_temperature_from_sample, model, tuple(self.dims_), *samples)
         return float(session.result(future, "choosing the completion temperature"))
 
@@ -915,7 +908,7 @@ class DaskUL4M4Imputer(BaseEstimator):
 
     def _seeds(self, session, rows, block_rows, dims, live):
         """Yield ``n_init`` k-means++ starts computed on a worker from a uniform sample."""
-        rng = check_random_state(self.random_state)
+        rng = checked_random_state(self.random_state)
         size = self.seed_sample_size or max(MIN_SEED_SAMPLE,
                                             SEED_SAMPLE_PER_CENTER * self.n_clusters)
         samples = self._sample(session, rows, block_rows, size, rng, live)

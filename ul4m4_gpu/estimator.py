@@ -13,12 +13,10 @@ import json
 import numbers
 import os
 import warnings
-import zipfile
 
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
-from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
 from .backend import VALUE_DTYPE, array_module, device_module, resolve_device, to_device, to_numpy
@@ -37,13 +35,18 @@ from .completion import (
 from .data import MultiModalArray
 from .distances import zero_missing
 from .kmeans import PackedRows, lloyd_loop, seed_plusplus
+from .model_file import read_model
 from .normalise import denormalise, fit_modality_stats, normalise
-from .validation import check_finite_modalities, check_finite_packed, check_int
+from .validation import (
+    check_finite_modalities,
+    check_finite_packed,
+    check_int,
+    check_tol,
+    checked_random_state,
+)
 
 MODEL_FORMAT = "ul4m4-imputer/1"
 _FITTED_ARRAYS = ("cluster_centers_", "centers_mask_", "mean_", "scale_", "labels_")
-#: Parameters of model files written before they existed: those files used the paper's rule.
-LEGACY_PARAMS = {"completion": "paper", "n_candidates": 1, "temperature": DEFAULT_TEMPERATURE}
 
 
 def check_initial_centers(init, n_clusters: int, dims, device: str):
@@ -160,8 +163,8 @@ class UL4M4Imputer(BaseEstimator):
         check_int("batch_size", self.batch_size, allow_none=True)
         check_int("ddof", self.ddof, minimum=0)
         check_completion(self.completion, self.n_candidates, self.temperature)
-        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
-            raise ValueError(f"tol must be a float >= 0, got {self.tol!r}")
+        check_tol("tol", self.tol)
+        checked_random_state(self.random_state)
         if isinstance(self.init, str):
             if self.init != "k-means++":
                 raise ValueError(
@@ -213,7 +216,7 @@ class UL4M4Imputer(BaseEstimator):
         rows = PackedRows.build(z, data.mask, data.dims, clean=True)
 
         if isinstance(self.init, str):
-            rng = check_random_state(self.random_state)
+            rng = checked_random_state(self.random_state)
             starts = (seed_plusplus(rows, self.n_clusters, rng)[:2] for _ in range(self.n_init))
         else:
             starts = iter([check_initial_centers(self.init, self.n_clusters, data.dims,
@@ -316,12 +319,13 @@ class UL4M4Imputer(BaseEstimator):
         z = normalise(data.values, data.mask, self.mean_, self.scale_, data.dims)
         rows = PackedRows.build(z, data.mask, data.dims, clean=True)
         pairs = CenterPairs.build(self.cluster_centers_, self.centers_mask_, data.dims)
-        centers_x = denormalise(self.cluster_centers_.astype(xp.float64), self.mean_, self.scale_)
+        centers_x = denormalise(self.cluster_centers_.astype(xp.float64), self.mean_, self.scale_,
+                                VALUE_DTYPE)
         values = data.values.copy()
         with tqdm(total=int((~data.mask).any(axis=1).sum()), desc="completion",
                   unit="row", disable=not self.verbose, leave=False) as bar:
             sources, report = complete_rows(
-                rows, pairs, self._completion_rule(), values, centers_x.astype(VALUE_DTYPE),
+                rows, pairs, self._completion_rule(), values, centers_x,
                 self.mean_.astype(VALUE_DTYPE), self.batch_size, progress=bar,
                 names=data.names)
         self.completion_report_ = report
@@ -375,29 +379,12 @@ class UL4M4Imputer(BaseEstimator):
     @classmethod
     def load(cls, path, device: str | None = None) -> "UL4M4Imputer":
         """Read a model written by :meth:`save`; ``device`` overrides the saved device.
-        Raises ``ValueError`` naming the file when it is not such a model (unreadable,
-        truncated, or missing an entry)."""
-        try:
-            with np.load(os.fspath(path), allow_pickle=False) as archive:
-                meta = json.loads(str(archive["meta"]))
-                arrays = {name: archive[name] for name in archive.files if name != "meta"}
-            if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
-                raise ValueError(f"it is not a {MODEL_FORMAT} model file")
-            params = {**LEGACY_PARAMS, **meta["params"]}
-            if params["init"] == "explicit":
-                params["init"] = (arrays["init_centers"], arrays["init_centers_mask"])
-            fitted = {name: arrays[name] for name in _FITTED_ARRAYS}
-            attributes = (tuple(meta["dims"]), tuple(meta["modality_names"]), meta["n_iter"],
-                          meta["inertia"], float(meta.get("temperature", DEFAULT_TEMPERATURE)))
-            if device is not None:
-                params["device"] = device
-            model = cls(**params)
-        except KeyError as error:
-            raise ValueError(f"cannot read a UL4M4Imputer model from {path!s}: it has no "
-                             f"entry {error}") from None
-        except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile) as error:
-            raise ValueError(f"cannot read a UL4M4Imputer model from {path!s}: "
-                             f"{' '.join(str(error).split())}") from None
+        Every entry is checked first (:func:`~ul4m4_gpu.model_file.read_model`): raises
+        ``FileNotFoundError`` when ``path`` does not exist and ``ValueError``, one line
+        naming the file and the entry, when it is not such a model (a data file,
+        unreadable, truncated, an entry missing or of the wrong dtype, shape or values)."""
+        params, fitted, attributes = read_model(path, cls, MODEL_FORMAT, _FITTED_ARRAYS, device)
+        model = cls(**params)
         model.device_ = resolve_device(model.device)
         for name, array in fitted.items():
             setattr(model, name, to_device(array, model.device_))

@@ -11,8 +11,10 @@ Input formats
     passthrough, written back unchanged.
 Parquet
     A ``.parquet`` file, or a directory of ``.parquet`` files read as one dataset in sorted
-    file-name order. Every column of lists of numbers (list, large_list or fixed_size_list)
-    is a modality, null where missing; every other column is passthrough.
+    file-name order. Every column of lists of numbers (list, large_list or fixed_size_list
+    of integers or floats) is a modality, null where missing; every other column, lists of
+    booleans or strings included, is passthrough (the rule of
+    :mod:`ul4m4_gpu.list_columns`, for every reader).
 
 Output (:func:`write_table`)
 ----------------------------
@@ -20,11 +22,15 @@ The input's format, with every modality filled, in its original position and und
 original name (npz: (N, d_m) float32 arrays; parquet: ``list<float>`` columns), the
 passthrough arrays/columns unchanged, and a last ``imputed`` entry: (N, M) bool in npz, a
 ``list<bool>`` column of M flags per row in parquet. No ``mask`` is written. An ``imputed``
-array or column of the input is dropped, as the output holds a new one.
+array or column of the input is dropped, as the output holds a new one. Every output is
+written to ``NAME.ul4m4-partial-XXXXXXXX.tmp`` beside it and renamed into place
+(:func:`atomic_write`): a failed write leaves nothing; only a killed process can leave
+that temporary file behind.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 import zipfile
@@ -120,7 +126,7 @@ def _read_npz(path: Path, device: str) -> Table:
     """Read an ``.npz`` file; see the module docstring for the layout."""
     if not zipfile.is_zipfile(path):
         raise ValueError("not an .npz archive (the file is not a zip file)")
-    arrays = _load_npz_arrays(path)
+    arrays = load_npz_arrays(path)
     mask = arrays.pop(MASK_KEY, None)
     arrays.pop(IMPUTED_KEY, None)
     names = _npz_modality_names(arrays)
@@ -130,18 +136,86 @@ def _read_npz(path: Path, device: str) -> Table:
     return Table(data, passthrough, "npz", tuple(arrays), path)
 
 
-def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file, in file order, loaded without pickle."""
+#: Most bytes deflate expands one compressed byte to (its limit is about 1032:1).
+MAX_DEFLATE_RATIO = 1032
+
+
+def load_npz_arrays(path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, ``{key: array}`` in archive order (key: the
+    member name without ``.npy``), loaded without pickle.
+
+    Each member's ``.npy`` header is read first (:mod:`numpy.lib.format`) and the array is
+    allocated only when its claimed size, shape × itemsize, is what the member holds and
+    what the archive can hold: no more than its compressed bytes (stored) or
+    :data:`MAX_DEFLATE_RATIO` times them (deflated), which no more than the archive's size.
+    Raises ``ValueError`` naming the member for a member that is not a ``.npy`` array, an
+    object array (pickle), a header claiming more than that (a corrupt or crafted file),
+    and an array that does not fit in memory (never ``MemoryError``).
+    """
+    archive_size = os.path.getsize(path)
     arrays = {}
-    with np.load(path, allow_pickle=False) as npz:
-        for key in npz.files:
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            key = info.filename.removesuffix(".npy")
+            with archive.open(info) as member:
+                shape, dtype, header_size = _npy_header(member, key)
+            _check_npy_size(info, key, shape, dtype, header_size, archive_size)
             try:
-                arrays[key] = npz[key]
-            except ValueError as exc:  # object arrays need pickle
-                raise ValueError(f"array {key!r}: {exc}") from exc
-            if not isinstance(arrays[key], np.ndarray):  # NpzFile hands back raw bytes
-                raise ValueError(f"member {key!r} is not a NumPy .npy array")
+                with archive.open(info) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+            except MemoryError:
+                raise ValueError(f"array {key!r} of shape {shape} and dtype {dtype} "
+                                 f"({_size(_nbytes(shape, dtype))}) does not fit in memory"
+                                 ) from None
     return arrays
+
+
+def _npy_header(member, key: str):
+    """(shape, dtype, header bytes) of an ``.npy`` member, read without its data."""
+    try:
+        version = np.lib.format.read_magic(member)
+    except ValueError:
+        raise ValueError(f"member {key!r} is not a NumPy .npy array") from None
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise ValueError(f"array {key!r}: unsupported .npy format version {version}")
+    try:
+        shape, _, dtype = readers[version](member)
+    except ValueError as exc:
+        raise ValueError(f"array {key!r}: {exc}") from None
+    if dtype.hasobject:
+        raise ValueError(f"array {key!r}: object arrays need pickle, which is not allowed")
+    return shape, dtype, member.tell()
+
+
+def _nbytes(shape, dtype) -> int:
+    return math.prod(shape) * dtype.itemsize
+
+
+def _check_npy_size(info: zipfile.ZipInfo, key: str, shape, dtype, header_size: int,
+                    archive_size: int) -> None:
+    """Raise ``ValueError`` unless the member ``info`` holds exactly the array its header
+    describes and the archive can hold that member (see :func:`load_npz_arrays`)."""
+    nbytes = _nbytes(shape, dtype)
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else MAX_DEFLATE_RATIO
+    capacity = min(info.compress_size, archive_size) * ratio
+    if header_size + nbytes > capacity:
+        reason = f"the file ({_size(archive_size)}) can hold at most {_size(capacity)} for it"
+    elif header_size + nbytes != info.file_size:
+        reason = f"the member holds {_size(max(info.file_size - header_size, 0))} of data"
+    else:
+        return
+    raise ValueError(f"array {key!r}: its header claims shape {shape} of {dtype} "
+                     f"({_size(nbytes)}), but {reason} (a corrupt or crafted file)")
+
+
+def _size(n_bytes: int) -> str:
+    """``"3.6 TiB"``: a byte count for a message."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n_bytes < 1024 or unit == "PiB":
+            return f"{n_bytes} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
 
 
 def _npz_modality_names(arrays: dict[str, np.ndarray]) -> list[str]:
@@ -236,8 +310,8 @@ def write_table(table: Table, completed: MultiModalArray, path) -> None:
 
 
 def check_output_path(path, fmt: str | None = None, like=None) -> Path:
-    """``path`` as a ``Path`` if a file can be written there: its directory exists, it is
-    not itself a directory, and its suffix is ``.fmt`` when ``fmt`` (``"npz"`` or
+    """``path`` as a ``Path`` if a file can be written there: its directory exists and is
+    writable (as far as ``os.access`` tells), it is not itself a directory, and its suffix is ``.fmt`` when ``fmt`` (``"npz"`` or
     ``"parquet"``) is given, the format of the input ``like``. Else raises
     :class:`OutputFileError` naming ``path`` (one line). Check before long work."""
     path = Path(path)
@@ -250,6 +324,8 @@ def check_output_path(path, fmt: str | None = None, like=None) -> Path:
         raise OutputFileError(f"cannot write {path}: directory {path.parent} does not exist")
     if path.is_dir():
         raise OutputFileError(f"cannot write {path}: it is a directory")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise OutputFileError(f"cannot write {path}: directory {path.parent} is not writable")
     return path
 
 
@@ -308,13 +384,35 @@ def bool_lists(flags: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(flags).reshape(-1)))
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``;
-    on any failure remove the temporary file and re-raise."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+#: Name of the temporary file an output is written to, beside it, before it is renamed
+#: into place (:func:`atomic_write`), e.g. ``out.npz.ul4m4-partial-3f9c0a1b.tmp``.
+PARTIAL_NAME = "{name}.ul4m4-partial-{token}.tmp"
+
+
+def atomic_write(path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a new temporary file beside ``path`` (:data:`PARTIAL_NAME`),
+    then rename it to ``path``; on any failure remove the temporary file and re-raise.
+
+    Creating the temporary file or renaming it (a read-only directory, say) raises
+    :class:`OutputFileError` naming ``path``, not the temporary name. A process killed
+    while writing (SIGKILL, a power cut) cannot remove it: such a leftover
+    ``NAME.ul4m4-partial-XXXXXXXX.tmp`` is an incomplete output, safe to delete."""
+    path = Path(path)
+    tmp = path.with_name(PARTIAL_NAME.format(name=path.name, token=uuid.uuid4().hex[:8]))
+    try:
+        tmp.touch(exist_ok=False)
+    except OSError as error:
+        raise _cannot_write(path, error) from None
     try:
         write(tmp)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as error:
+            raise _cannot_write(path, error) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _cannot_write(path: Path, error: OSError) -> OutputFileError:
+    return OutputFileError(f"cannot write {path}: {error.strerror or one_line(error)}")

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.utils import check_random_state
-
 import numba
 from tqdm.auto import tqdm
 
@@ -30,7 +28,13 @@ from .distances import (
     squared_norms,
 )
 from .normalise import expand_mask
-from .validation import check_int, check_packed, refuse_non_finite
+from .validation import (
+    check_int,
+    check_packed,
+    check_tol,
+    checked_random_state,
+    refuse_non_finite,
+)
 
 #: D(x) used for the k-means++ draw when a row shares no modality with any seed so far.
 UNREACHABLE_DISTANCE = 1e9
@@ -302,8 +306,9 @@ def seed_plusplus(rows: PackedRows, n_clusters: int, random_state=None):
 
     Returns centers (K, D), centers_mask (K, M) bool, seed row indices (K,) int64 (NumPy).
     """
+    n_clusters = check_int("n_clusters", n_clusters)
     xp = rows.xp
-    rng = check_random_state(random_state)
+    rng = checked_random_state(random_state)
     candidates = np.flatnonzero(to_numpy(rows.mask.any(axis=1)))
     if n_clusters > candidates.size:
         raise ValueError(
@@ -344,7 +349,8 @@ def kmeans_plusplus(z, mask, dims, n_clusters: int, random_state=None):
     ----------
     z : (N, D) float32/float64 array, normalised, finite where observed (else ValueError
     naming the modality and rows; missing slots are ignored); mask : (N, M) bool;
-    dims : M ints; n_clusters : K; random_state : None, int or ``np.random.RandomState``.
+    dims : M ints; n_clusters : K, an int >= 1; random_state : None, an int in
+    [0, 2**32 − 1] or a ``np.random.RandomState`` (else ValueError naming them).
 
     Returns
     -------
@@ -363,9 +369,12 @@ def lloyd(z, mask, dims, centers, centers_mask, max_iter: int = 100, tol: float 
     z : (N, D) float32/float64 array, normalised, finite where observed (else ValueError
     naming the modality and rows; missing slots are ignored); mask : (N, M) bool;
     dims : M ints; centers : (K, D) initial centres (values on absent modalities ignored);
-    centers_mask : (K, M) bool; max_iter, tol : stopping rules; batch_size : rows per
-    assignment batch (default: about 2^24 / K).
+    centers_mask : (K, M) bool, K >= 1; max_iter (an int >= 1), tol (a float >= 0) :
+    stopping rules; batch_size : rows per assignment batch (default: about 2^24 / K).
+    Invalid arguments raise ``ValueError`` naming them.
     """
+    check_int("max_iter", max_iter)
+    check_tol("tol", tol)
     check_int("batch_size", batch_size, allow_none=True)
     rows = PackedRows.build(z, mask, dims)
     centers = checked_centers(centers, centers_mask, z, mask, rows.dims)

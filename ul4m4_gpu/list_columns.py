@@ -4,7 +4,11 @@ Two sources, one set of rules: an Arrow column is unpacked on the host
 (:func:`arrow_list_to_dense`, NumPy out) and a cuDF column on the GPU
 (:func:`cudf_list_to_dense`, CuPy out, nothing copied through the host but the distinct
 cell lengths and a few counts for the checks). Every non-null cell must hold the same non-zero number of numbers with no
-nulls inside; the errors name the column.
+nulls inside; the errors name the column (and the rows of null entries).
+
+The rule of every reader (Parquet files, Arrow tables, pandas/cuDF/Dask DataFrames): a
+column typed as lists of integers or floats (:func:`is_numeric_list_type`) is a modality;
+any other column, lists of booleans or strings included, is not.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import VALUE_DTYPE, array_module, to_numpy
+from .validation import describe_rows
 
 
 def is_list_type(arrow_type) -> bool:
@@ -30,11 +35,50 @@ def is_numeric_list_type(arrow_type) -> bool:
                                          or pa.types.is_floating(arrow_type.value_type))
 
 
-def cudf_list_columns(frame) -> list:
-    """Names of the list-typed columns of a cuDF DataFrame, in order."""
+def cudf_numeric_list_columns(frame) -> list:
+    """Names of the columns of a cuDF DataFrame typed as lists of numbers
+    (:func:`is_numeric_list_type`), in order."""
     import cudf
 
-    return [name for name in frame.columns if isinstance(frame[name].dtype, cudf.ListDtype)]
+    return [name for name in frame.columns if isinstance(frame[name].dtype, cudf.ListDtype)
+            and is_numeric_list_type(frame[name].dtype.to_arrow())]
+
+
+def pandas_to_arrow(frame):
+    """A pandas DataFrame as a ``pyarrow.Table``, its index dropped. A column pyarrow cannot
+    convert (an object column mixing lists with strings, say) raises ``TypeError`` naming
+    the column and, for a mix of lists and other values, the first row of each, instead of
+    pyarrow's ``ArrowInvalid``."""
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        for name in frame.columns:
+            try:
+                pa.Array.from_pandas(frame[name])
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as column_error:
+                reason = column_error.args[0] if column_error.args else column_error
+                raise TypeError(f"column {name!r} cannot be read: {reason}"
+                                f"{_mixed_cells(frame[name])}") from None
+        raise TypeError(f"the DataFrame cannot be read: {error}") from None
+
+
+def _mixed_cells(series) -> str:
+    """``" (row 0 holds a list, row 3 a str)"`` for a pandas column mixing list cells with
+    other non-null values, else ``""``."""
+    import pandas as pd
+
+    first = {}
+    for row, cell in enumerate(series):
+        if isinstance(cell, (list, tuple, np.ndarray)):
+            first.setdefault("list", row)
+        elif not pd.isna(cell):
+            first.setdefault(type(cell).__name__, row)
+    if "list" not in first or len(first) < 2:
+        return ""
+    other, row = next((kind, row) for kind, row in first.items() if kind != "list")
+    return f" (row {first['list']} holds a list, row {row} a {other})"
 
 
 def _cell_width(name: str, observed, lengths, width: int | None) -> int:
@@ -59,9 +103,19 @@ def _cell_width(name: str, observed, lengths, width: int | None) -> int:
     return int(widths[0])
 
 
-def _check_leaves(name: str, null_count: int, numeric: bool, type_name) -> None:
+def _check_leaves(name: str, observed, d: int, null_count: int, null_leaves, numeric: bool,
+                  type_name) -> None:
+    """Raise unless the leaves of the observed cells (``d`` per cell, in row order) are
+    numbers without nulls: ``ValueError`` naming the column and the rows whose cells hold a
+    null entry (``null_leaves()``: the leaves' null flags, read only then), ``TypeError``
+    for leaves of ``type_name`` that are not numbers."""
     if null_count:
-        raise ValueError(f"modality column {name!r}: null entries inside a non-null cell")
+        cells = np.unique(np.flatnonzero(to_numpy(null_leaves())) // d)
+        rows = np.zeros(observed.shape[0], dtype=bool)
+        rows[np.flatnonzero(to_numpy(observed))[cells]] = True
+        raise ValueError(f"modality column {name!r}: {describe_rows(rows)} have null (or, "
+                         "from pandas, NaN) entries inside a non-null cell; a missing "
+                         "modality is a null cell")
     if not numeric:
         raise TypeError(f"modality column {name!r} holds {type_name}, expected numbers")
 
@@ -90,7 +144,7 @@ def arrow_list_to_dense(column, name: str, width: int | None = None):
     d = _cell_width(name, observed, lambda: np.asarray(
         pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)), width)
     leaves = pc.list_flatten(column.filter(pa.array(observed)))
-    _check_leaves(name, leaves.null_count,
+    _check_leaves(name, observed, d, leaves.null_count, leaves.is_null,
                   pa.types.is_floating(leaves.type) or pa.types.is_integer(leaves.type),
                   leaves.type)
     return _scatter_rows(observed, leaves.to_numpy(zero_copy_only=False), d), observed
@@ -110,5 +164,6 @@ def cudf_list_to_dense(series, name: str, width: int | None = None):
     observed = ~missing.values
     d = _cell_width(name, observed, lambda: series.list.len().fillna(0).values, width)
     leaves = series[~missing].list.leaves
-    _check_leaves(name, leaves.null_count, leaves.dtype.kind in "fiu", leaves.dtype)
+    _check_leaves(name, observed, d, leaves.null_count, lambda: leaves.isna().values,
+                  leaves.dtype.kind in "fiu", leaves.dtype)
     return _scatter_rows(observed, leaves.values, d), observed

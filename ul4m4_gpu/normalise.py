@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_module
-from .validation import check_packed
+from .validation import check_packed, describe_rows
 
 MIN_SCALE = 1e-8
 
@@ -97,17 +97,44 @@ def normalise(values, mask, mean, scale, dims, dtype=None):
     Returns
     -------
     (N, D) array of ``dtype`` on the input's device; ``values`` is not modified.
+
+    Where ``dtype`` would overflow on the way (float32 values near its maximum, whose
+    x − μ exceeds it), z is computed in float64 and cast; a z that float64 finds beyond
+    ``dtype``'s range raises ``ValueError`` naming the modality and the rows. Observed
+    values must be finite (the ``from_*`` builders check).
     """
     dims = check_packed(values, mask, dims, "values")
     xp = array_module(values, mask)
-    dtype = values.dtype if dtype is None else dtype
-    z = (values.astype(dtype, copy=False) - mean.astype(dtype)) / scale.astype(dtype)
-    return xp.where(expand_mask(mask, dims), z, xp.zeros((), dtype=dtype))
+    dtype = np.dtype(values.dtype if dtype is None else dtype)
+    observed = expand_mask(mask, dims)
+    zero = xp.zeros((), dtype=dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (values.astype(dtype, copy=False) - mean.astype(dtype)) / scale.astype(dtype)
+        z = xp.where(observed, z, zero)
+        if dtype == np.float64 or bool(xp.isfinite(z).all()):  # one host sync
+            return z
+        wide = (values.astype(xp.float64) - mean) / scale
+    out_of_range = observed & ~(xp.abs(wide) <= np.finfo(dtype).max)
+    bounds = np.cumsum([0, *dims])
+    for m in range(len(dims)):
+        rows = out_of_range[:, bounds[m]:bounds[m + 1]].any(axis=1)
+        if bool(rows.any()):
+            raise ValueError(f"values, modality {m}: {describe_rows(rows)} lie too far from "
+                             f"the training mean to normalise in {dtype.name}: (x − mean) / "
+                             f"scale exceeds {float(np.finfo(dtype).max):.3g}")
+    return xp.where(observed, wide, 0.0).astype(dtype)
 
 
-def denormalise(z, mean, scale):
-    """x = σ z + μ for a packed (N, D) array; returns a new array of ``z.dtype``."""
-    return (z * scale.astype(z.dtype) + mean.astype(z.dtype)).astype(z.dtype, copy=False)
+def denormalise(z, mean, scale, dtype=None):
+    """x = σ z + μ for a packed (N, D) array, computed in ``z.dtype``; returns a new array
+    of ``dtype`` (default ``z.dtype``). Cast to a narrower float, x is clipped to its finite
+    range: for centres x lies within the range of the training values, which only the
+    round-off of z can carry past the edge of float32 (to inf, without the clip)."""
+    x = z * scale.astype(z.dtype) + mean.astype(z.dtype)
+    if dtype is None or np.dtype(dtype) == z.dtype:
+        return x
+    xp, limit = array_module(x), np.finfo(dtype).max
+    return xp.minimum(xp.maximum(x, -limit), limit).astype(dtype)
 
 
 def expand_mask(mask, dims):

@@ -60,7 +60,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
 from .backend import (
@@ -94,7 +93,7 @@ from .io import (
 from .kmeans import PackedRows, assign, cluster_statistics, inertia, lloyd_over_passes, seed_plusplus
 from .list_columns import arrow_list_to_dense, cudf_list_to_dense, is_numeric_list_type
 from .normalise import normalise, scale_from_moments
-from .validation import check_finite_observed, check_int, in_fitted_order
+from .validation import check_finite_observed, check_int, checked_random_state, in_fitted_order
 
 #: Default rows per streamed batch.
 DEFAULT_BATCH_ROWS = 65536
@@ -390,7 +389,7 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
     batches = _Normalised(source, batch_rows, names, dims, mean, scale, device)
 
     if isinstance(imputer.init, str):
-        rng = check_random_state(imputer.random_state)
+        rng = checked_random_state(imputer.random_state)
         size = seed_sample_size or max(MIN_SEED_SAMPLE,
                                        SEED_SAMPLE_PER_CENTER * imputer.n_clusters)
         sample = _seed_sample(batches, n_rows, size, rng)
@@ -415,7 +414,7 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
     imputer.dims_, imputer.modality_names_ = dims, names
     imputer._warn_uncarried()
     held_out = (_seed_sample(batches, n_rows, TEMPERATURE_SAMPLE_ROWS,
-                             check_random_state(imputer.random_state))
+                             checked_random_state(imputer.random_state))
                 if imputer._needs_temperature_sample() else None)
     imputer._fit_temperature(held_out)
     return imputer

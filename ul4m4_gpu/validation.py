@@ -80,6 +80,33 @@ def check_int(name: str, value, minimum: int = 1, allow_none: bool = False) -> i
     return int(value)
 
 
+def check_tol(name: str, value) -> float:
+    """``value`` as a float ≥ 0 (a stopping tolerance), else a ``ValueError`` naming
+    ``name``; bools and NaN are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise ValueError(f"{name} must be a float >= 0, got {value!r}")
+    return float(value)
+
+
+#: Largest seed a ``numpy.random.RandomState`` takes.
+MAX_SEED = 2**32 - 1
+
+
+def checked_random_state(value, name: str = "random_state") -> np.random.RandomState:
+    """The ``numpy.random.RandomState`` that ``value`` stands for (scikit-learn's
+    ``check_random_state``): ``None`` (NumPy's global one), an int in [0, 2**32 − 1] or a
+    ``RandomState`` (used as is). Anything else, bools included, raises ``ValueError``
+    naming ``name``."""
+    from sklearn.utils import check_random_state
+
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not (value is None or isinstance(value, np.random.RandomState)
+            or (integral and 0 <= value <= MAX_SEED)):
+        raise ValueError(f"{name} must be None, an int in [0, 2**32 - 1] or a "
+                         f"numpy.random.RandomState, got {value!r}")
+    return check_random_state(value)
+
+
 def default_modality_names(count: int) -> tuple[str, ...]:
     """``("m0", "m1", ...)``: the names of ``count`` modalities given without names."""
     return tuple(f"m{m}" for m in range(count))

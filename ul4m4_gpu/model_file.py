@@ -1,0 +1,199 @@
+"""Reading and checking a model file written by :meth:`UL4M4Imputer.save
+<ul4m4_gpu.estimator.UL4M4Imputer.save>`: a plain ``.npz`` (no pickle) holding a JSON ``meta``
+entry (format, parameters, modality names and dims, n_iter, inertia, the completion
+temperature) and the fitted arrays.
+
+Nothing in the file is trusted: :func:`read_model` checks every entry before a model is
+built from it, and every problem is one ``ValueError`` line naming the file and the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import zipfile
+
+import numpy as np
+
+from .backend import DEVICES
+from .completion import DEFAULT_TEMPERATURE
+from .distances import zero_missing
+from .io import load_npz_arrays
+from .validation import check_finite_packed, check_value_dtype
+
+
+#: Parameters of model files written before they existed: those files used the paper's rule.
+LEGACY_PARAMS = {"completion": "paper", "n_candidates": 1, "temperature": DEFAULT_TEMPERATURE}
+
+
+class _EntryError(ValueError):
+    """A problem with one entry of a model file (``entry``: its name)."""
+
+    def __init__(self, entry: str, message: str):
+        super().__init__(f"entry {entry!r}: {message}")
+
+
+def read_model(path, estimator_class, model_format: str, fitted_names, device=None):
+    """The parts of the model file ``path`` checked for ``estimator_class``
+    (:class:`~ul4m4_gpu.estimator.UL4M4Imputer` or a subclass):
+
+    params : the saved parameters (:data:`LEGACY_PARAMS` where a file written before them
+        lacks one; ``device`` overriding the saved one when given), an
+        explicit ``init`` as its (centers, centers_mask) pair; they pass the estimator's
+        ``_check_params``.
+    fitted : ``{name: NumPy array}`` for each of ``fitted_names``: ``cluster_centers_``
+        (K, D) float32/float64, finite where ``centers_mask_`` (K, M) bool carries a modality
+        (zeroed where it does not, as fitted centres are), K = ``n_clusters``; ``mean_`` (D,) float, finite; ``scale_`` (D,) float, finite and
+        > 0; ``labels_`` (N,) integers in [−1, K); others as saved.
+    attributes : (dims_ tuple of M ints ≥ 1, modality_names_ tuple of M distinct strings,
+        n_iter_ int ≥ 0, inertia_ float, finite ≥ 0, temperature_ float, finite > 0;
+        DEFAULT_TEMPERATURE for files written before it).
+
+    Raises ``FileNotFoundError`` when ``path`` does not exist, and ``ValueError``, one line
+    naming the file and the entry, for anything else: a file that is not a model (a data
+    file, say), unreadable or truncated, an entry missing, of the wrong dtype or shape, or
+    holding values the model cannot use.
+    """
+    where = f"cannot read a UL4M4Imputer model from {path!s}"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{where}: no such file")
+    try:
+        arrays = load_npz_arrays(path)
+        meta = _meta(arrays, model_format)
+        params, attributes = _params(meta, estimator_class, arrays, device), _attributes(meta)
+        fitted = _fitted(arrays, fitted_names, params["n_clusters"], attributes[0])
+    except KeyError as error:
+        raise ValueError(f"{where}: it has no entry {error}") from None
+    except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{where}: {' '.join(str(error).split())}") from None
+    return params, fitted, attributes
+
+
+def _meta(arrays, model_format: str) -> dict:
+    """The ``meta`` entry, a JSON object of the right format."""
+    if "meta" not in arrays:
+        raise ValueError("it is not a ul4m4 model file (it has no 'meta' entry; a data file?)")
+    raw = arrays["meta"]
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise _EntryError("meta", f"expected a JSON string, got {raw.dtype} {raw.shape}")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError as error:
+        raise _EntryError("meta", f"not valid JSON ({error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != model_format:
+        raise ValueError(f"it is not a ul4m4 model file (format {model_format!r})")
+    return meta
+
+
+def _params(meta: dict, estimator_class, arrays, device) -> dict:
+    """The saved parameters, checked by building the estimator and calling its
+    ``_check_params``; an explicit ``init`` is read from its two arrays and checked like
+    one given to ``fit``."""
+    from .estimator import check_initial_centers
+
+    params = _field(meta, "params")
+    if not isinstance(params, dict):
+        raise _EntryError("meta", f"params must be an object, got {params!r}")
+    params = {**LEGACY_PARAMS, **params}
+    explicit = params.get("init") == "explicit"
+    if explicit:
+        params["init"] = (arrays["init_centers"], arrays["init_centers_mask"])
+    if device is not None:
+        params["device"] = device
+    elif params.get("device") not in DEVICES:
+        raise _EntryError("meta", f"device must be one of {DEVICES}, got "
+                                  f"{params.get('device')!r}")
+    try:
+        estimator_class(**params)._check_params()
+    except (TypeError, ValueError) as error:
+        raise _EntryError("meta", f"parameters: {error}") from None
+    if explicit:
+        try:
+            check_initial_centers(params["init"], params["n_clusters"], _dims(meta), "cpu")
+        except (TypeError, ValueError) as error:
+            raise _EntryError("init_centers", str(error)) from None
+    return params
+
+
+def _field(meta: dict, key: str):
+    if key not in meta:
+        raise _EntryError("meta", f"has no field {key!r}")
+    return meta[key]
+
+
+def _dims(meta: dict) -> tuple[int, ...]:
+    dims = _field(meta, "dims")
+    if (not isinstance(dims, list) or not dims
+            or not all(_is_int(d) and d >= 1 for d in dims)):
+        raise _EntryError("meta", f"dims must be a non-empty list of ints >= 1, got {dims!r}")
+    return tuple(dims)
+
+
+def _attributes(meta: dict):
+    dims, names = _dims(meta), _field(meta, "modality_names")
+    if (not isinstance(names, list) or len(names) != len(dims)
+            or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)):
+        raise _EntryError("meta", f"modality_names must be {len(dims)} distinct strings, got "
+                                  f"{names!r}")
+    n_iter, inertia = _field(meta, "n_iter"), _field(meta, "inertia")
+    if not _is_int(n_iter) or n_iter < 0:
+        raise _EntryError("meta", f"n_iter must be an int >= 0, got {n_iter!r}")
+    if (isinstance(inertia, bool) or not isinstance(inertia, numbers.Real)
+            or not math.isfinite(inertia) or inertia < 0):
+        raise _EntryError("meta", f"inertia must be a finite number >= 0, got {inertia!r}")
+    temperature = meta.get("temperature", DEFAULT_TEMPERATURE)
+    if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
+            or not math.isfinite(temperature) or temperature <= 0):
+        raise _EntryError("meta", f"temperature must be a finite number > 0, got "
+                                  f"{temperature!r}")
+    return dims, tuple(names), n_iter, float(inertia), float(temperature)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _fitted(arrays, fitted_names, n_clusters: int, dims) -> dict:
+    """The fitted arrays, each checked against K = ``n_clusters`` and ``dims``."""
+    fitted = {name: arrays[name] for name in fitted_names}
+    k, width, n_modalities = n_clusters, sum(dims), len(dims)
+    for name, shape in (("cluster_centers_", (k, width)), ("mean_", (width,)),
+                        ("scale_", (width,))):
+        _check_shape(name, fitted[name], shape)
+        try:
+            check_value_dtype(fitted[name].dtype, name)
+        except TypeError as error:
+            raise _EntryError(name, str(error)) from None
+    mask = fitted["centers_mask_"]
+    _check_shape("centers_mask_", mask, (k, n_modalities))
+    if mask.dtype != bool:
+        raise _EntryError("centers_mask_", f"must be boolean, got dtype {mask.dtype}")
+    try:
+        check_finite_packed(fitted["cluster_centers_"], mask, dims, "centres")
+    except ValueError as error:
+        raise _EntryError("cluster_centers_", f"{error} (where centers_mask_ carries "
+                                              "them)") from None
+    fitted["cluster_centers_"] = zero_missing(fitted["cluster_centers_"], mask, dims)
+    for name in ("mean_", "scale_"):
+        if not np.isfinite(fitted[name]).all():
+            raise _EntryError(name, "holds NaN or inf at columns "
+                                    f"{np.flatnonzero(~np.isfinite(fitted[name]))[:5].tolist()}")
+    if not (fitted["scale_"] > 0).all():
+        raise _EntryError("scale_", "must be > 0, got "
+                                    f"{fitted['scale_'][fitted['scale_'] <= 0][:5].tolist()}")
+    labels = fitted["labels_"]
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise _EntryError("labels_", f"must be a 1-D integer array, got {labels.dtype} "
+                                     f"{labels.shape}")
+    if labels.size and not ((labels >= -1) & (labels < k)).all():
+        raise _EntryError("labels_", f"must lie in [-1, {k}), got values from "
+                                     f"{labels.min()} to {labels.max()}")
+    return fitted
+
+
+def _check_shape(name: str, array, shape) -> None:
+    if array.shape != shape:
+        raise _EntryError(name, f"has shape {array.shape}, expected {shape} for the model's "
+                                "n_clusters and dims")
