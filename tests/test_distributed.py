@@ -390,3 +390,18 @@ def test_errors(client, data):
     assert imp.client_ is client
     with pytest.raises(ValueError, match=located):
         gather(client, imp.transform(as_dask(bad, bad_mask, 200)).values)
+
+
+def test_a_soft_rule_fits_its_temperature_and_completes_as_the_single_machine(client, data):
+    x, mask, init, _ = data
+    params = dict(n_clusters=K, init=init, completion="overlap", n_candidates=3,
+                  random_state=5)
+    reference = UL4M4Imputer(**params, device="cpu").fit(MultiModalArray(x, mask, DIMS))
+    X = as_dask(x, mask, 90)
+    imp = DaskUL4M4Imputer(**params, client=client, timeout=60).fit(X)
+    assert imp.temperature_ == reference.temperature_
+    completed = imp.transform(X).compute(client=client, timeout=60)
+    np.testing.assert_allclose(completed.values,
+                               reference.transform(MultiModalArray(x, mask, DIMS)).values,
+                               rtol=1e-5, atol=1e-5)
+    assert imp.to_local(device="cpu", labels=False).temperature_ == imp.temperature_

@@ -237,3 +237,23 @@ def test_streaming_memory_is_bounded_below_the_dataset_size(tmp_path):
     assert peak_fit < budget, peak_fit
     assert peak_transform < budget, peak_transform
     assert peak_memory > 4 * budget, peak_memory  # the check can fail: in memory it does
+
+
+@pytest.mark.parametrize("completion, n_candidates", [("overlap", 3), ("nearest", 4)])
+def test_streamed_fit_and_transform_of_a_soft_rule_equal_the_in_memory_ones(
+        dataset, tmp_path, completion, n_candidates):
+    """With fewer rows than the temperature sample, the streamed fit holds out the same
+    modalities as the in-memory one: the same temperature, and the same completion."""
+    path, x, mask = dataset
+    params = dict(n_clusters=K, init=explicit_init(x, mask), device="cpu",
+                  completion=completion, n_candidates=n_candidates, random_state=3)
+    table = read_table(path)
+    reference = UL4M4Imputer(**params).fit(table.data)
+    streamed = fit_parquet(path, UL4M4Imputer(**params), batch_rows=37)
+    assert streamed.temperature_ == reference.temperature_
+    write_table(table, reference.transform(table.data), tmp_path / "memory.parquet")
+    transform_parquet(path, tmp_path / "streamed.parquet", reference, batch_rows=37)
+    assert pq.read_table(tmp_path / "streamed.parquet").equals(
+        pq.read_table(tmp_path / "memory.parquet"))
+    whole = reference.completion_report_
+    np.testing.assert_array_equal(whole.filled, (~mask).sum(axis=0))

@@ -162,7 +162,7 @@ def pattern_tables(pairs: CenterPairs, patterns, completion: str):
     overlap = shared_observed > 0
     by_l = overlap[:, :, None]
     inf = xp.full((), xp.inf, dtype=patterns.dtype)
-    inv = xp.where(by_l, 1 / (shared_observed[:, :, None] + counts), 0)
+    inv = xp.where(by_l, 1 / xp.maximum(shared_observed[:, :, None] + counts, 1), 0)
     inv = inv.astype(patterns.dtype, copy=False)
     base = xp.where(by_l, sums * inv, inf)
     if completion == "paper":
