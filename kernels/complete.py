@@ -132,12 +132,14 @@ def choose_candidates_cuda(scores, missing, centers_mask, chosen, chosen_scores)
 
 @numba.njit(parallel=True, cache=True)
 def weighted_fill_cpu(out, rows, missing, chosen, weights, values, default, column_modality,
-                      offsets):
+                      offsets, limit):
     """CPU twin: for every row t of the batch and column c of a missing modality m,
     ``out[rows[t], c] = Σ_s weights[t, m, s] · values[chosen[t, m, s], c]`` (entries with
     chosen −1 skipped), or ``default[c]`` when slot (t, m) has no candidate. Observed
-    columns are not touched. One row per parallel iteration, the columns of a modality
-    (``offsets[m]:offsets[m + 1]``) contiguous in the inner loops."""
+    columns are not touched. A weighted mean lies between its values, so a sum that round-off
+    carries past ±``limit`` (the dtype's largest finite value) is clipped to it. One row per
+    parallel iteration, the columns of a modality (``offsets[m]:offsets[m + 1]``)
+    contiguous in the inner loops."""
     n, n_modalities = missing.shape
     r = chosen.shape[2]
     for t in numba.prange(n):
@@ -160,11 +162,14 @@ def weighted_fill_cpu(out, rows, missing, chosen, weights, values, default, colu
                     w = weights[t, m, s]
                     for c in range(lo, hi):
                         out[i, c] += w * values[source, c]
+            if r > 1:
+                for c in range(lo, hi):
+                    out[i, c] = min(max(out[i, c], -limit), limit)
 
 
 @cuda.jit
 def weighted_fill_cuda(out, rows, missing, chosen, weights, values, default, column_modality,
-                       offsets):
+                       offsets, limit):
     """CUDA twin of :func:`weighted_fill_cpu`: one thread per (batch row, column)."""
     t, c = cuda.grid(2)
     if t >= rows.shape[0] or c >= out.shape[1]:
@@ -181,7 +186,7 @@ def weighted_fill_cuda(out, rows, missing, chosen, weights, values, default, col
         source = chosen[t, m, s]
         if source >= 0:
             total += weights[t, m, s] * values[source, c]
-    out[rows[t], c] = total
+    out[rows[t], c] = min(max(total, -limit), limit)
 
 
 THREADS_2D = (16, 16)

@@ -54,14 +54,16 @@ def test_stream_fit_and_impute_equal_the_in_memory_commands(parquet_dir, tmp_pat
     np.testing.assert_array_equal(stream.centers_mask_, memory.centers_mask_)
     np.testing.assert_allclose(stream.cluster_centers_, memory.cluster_centers_, atol=1e-5)
 
-    # the same model: streamed output bit-identical to the in-memory output
+    # the same model: streamed output equal to the in-memory output (bit-identical flags and
+    # passthrough; the default soft fill weighs scores from GEMMs blocked by the batch, so
+    # its values agree to round-off; tests/test_streaming.py pins the hard pick bit for bit)
     outputs = {}
     for name, extra in (("memory", []), ("stream", ["--stream", "--batch-rows", "37"])):
         outputs[name] = tmp_path / f"{name}.parquet"
         assert main(["impute", str(parquet_dir), "-o", str(outputs[name]), "--model",
                      str(memory_model), *extra]) == 0
     assert_same_output(pq.read_table(outputs["stream"]), pq.read_table(outputs["memory"]),
-                       exact=True)
+                       exact=False)
     # impute --stream without a model fits first (streamed)
     fitted = tmp_path / "fitted.parquet"
     assert main(["impute", str(parquet_dir), "-o", str(fitted), "--k", str(K), "--stream"]) == 0

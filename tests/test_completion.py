@@ -139,7 +139,8 @@ def with_pair_and_single_centres(completion):
     one, so the nearest rule never needs a blind centre."""
     blocks, mask = make_data(5, n=300, observed=0.5)
     data = MultiModalArray.from_modalities(blocks, mask=mask)
-    imp = UL4M4Imputer(n_clusters=6, random_state=0, completion=completion).fit(data)
+    imp = UL4M4Imputer(n_clusters=6, random_state=0, completion=completion,
+                       n_candidates=1).fit(data)
     rng = np.random.default_rng(0)
     imp.centers_mask_ = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1], [0, 1, 0], [0, 0, 1],
                                   [1, 0, 0]], dtype=bool)

@@ -67,7 +67,8 @@ def test_transform_equals_greedy_complete_on_the_normalised_data(case):
     data = MultiModalArray.from_modalities(blocks, mask=mask)
     imp = UL4M4Imputer(n_clusters=k, random_state=seed).fit(data)
     z = normalise(data.values, data.mask, imp.mean_, imp.scale_, data.dims)
-    z_done, _ = greedy_complete(z, data.mask, imp.cluster_centers_, imp.centers_mask_, data.dims)
+    z_done, _ = greedy_complete(z, data.mask, imp.cluster_centers_, imp.centers_mask_, data.dims,
+                                temperature=imp.temperature_)
     expected = z_done.astype(np.float64) * imp.scale_ + imp.mean_
     out = imp.transform(data)
     imputed = np.repeat(~mask, data.dims, axis=1)

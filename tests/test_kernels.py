@@ -163,7 +163,8 @@ def test_weighted_fill_cuda_matches_cpu_and_loop(n, k, dims, r, seed):
     for run in ("cpu", "cuda"):
         out = start.copy()
         offsets = np.concatenate([[0], np.cumsum(dims)])
-        args = (out, rows, missing, chosen, weights, values, default, column_modality, offsets)
+        args = (out, rows, missing, chosen, weights, values, default, column_modality, offsets,
+                np.finfo(np.float64).max)
         if run == "cpu":
             complete.weighted_fill_cpu(*args)
         else:

@@ -108,11 +108,11 @@ class UL4M4Imputer(BaseEstimator):
         Delta degrees of freedom of the per-modality standard deviation.
     verbose : int, default 0
         Show progress bars (Lloyd iterations, completion) when > 0.
-    completion : "paper", "overlap" or "nearest"
+    completion : "paper", "overlap" or "nearest", default "nearest"
         How candidates are scored (see :mod:`ul4m4_gpu.completion`): the paper's greedy
         score over every centre, the same over the centres sharing an observed modality
         with the row, or the row's partial distance to the candidate's centre.
-    n_candidates : int, default 1
+    n_candidates : int, default 5
         r: each missing modality is the softmax-weighted mean of the r best-scoring
         candidates carrying it; 1 copies the best one.
         ``completion="paper", n_candidates=1`` is the paper's Algorithm 2 exactly.
