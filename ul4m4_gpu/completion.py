@@ -37,7 +37,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import array_module, to_numpy
-from .distances import checked_centers, distances_from_sums, masked_sq_sums, squared_norms
+from .distances import (
+    checked_centers,
+    column_layout,
+    distances_from_sums,
+    masked_sq_sums,
+    squared_norms,
+)
 from .kernels import complete as complete_kernels
 from .kmeans import PackedRows, default_batch_size
 from .validation import check_int, checked_random_state
@@ -416,9 +422,9 @@ def choose_temperature(rows: PackedRows, pairs: CenterPairs, completion: str,
 
     Up to ``sample_rows`` training rows observing at least two modalities are drawn
     (seeded by ``random_state``); each hides one of its observed modalities, drawn
-    uniformly; every τ fills the hidden slots from the same chosen candidates, and the τ
-    with the lowest mean squared error per dimension (normalised space) wins (ties: the
-    smaller τ). Returns a float; :data:`DEFAULT_TEMPERATURE` with a ``UserWarning`` when no
+    uniformly; every τ completes the sample (:func:`complete_rows`), and the τ whose
+    fill of the hidden slots has the lowest mean squared error per dimension (normalised
+    space) wins (ties: the smaller τ). Returns a float; :data:`DEFAULT_TEMPERATURE` with a ``UserWarning`` when no
     training row observes two modalities.
     """
     rng = checked_random_state(random_state)
@@ -437,30 +443,16 @@ def choose_temperature(rows: PackedRows, pairs: CenterPairs, completion: str,
     mask[xp.arange(picked.size), xp.asarray(held)] = False
     truth = rows.z[index]
     sample = PackedRows.build(truth, mask, rows.dims)
-    hidden = ~mask & rows.mask[index]
-    patterns, which = _missing_patterns(~mask, rows.z.dtype)
-    tables = pattern_tables(pairs, patterns, completion)
-    all_rows = xp.arange(picked.size)
-    scores = candidate_scores(sample, all_rows, pairs, completion, tables, which)
-    chosen, chosen_scores = choose_candidates(scores, hidden, pairs.centers_mask, n_candidates)
-    layout = column_layout(rows.dims, xp)
+    hidden_columns = (~mask & rows.mask[index])[:, column_layout(rows.dims, xp)[0]]
     default = xp.zeros(rows.z.shape[1], dtype=rows.z.dtype)
-    hidden_columns = hidden[:, layout[0]]
     errors = []
     for temperature in grid:
         filled = truth.copy()
-        weights = candidate_weights(chosen, chosen_scores, temperature)
-        weighted_fill(filled, all_rows, hidden, chosen, weights, pairs.centers, default, layout)
+        complete_rows(sample, pairs, CompletionRule(completion, n_candidates, temperature),
+                      filled, pairs.centers, default)
         diff = xp.where(hidden_columns, filled - truth, 0)
-        per_dim = (diff * diff).sum() / hidden_columns.sum()
-        errors.append(float(per_dim))
+        errors.append(float((diff * diff).sum() / hidden_columns.sum()))
     return float(grid[int(np.argmin(errors))])
-
-
-def column_layout(dims, xp):
-    """(column_modality (D,) int64, offsets (M + 1,) int64) of packed modalities."""
-    return (xp.asarray(np.repeat(np.arange(len(dims)), dims)),
-            xp.asarray(np.concatenate([[0], np.cumsum(dims)]).astype(np.int64)))
 
 
 def weighted_fill(out, rows, missing, chosen, weights, values, default, layout):

@@ -26,6 +26,12 @@ def column_scale(dims, xp, dtype):
     return xp.asarray(np.repeat([1.0 / d for d in dims], dims), dtype=dtype)
 
 
+def column_layout(dims, xp):
+    """(column_modality (D,) int64, offsets (M + 1,) int64) of packed modalities."""
+    return (xp.asarray(np.repeat(np.arange(len(dims)), dims)),
+            xp.asarray(np.concatenate([[0], np.cumsum(dims)]).astype(np.int64)))
+
+
 def squared_norms(z, dims):
     """(n, M) per-modality squared norms over d_m of a packed (n, D) array (zeros where
     missing give 0)."""

@@ -21,6 +21,7 @@ from .kernels import pack as pack_kernels
 from .kernels import update as update_kernels
 from .distances import (
     checked_centers,
+    column_layout,
     column_scale,
     distances_from_sums,
     masked_sq_sums,
@@ -63,7 +64,7 @@ class PackedRows:
         on missing slots (no copy, no check)."""
         dims = check_packed(z, mask, dims)
         xp = array_module(z, mask)  # raises when NumPy and CuPy arrays are mixed
-        offsets = xp.asarray(np.concatenate([[0], np.cumsum(dims)]).astype(np.int64))
+        offsets = column_layout(dims, xp)[1]
         inverse_dims = xp.asarray([1.0 / d for d in dims], dtype=z.dtype)
         out = z if clean else xp.empty_like(z)
         norms = xp.empty(mask.shape, dtype=z.dtype)
