@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import reference  # noqa: E402  (the literal loop implementation lives with the tests)
 
 from ul4m4_gpu import greedy_complete  # noqa: E402
-from ul4m4_gpu.kmeans import PackedRows, lloyd_loop  # noqa: E402
+from ul4m4_gpu.core.kmeans import PackedRows, lloyd_loop  # noqa: E402
 
 
 def split_dims(d: int, m: int = 3) -> list[int]:

@@ -44,7 +44,7 @@ def seconds_per_iteration(rows, centers, centers_mask, iters: int) -> tuple[floa
     pass and an update) is the difference of the two runs over the difference of their
     update counts. When both stopped after the same count: the longer run's time over its
     n + 1 passes (a slight underestimate: one update fewer than passes)."""
-    from ul4m4_gpu.kmeans import lloyd_loop
+    from ul4m4_gpu.core.kmeans import lloyd_loop
 
     measured = []
     for max_iter in (1, iters):
@@ -100,13 +100,13 @@ def main(argv=None) -> None:
     import cupy
 
     from ul4m4_gpu import MultiModalArray, UL4M4Imputer
-    from ul4m4_gpu.kmeans import (
+    from ul4m4_gpu.core.kmeans import (
         PackedRows,
         assign,
         cluster_statistics,
         seed_plusplus,
     )
-    from ul4m4_gpu.normalise import fit_modality_stats, normalise
+    from ul4m4_gpu.core.normalise import fit_modality_stats, normalise
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000)

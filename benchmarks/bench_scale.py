@@ -1,5 +1,6 @@
 """Scaling benchmark: partial k-means time per Lloyd iteration against N on one machine
-(expect linear growth), and a Dask fit on 1 vs 2 local workers on the same data.
+(expect linear growth), a streamed fit of the same rows from Parquet, and a Dask fit on 1
+vs 2 local workers.
 
 Data: clustered float32 rows, three modalities (dims 24/24/16, D = 64), 30 % of slots
 missing, K = 16; explicit initial centres so that every run does the same work.
@@ -16,8 +17,8 @@ import time
 import numpy as np
 
 import ul4m4_gpu  # noqa: F401  (sets the OpenMP wait policy before scikit-learn loads)
-from ul4m4_gpu.kmeans import PackedRows, lloyd_loop
-from ul4m4_gpu.normalise import fit_modality_stats, normalise
+from ul4m4_gpu.core.kmeans import PackedRows, lloyd_loop
+from ul4m4_gpu.core.normalise import fit_modality_stats, normalise
 
 DIMS = (24, 24, 16)
 K = 16
@@ -64,6 +65,35 @@ def per_iteration_single(n: int, iters: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+def per_iteration_streamed(n: int, iters: int, batch_rows: int) -> float:
+    """Median time between consecutive Lloyd iterations of a streamed fit (seconds) of the
+    rows of :func:`make_data` written to a Parquet file (row groups of ``CHUNK`` rows)."""
+    import tempfile
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ul4m4_gpu import MultiModalArray, UL4M4Imputer
+    from ul4m4_gpu.scale.streaming import fit_parquet
+
+    x, mask = make_data(n)
+    data = MultiModalArray(x, mask, DIMS)
+    mean, scale = fit_modality_stats(x, mask, DIMS)
+    init = initial_centers(normalise(x, mask, mean, scale, DIMS), mask)
+    stamps = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.parquet"
+        pq.write_table(pa.Table.from_pydict(
+            {name: data.to_arrow().column(name) for name in data.names}), path,
+            row_group_size=CHUNK)
+        imputer = UL4M4Imputer(n_clusters=K, init=init, max_iter=iters, tol=0.0,
+                               temperature=0.1)
+        fit_parquet(path, imputer, batch_rows=batch_rows,
+                    on_iteration=lambda *_: stamps.append(time.perf_counter()))
+    return statistics.median(np.diff(stamps))
+
+
 def per_iteration_dask(n: int, workers: int, iters: int) -> float:
     """Median time between consecutive Lloyd iterations of a Dask fit (seconds); the chunks
     are generated on the workers (nothing large travels in the graph)."""
@@ -71,7 +101,7 @@ def per_iteration_dask(n: int, workers: int, iters: int) -> float:
     import dask.array as da
     from distributed import Client, LocalCluster
 
-    from ul4m4_gpu.distributed import DaskUL4M4Imputer
+    from ul4m4_gpu.scale.dask_imputer import DaskUL4M4Imputer
 
     x, mask = make_data(CHUNK)  # the first chunk holds the initial centres
     mean, scale = fit_modality_stats(x, mask, DIMS)
@@ -96,7 +126,8 @@ def main() -> None:
                         default=[10_000, 100_000, 500_000, 1_000_000, 2_000_000])
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dask-n", type=int, default=400_000)
+    parser.add_argument("--dask-n", type=int, default=400_000,
+                        help="rows of the streamed and the Dask fits")
     args = parser.parse_args()
 
     print(f"(a) one machine: partial Lloyd, dims {DIMS}, K={K}, 30% slots missing, "
@@ -107,7 +138,13 @@ def main() -> None:
         base = base or (t / n)
         print(f"    N={n:>10,}  {t * 1e3:9.2f} ms/iter   {t / n * 1e9:7.1f} ns/row   "
               f"(per-row cost vs smallest N: {t / n / base:4.2f}x)")
-    print(f"(b) Dask LocalCluster, N={args.dask_n:,}, chunks of {CHUNK:,} rows, "
+    in_process = per_iteration_single(args.dask_n, args.iters, args.repeats)
+    streamed = per_iteration_streamed(args.dask_n, args.iters + 1, CHUNK)
+    print(f"(b) streamed from Parquet, N={args.dask_n:,}, batches of {CHUNK:,} rows")
+    print(f"    in memory  {in_process * 1e3:9.1f} ms/iter")
+    print(f"    streamed   {streamed * 1e3:9.1f} ms/iter   ratio to in memory "
+          f"{streamed / in_process:4.2f}x")
+    print(f"(c) Dask LocalCluster, N={args.dask_n:,}, chunks of {CHUNK:,} rows, "
           "threads_per_worker=1")
     one = per_iteration_dask(args.dask_n, 1, args.iters + 1)
     two = per_iteration_dask(args.dask_n, 2, args.iters + 1)

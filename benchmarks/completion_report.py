@@ -9,7 +9,7 @@ Run:  python benchmarks/completion_report.py
 import warnings
 
 from ul4m4_gpu import UL4M4Imputer, hide_modalities, load_mfeat, simulate_missing
-from ul4m4_gpu.evaluate import MFEAT_HIGH_MISSING
+from ul4m4_gpu.evaluation.harness import MFEAT_HIGH_MISSING
 
 RULES = (("paper", 1), ("nearest", 5))
 

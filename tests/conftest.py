@@ -40,9 +40,9 @@ DEVICE_TEST_MODULES = ("test_device_path", "test_gpu")
 @pytest.fixture(autouse=True)
 def _auto_device_is_the_cpu_outside_device_tests(request, monkeypatch):
     if HAS_GPU and request.module.__name__ not in DEVICE_TEST_MODULES:
-        import ul4m4_gpu.backend
+        import ul4m4_gpu.core.backend
 
-        monkeypatch.setattr(ul4m4_gpu.backend, "gpu_available", lambda: False)
+        monkeypatch.setattr(ul4m4_gpu.core.backend, "gpu_available", lambda: False)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ul4m4_gpu.normalise import fit_modality_stats, normalise
+from ul4m4_gpu.core.normalise import fit_modality_stats, normalise
 
 DIMS = (4, 3, 5)
 K = 5

@@ -32,13 +32,13 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference as ref  # noqa: E402  (tests/reference.py, the literal loop implementation)
-from ul4m4_gpu.completion import greedy_complete
+from ul4m4_gpu.core.completion import greedy_complete
 
 #: The paper's rule, which ``ref.greedy_complete`` implements literally.
 paper_complete = functools.partial(greedy_complete, completion="paper", n_candidates=1)
-from ul4m4_gpu.distances import partial_distances
-from ul4m4_gpu.kmeans import kmeans_plusplus, lloyd
-from ul4m4_gpu.normalise import fit_modality_stats, normalise
+from ul4m4_gpu.core.distances import partial_distances
+from ul4m4_gpu.core.kmeans import kmeans_plusplus, lloyd
+from ul4m4_gpu.core.normalise import fit_modality_stats, normalise
 
 SETTINGS = dict(
     deadline=None,

@@ -12,7 +12,7 @@ import pytest
 
 from test_io import crafted_npz, read_only_directory, snapshot
 from ul4m4_gpu import UL4M4Imputer
-from ul4m4_gpu.cli import main
+from ul4m4_gpu.cli.commands import main
 
 
 def run_cli(*args):

@@ -14,8 +14,8 @@ import pytest
 from synthetic import K, make_data
 from test_streaming import write_dataset
 from ul4m4_gpu import UL4M4Imputer
-from ul4m4_gpu.backend import gpu_available
-from ul4m4_gpu.cli import main
+from ul4m4_gpu.core.backend import gpu_available
+from ul4m4_gpu.cli.commands import main
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,8 @@ def test_parquet_partitions_are_runs_of_row_groups(tmp_path, monkeypatch):
     """--workers reads a Parquet dataset in partitions of consecutive row groups of one file
     holding PARTITION_BYTES at least (here three 10-row groups), every column included."""
     pytest.importorskip("dask.dataframe")
-    from ul4m4_gpu import cli_dask
-    from ul4m4_gpu.streaming import ParquetSource
+    from ul4m4_gpu.cli import dask_commands as cli_dask
+    from ul4m4_gpu.scale.streaming import ParquetSource
 
     x, mask = make_data(n=130)
     data = write_dataset(tmp_path / "ds", x, mask, [(0, 100), (100, 130)], row_group_size=10)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from test_estimator import datasets, make_data
 from ul4m4_gpu import MultiModalArray, UL4M4Imputer, greedy_complete
-from ul4m4_gpu.completion import TEMPERATURE_GRID, CompletionWarning
-from ul4m4_gpu.normalise import normalise
+from ul4m4_gpu.core.completion import TEMPERATURE_GRID, CompletionWarning
+from ul4m4_gpu.core.normalise import normalise
 
 RULES = [("paper", 1), ("overlap", 1), ("nearest", 1), ("overlap", 4), ("nearest", 3),
          ("paper", 2)]

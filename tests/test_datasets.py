@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ul4m4_gpu.data import MultiModalArray
+from ul4m4_gpu.io.data import MultiModalArray
 from ul4m4_gpu.datasets import MFEAT_DIMS, MFEAT_MODALITIES, load_mfeat
-from ul4m4_gpu.missing import hide_modalities, simulate_missing
+from ul4m4_gpu.evaluation.missing import hide_modalities, simulate_missing
 
 SOURCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "uci-mfeat"
 DIMS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}

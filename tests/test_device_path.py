@@ -17,7 +17,7 @@ from ul4m4_gpu import (
     lloyd,
     partial_distances,
 )
-from ul4m4_gpu.backend import to_numpy
+from ul4m4_gpu.core.backend import to_numpy
 
 DIMS = (6, 4, 3)
 
@@ -199,7 +199,7 @@ def test_dask_fit_on_device_partitions_matches_cpu(device_cupy):
     kernels cannot run concurrently and worker processes would not see the simulator."""
     distributed = pytest.importorskip("distributed")
     da = pytest.importorskip("dask.array")
-    from ul4m4_gpu.distributed import DaskUL4M4Imputer
+    from ul4m4_gpu.scale.dask_imputer import DaskUL4M4Imputer
 
     x, mask = clustered(n=90, seed=5)
     X = (da.from_array(x, chunks=(40, -1)), da.from_array(mask, chunks=(40, -1)), DIMS)
@@ -223,8 +223,8 @@ def test_streamed_parquet_fit_and_transform_on_device(device_cupy, tmp_path):
     device, the output file equals the CPU run's."""
     import pyarrow.parquet as pq
 
-    from ul4m4_gpu.io import read_table
-    from ul4m4_gpu.streaming import fit_parquet, transform_parquet
+    from ul4m4_gpu.io.files import read_table
+    from ul4m4_gpu.scale.streaming import fit_parquet, transform_parquet
 
     x, mask = clustered(n=80, seed=6)
     pq.write_table(MultiModalArray(x, mask, DIMS).to_arrow(), tmp_path / "in.parquet")
@@ -261,7 +261,7 @@ def list_table(seed=0, n=30, dims=DIMS, observed=0.6):
 
 
 def test_cudf_columns_unpack_on_device_like_arrow_columns(device_cudf, device_cupy):
-    from ul4m4_gpu.list_columns import arrow_list_to_dense, cudf_list_to_dense
+    from ul4m4_gpu.io.list_columns import arrow_list_to_dense, cudf_list_to_dense
 
     table, blocks, mask = list_table()
     frame = device_cudf.DataFrame.from_arrow(table)
@@ -291,7 +291,7 @@ def test_cudf_columns_unpack_on_device_like_arrow_columns(device_cudf, device_cu
 def test_cudf_and_arrow_columns_refuse_the_same_cells(device_cudf, cells, message):
     import pyarrow as pa
 
-    from ul4m4_gpu.list_columns import arrow_list_to_dense, cudf_list_to_dense
+    from ul4m4_gpu.io.list_columns import arrow_list_to_dense, cudf_list_to_dense
 
     column = pa.array(cells, type=pa.list_(pa.float64()) if cells[0] is None else None)
     for unpack, given in ((arrow_list_to_dense, column),
@@ -315,8 +315,8 @@ def test_streamed_fit_reads_row_groups_with_cudf(device_cudf, tmp_path):
     batch_rows) and gives the CPU run's model and output."""
     import pyarrow.parquet as pq
 
-    from ul4m4_gpu.io import read_table
-    from ul4m4_gpu.streaming import fit_parquet, transform_parquet
+    from ul4m4_gpu.io.files import read_table
+    from ul4m4_gpu.scale.streaming import fit_parquet, transform_parquet
 
     table, _, _ = list_table(seed=7, n=90)
     pq.write_table(table, tmp_path / "in.parquet", row_group_size=40)
@@ -341,7 +341,7 @@ def test_streamed_fit_reads_row_groups_with_cudf(device_cudf, tmp_path):
 def test_dask_cudf_partitions_are_read_and_completed_like_pandas_ones(device_cudf, device_cupy):
     """The per-partition steps of DaskUL4M4Imputer on a cuDF partition (as on dask-cuda
     workers) agree with the same partition as pandas: layout, device unpacking, completion."""
-    from ul4m4_gpu.distributed import _complete_frame, _frame_block, _frame_layout
+    from ul4m4_gpu.scale.dask_imputer import _complete_frame, _frame_block, _frame_layout
 
     table, _, _ = list_table(seed=8, n=40)
     table = table.append_column("blank", pa_nulls(40))

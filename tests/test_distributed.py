@@ -18,9 +18,9 @@ pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
 
 from ul4m4_gpu import MultiModalArray, UL4M4Imputer  # noqa: E402
-from ul4m4_gpu.backend import gpu_available  # noqa: E402
-from ul4m4_gpu.distributed import DaskMultiModalArray, DaskUL4M4Imputer  # noqa: E402
-from ul4m4_gpu.normalise import fit_modality_stats  # noqa: E402
+from ul4m4_gpu.core.backend import gpu_available  # noqa: E402
+from ul4m4_gpu.scale.dask_imputer import DaskMultiModalArray, DaskUL4M4Imputer  # noqa: E402
+from ul4m4_gpu.core.normalise import fit_modality_stats  # noqa: E402
 from synthetic import DIMS, K, explicit_init, make_data  # noqa: E402
 from test_streaming import NAMES, list_column  # noqa: E402
 
@@ -355,7 +355,7 @@ def test_worker_that_never_comes_back_times_out_clearly(data):
                 nanny.close_gracefully()  # no restart
                 os.kill(nanny.pid, signal.SIGKILL)
 
-        lonely.run(importlib.import_module, "ul4m4_gpu.distributed")  # warm: imports done
+        lonely.run(importlib.import_module, "ul4m4_gpu.scale.dask_imputer")  # warm: imports done
         imp = DaskUL4M4Imputer(n_clusters=K, init=init, client=lonely, timeout=4)
         start = time.monotonic()
         with pytest.raises(TimeoutError, match=r"iteration 2 did not finish within timeout=4") \

@@ -15,7 +15,7 @@ from ul4m4_gpu import (
     lloyd,
     partial_distances,
 )
-from ul4m4_gpu.normalise import fit_modality_stats, normalise
+from ul4m4_gpu.core.normalise import fit_modality_stats, normalise
 
 
 def make_data(seed, n=120, dims=(4, 3, 2), observed=0.6, scales=None):
@@ -183,7 +183,7 @@ def test_sklearn_parameter_protocol():
 
 def test_cuda_without_gpu_raises_and_auto_falls_back():
     pytest.importorskip("numpy")
-    from ul4m4_gpu.backend import gpu_available
+    from ul4m4_gpu.core.backend import gpu_available
 
     if gpu_available():
         pytest.skip("a GPU is present")
@@ -579,7 +579,7 @@ def test_load_accepts_what_an_uncarried_centre_slot_holds(tmp_path, saved_model)
 
 
 def test_batching_and_pattern_splits_do_not_change_the_result(monkeypatch):
-    import ul4m4_gpu.completion as completion
+    import ul4m4_gpu.core.completion as completion
 
     blocks, mask = make_data(6, n=90, dims=(3, 2, 4, 1))
     data = MultiModalArray.from_modalities(blocks, mask=mask)

@@ -11,16 +11,16 @@ import pytest
 from sklearn.exceptions import NotFittedError
 
 from ul4m4_gpu import load_mfeat
-from ul4m4_gpu import evaluate as harness
-from ul4m4_gpu.baselines import IterativeBaselineImputer, KNNBaselineImputer, MeanFillImputer
-from ul4m4_gpu.cli import build_parser, main
-from ul4m4_gpu.data import MultiModalArray
-from ul4m4_gpu.demo import run_demo
-from ul4m4_gpu.evaluate import (COMPLETE_CASE, MFEAT_CONFIGS, MFEAT_HIGH_MISSING,
+from ul4m4_gpu.evaluation import harness as harness
+from ul4m4_gpu.evaluation.baselines import IterativeBaselineImputer, KNNBaselineImputer, MeanFillImputer
+from ul4m4_gpu.cli.commands import build_parser, main
+from ul4m4_gpu.io.data import MultiModalArray
+from ul4m4_gpu.evaluation.demo import run_demo
+from ul4m4_gpu.evaluation.harness import (COMPLETE_CASE, MFEAT_CONFIGS, MFEAT_HIGH_MISSING,
                                 HarnessSettings, _complete_case, _model_input, choose_default,
                                 evaluate, run_once, summarise, to_markdown, write_outputs)
-from ul4m4_gpu.missing import missing_fraction, simulate_missing
-from ul4m4_gpu.normalise import fit_modality_stats
+from ul4m4_gpu.evaluation.missing import missing_fraction, simulate_missing
+from ul4m4_gpu.core.normalise import fit_modality_stats
 
 #: The real completion modes once the estimator has them; before, its one (paper) rule.
 TEST_MODES = harness.MODES

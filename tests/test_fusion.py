@@ -8,10 +8,10 @@ import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import f1_score
 
-from ul4m4_gpu.data import MultiModalArray
+from ul4m4_gpu.io.data import MultiModalArray
 from ul4m4_gpu.estimator import UL4M4Imputer
-from ul4m4_gpu.fusion import TASKS, FusionModel, FusionTrainer, as_fusion_input
-from ul4m4_gpu.metrics import multilabel_scores, regression_scores
+from ul4m4_gpu.evaluation.fusion import TASKS, FusionModel, FusionTrainer, as_fusion_input
+from ul4m4_gpu.evaluation.metrics import multilabel_scores, regression_scores
 
 TINY = dict(width=8, n_heads=2, batch_size=16, device="cpu")
 

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from test_io import crafted_npz, snapshot
 from ul4m4_gpu import MultiModalArray, UL4M4Imputer, greedy_complete, kmeans_plusplus, lloyd
-from ul4m4_gpu.cli import main
+from ul4m4_gpu.cli.commands import main
 
 settings.register_profile("ul4m4-fuzz-ci", derandomize=True, database=None, deadline=None,
                           print_blob=True, suppress_health_check=list(HealthCheck))

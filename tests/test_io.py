@@ -1,4 +1,4 @@
-"""Reading and writing user data files (ul4m4_gpu.io)."""
+"""Reading and writing user data files (ul4m4_gpu.io.files)."""
 
 import io
 import os
@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ul4m4_gpu.data import MultiModalArray
-from ul4m4_gpu.io import (
+from ul4m4_gpu.io.data import MultiModalArray
+from ul4m4_gpu.io.files import (
     InputFileError,
     OutputFileError,
     atomic_write,

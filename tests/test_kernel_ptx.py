@@ -26,7 +26,7 @@ import ul4m4_gpu.kernels
 from synthetic import DIMS, K, explicit_init, make_data
 from ul4m4_gpu import MultiModalArray, UL4M4Imputer, greedy_complete, lloyd
 from ul4m4_gpu.kernels import launching
-from ul4m4_gpu.normalise import fit_modality_stats, normalise
+from ul4m4_gpu.core.normalise import fit_modality_stats, normalise
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
                                 reason="the CUDA compiler wheels (test extra) are Linux-only")

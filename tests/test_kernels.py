@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference
-from ul4m4_gpu.distances import column_scale, roundoff_rtol, squared_norms, zero_missing
+from ul4m4_gpu.core.distances import column_scale, roundoff_rtol, squared_norms, zero_missing
 from ul4m4_gpu.kernels import assign, complete, update
 
 
@@ -184,7 +184,7 @@ def test_cuda_kernels_run_in_the_simulator_without_a_gpu():
 @settings(max_examples=25, deadline=None)
 @given(partial_problem(), st.sampled_from([np.float32, np.float64]), st.integers(1, 4))
 def test_fused_assign_and_statistics_match_the_separate_steps(problem, dtype, chunk):
-    from ul4m4_gpu.kmeans import (PackedRows, assign, assign_with_statistics,
+    from ul4m4_gpu.core.kmeans import (PackedRows, assign, assign_with_statistics,
                                   cluster_statistics)
 
     z, mask, centers, centers_mask, dims = problem

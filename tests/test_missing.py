@@ -1,4 +1,4 @@
-"""Tests for ul4m4_gpu.missing: seeded missing-modality masks and their application."""
+"""Tests for ul4m4_gpu.evaluation.missing: seeded missing-modality masks and their application."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ul4m4_gpu.data import MultiModalArray
-from ul4m4_gpu.missing import (
+from ul4m4_gpu.io.data import MultiModalArray
+from ul4m4_gpu.evaluation.missing import (
     availability_mask,
     hide_modalities,
     missing_fraction,

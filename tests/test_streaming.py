@@ -1,4 +1,4 @@
-"""Out-of-core fit/transform of Parquet datasets (ul4m4_gpu.streaming): same results as the
+"""Out-of-core fit/transform of Parquet datasets (ul4m4_gpu.scale.streaming): same results as the
 in-memory path whatever the batch size, and memory bounded independently of N."""
 
 import gc
@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ul4m4_gpu import UL4M4Imputer
-from ul4m4_gpu.io import InputFileError, OutputFileError, read_table, write_table
-from ul4m4_gpu.streaming import ParquetSource, fit_parquet, transform_parquet
+from ul4m4_gpu.io.files import InputFileError, OutputFileError, read_table, write_table
+from ul4m4_gpu.scale.streaming import ParquetSource, fit_parquet, transform_parquet
 from synthetic import DIMS, K, explicit_init, make_data
 
 NAMES = ("img", "txt", "aud")

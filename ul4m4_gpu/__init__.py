@@ -12,14 +12,14 @@ import os
 # Only a default: an explicit setting wins; it reaches runtimes loaded after this import.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .completion import greedy_complete
-from .data import MultiModalArray
+from .core.completion import greedy_complete
+from .io.data import MultiModalArray
 from .datasets import load_mfeat
-from .distances import partial_distances
+from .core.distances import partial_distances
 from .estimator import UL4M4Imputer
-from .kmeans import kmeans_plusplus, lloyd
-from .metrics import classification_scores, multilabel_scores, regression_scores
-from .missing import (
+from .core.kmeans import kmeans_plusplus, lloyd
+from .evaluation.metrics import classification_scores, multilabel_scores, regression_scores
+from .evaluation.missing import (
     availability_mask,
     hide_modalities,
     lead_drop_mask,
@@ -56,7 +56,7 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_LAZY = {"FusionModel": "fusion", "FusionTrainer": "fusion"}
+_LAZY = {"FusionModel": "evaluation.fusion", "FusionTrainer": "evaluation.fusion"}
 
 
 def __getattr__(name):

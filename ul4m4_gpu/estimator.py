@@ -3,7 +3,7 @@
 fit: normalise each modality over its observing rows → k-means++ on the partial distance →
 Lloyd to convergence (best of ``n_init``) → the completion temperature (``"auto"``).
 transform: normalise with the training statistics → completion from the centres
-(:mod:`ul4m4_gpu.completion`) → de-normalise the imputed slots; observed values come back
+(:mod:`ul4m4_gpu.core.completion`) → de-normalise the imputed slots; observed values come back
 bit-for-bit unchanged. The method is described in docs/method.md.
 """
 
@@ -19,8 +19,8 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from tqdm.auto import tqdm
 
-from .backend import VALUE_DTYPE, array_module, device_module, resolve_device, to_device, to_numpy
-from .completion import (
+from .core.backend import VALUE_DTYPE, array_module, resolve_device, to_device, to_numpy
+from .core.completion import (
     BLIND_FILL_WARNING,
     DEFAULT_COMPLETION,
     DEFAULT_N_CANDIDATES,
@@ -32,14 +32,13 @@ from .completion import (
     choose_temperature,
     complete_rows,
 )
-from .data import MultiModalArray
-from .distances import zero_missing
-from .kmeans import PackedRows, lloyd_loop, seed_plusplus
-from .model_file import read_model
-from .normalise import denormalise, fit_modality_stats, normalise
-from .validation import (
+from .io.data import MultiModalArray
+from .core.distances import checked_centers
+from .core.kmeans import PackedRows, lloyd_loop, seed_plusplus
+from .io.model_file import read_model
+from .core.normalise import denormalise, fit_modality_stats, normalise
+from .core.validation import (
     check_finite_modalities,
-    check_finite_packed,
     check_int,
     check_tol,
     checked_random_state,
@@ -47,35 +46,6 @@ from .validation import (
 
 MODEL_FORMAT = "ul4m4-imputer/1"
 _FITTED_ARRAYS = ("cluster_centers_", "centers_mask_", "mean_", "scale_", "labels_")
-
-
-def check_initial_centers(init, n_clusters: int, dims, device: str):
-    """Validate an explicit ``init=(centers, centers_mask)`` pair and move it to ``device``.
-
-    centers : (K, D) normalised values; centers_mask : (K, M) bool, every centre carrying at
-    least one modality, finite values on the modalities it carries. Returns float32 centres
-    zeroed where absent, and the mask.
-    """
-    centers, centers_mask = init
-    xp = device_module(device)
-    centers = to_device(centers, device).astype(VALUE_DTYPE)
-    centers_mask = to_device(centers_mask, device)
-    n_mod = len(dims)
-    if centers.shape != (n_clusters, sum(dims)):
-        raise ValueError(
-            f"init centers have shape {tuple(centers.shape)}, expected (n_clusters, D) = "
-            f"{(n_clusters, sum(dims))}"
-        )
-    if centers_mask.shape != (n_clusters, n_mod) or centers_mask.dtype != bool:
-        raise ValueError(
-            f"init centers_mask must be bool of shape (n_clusters, M) = {(n_clusters, n_mod)}, "
-            f"got {centers_mask.dtype} {tuple(centers_mask.shape)}"
-        )
-    empty = ~centers_mask.any(axis=1)
-    if bool(empty.any()):
-        raise ValueError(f"init centres {to_numpy(xp.flatnonzero(empty)).tolist()} carry no modality")
-    check_finite_packed(centers, centers_mask, dims, "init centers")
-    return zero_missing(centers, centers_mask, dims), centers_mask
 
 
 class UL4M4Imputer(BaseEstimator):
@@ -109,7 +79,7 @@ class UL4M4Imputer(BaseEstimator):
     verbose : int, default 0
         Show progress bars (Lloyd iterations, completion) when > 0.
     completion : "paper", "overlap" or "nearest", default "nearest"
-        How candidates are scored (see :mod:`ul4m4_gpu.completion`): the paper's greedy
+        How candidates are scored (see :mod:`ul4m4_gpu.core.completion`): the paper's greedy
         score over every centre, the same over the centres sharing an observed modality
         with the row, or the row's partial distance to the candidate's centre.
     n_candidates : int, default 5
@@ -132,7 +102,7 @@ class UL4M4Imputer(BaseEstimator):
     dims_ : tuple of M ints; modality_names_ : tuple of M strings; device_ : "cpu" | "cuda".
     temperature_ : float, the τ used by ``transform`` (chosen at fit for the ``completion``
         and ``n_candidates`` of the fit when ``temperature="auto"``).
-    completion_report_ : :class:`~ul4m4_gpu.completion.CompletionReport` of the last
+    completion_report_ : :class:`~ul4m4_gpu.core.completion.CompletionReport` of the last
         ``transform``: per modality, the slots filled, the share of their weight drawn from
         centres sharing no observed modality with the row, the share whose best score is 0.
     """
@@ -219,8 +189,9 @@ class UL4M4Imputer(BaseEstimator):
             rng = checked_random_state(self.random_state)
             starts = (seed_plusplus(rows, self.n_clusters, rng)[:2] for _ in range(self.n_init))
         else:
-            starts = iter([check_initial_centers(self.init, self.n_clusters, data.dims,
-                                                 self.device_)])
+            starts = iter([checked_centers(*self.init, data.dims, VALUE_DTYPE,
+                                           device=self.device_, n_clusters=self.n_clusters,
+                                           argument="init centers")])
         best = None
         for run, (centers, centers_mask) in enumerate(starts):
             result = self._run_lloyd(rows, centers, centers_mask, run)
@@ -284,7 +255,7 @@ class UL4M4Imputer(BaseEstimator):
         (float32 from the ``MultiModalArray.from_*`` builders) with the observed values of
         ``X`` unchanged, mask all True, and ``imputed`` (N, M) bool equal
         to the input's ``~mask``; modalities in ``X``'s order. ``X``'s modalities are matched
-        to the fitted ones by name (see :func:`~ul4m4_gpu.validation.in_fitted_order`).
+        to the fitted ones by name (see :func:`~ul4m4_gpu.core.validation.in_fitted_order`).
         A row observing no modality is filled with the training mean. Sets
         ``completion_report_``; warns when a hard pick (``n_candidates=1``) draws more than
         10 % of its fills from centres sharing no observed modality with the row.
@@ -379,7 +350,7 @@ class UL4M4Imputer(BaseEstimator):
     @classmethod
     def load(cls, path, device: str | None = None) -> "UL4M4Imputer":
         """Read a model written by :meth:`save`; ``device`` overrides the saved device.
-        Every entry is checked first (:func:`~ul4m4_gpu.model_file.read_model`): raises
+        Every entry is checked first (:func:`~ul4m4_gpu.io.model_file.read_model`): raises
         ``FileNotFoundError`` when ``path`` does not exist and ``ValueError``, one line
         naming the file and the entry, when it is not such a model (a data file,
         unreadable, truncated, an entry missing or of the wrong dtype, shape or values)."""

@@ -15,7 +15,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..data import MultiModalArray
+from ..io.data import MultiModalArray
 
 MFEAT_MODALITIES = ("fou", "fac", "kar", "pix", "zer", "mor")
 MFEAT_DIMS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}

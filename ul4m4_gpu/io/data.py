@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .backend import (
+from ..core.backend import (
     VALUE_DTYPE,
     array_module,
     device_module,
@@ -30,7 +30,7 @@ from .list_columns import (
     is_numeric_list_type,
     pandas_to_arrow,
 )
-from .validation import (
+from ..core.validation import (
     check_finite_observed,
     check_value_dtype,
     default_modality_names,
@@ -205,7 +205,7 @@ class MultiModalArray:
         """Pack an Arrow table with one list column per modality (null = missing).
 
         ``columns`` names the modality columns (default: every column of lists of numbers,
-        :func:`~ul4m4_gpu.list_columns.is_numeric_list_type`, as in Parquet files; lists of
+        :func:`~ul4m4_gpu.io.list_columns.is_numeric_list_type`, as in Parquet files; lists of
         booleans or strings are not modalities). Every
         non-null cell of a column must have the same length; ``widths`` (optional
         ``{name: d_m}``, e.g. a fitted imputer's) fixes it, and lets a column be null in
@@ -330,7 +330,7 @@ class MultiModalArray:
         """These data with their modalities matched to those a model was fitted on, ``names``
         (M strings) of widths ``dims`` (M ints): the same names in another order give a
         reordered copy, default names (``m0``, ``m1``, ...) match by position (see
-        :func:`~ul4m4_gpu.validation.in_fitted_order`). Raises ``ValueError`` naming
+        :func:`~ul4m4_gpu.core.validation.in_fitted_order`). Raises ``ValueError`` naming
         ``where`` when the names or the widths differ."""
         order = in_fitted_order(self.names, names, where)
         data = self if order == self.names else self.select(order)

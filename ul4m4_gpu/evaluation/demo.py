@@ -12,15 +12,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
-from .backend import to_numpy
+from ..core.backend import to_numpy
 from .baselines import KNNBaselineImputer, MeanFillImputer
-from .data import MultiModalArray
-from .datasets import load_mfeat
-from .estimator import UL4M4Imputer
-from .evaluate import MODES
+from ..io.data import MultiModalArray
+from ..datasets import load_mfeat
+from ..estimator import UL4M4Imputer
+from .harness import MODES
 from .metrics import classification_scores, imputation_rmse
 from .missing import hide_modalities, missing_fraction, simulate_missing
-from .normalise import fit_modality_stats, normalise
+from ..core.normalise import fit_modality_stats, normalise
 
 DEFAULT_MISSING = "missing_60"
 

@@ -8,9 +8,9 @@ is refused before anything is read (:func:`check_distinct_paths`). Outputs are w
 process can leave that file behind (an incomplete output, safe to delete).
 
 ``fit`` and ``impute`` read the whole input into memory by default. ``--stream`` processes a
-Parquet file/directory ``--batch-rows`` rows at a time (:mod:`ul4m4_gpu.streaming`, bounded
+Parquet file/directory ``--batch-rows`` rows at a time (:mod:`ul4m4_gpu.scale.streaming`, bounded
 memory); ``--workers N`` / ``--scheduler ADDRESS`` run on a dask.distributed cluster
-(:class:`~ul4m4_gpu.distributed.DaskUL4M4Imputer`), a LocalCluster of N worker processes
+(:class:`~ul4m4_gpu.scale.dask_imputer.DaskUL4M4Imputer`), a LocalCluster of N worker processes
 started for the command or an existing scheduler.
 """
 
@@ -23,10 +23,18 @@ import time
 import warnings
 from pathlib import Path
 
-from .backend import DEVICES
-from .completion import COMPLETIONS
-from .estimator import UL4M4Imputer
-from .io import (
+from ..core.backend import DEVICES
+from ..core.completion import COMPLETIONS
+from ..estimator import UL4M4Imputer
+from .common import (
+    completion_options,
+    imputer_params,
+    load_model,
+    print_filled,
+    print_fitted,
+    progress_enabled,
+)
+from ..io.files import (
     InputFileError,
     OutputFileError,
     atomic_write,
@@ -47,9 +55,6 @@ OUTPUT_NOTE = ("; never one of the inputs. Written to OUTPUT.ul4m4-partial-XXXXX
 #: (option, smallest value) of the integer options, checked by :func:`check_int_options`.
 INT_OPTIONS = (("--k", 1), ("--seed", 0), ("--max-iter", 1), ("--workers", 1),
                ("--batch-rows", 1), ("--seeds", 1), ("--n-candidates", 1))
-#: The completion options: (option, UL4M4Imputer parameter).
-COMPLETION_OPTIONS = (("completion", "completion"), ("n_candidates", "n_candidates"),
-                      ("temperature", "temperature"))
 
 
 def temperature_option(text: str):
@@ -75,24 +80,6 @@ def _add_completion(parser: argparse.ArgumentParser, when: str) -> None:
     group.add_argument("--temperature", type=temperature_option, default=None, metavar="T",
                        help="softmax temperature of the R candidates, or 'auto' (chosen at "
                             f"fit); default {defaults['temperature']}{when}")
-
-
-def completion_options(args) -> dict:
-    """The completion parameters given on the command line (those left out are absent)."""
-    return {name: getattr(args, option) for option, name in COMPLETION_OPTIONS
-            if getattr(args, option, None) is not None}
-
-
-def imputer_params(args) -> dict:
-    """The ``UL4M4Imputer`` parameters a command's options set (completion options only
-    where given, so that a loaded model keeps its own)."""
-    params = completion_options(args)
-    if getattr(args, "model", None) is None:
-        params.update(n_clusters=args.k, random_state=args.seed, device=args.device)
-        if getattr(args, "max_iter", None) is not None:
-            params["max_iter"] = args.max_iter
-    params["verbose"] = int(progress_enabled(args))
-    return params
 
 
 def _add_common(parser: argparse.ArgumentParser, k_default, when: str = "") -> None:
@@ -203,12 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def progress_enabled(args) -> bool:
-    return not getattr(args, "quiet", False) and sys.stderr.isatty()
-
-
 def run_demo_command(args) -> None:
-    from .demo import run_demo
+    from ..evaluation.demo import run_demo
 
     start = time.perf_counter()
     report = run_demo(missing=args.missing, n_clusters=args.k, seed=args.seed,
@@ -269,7 +252,7 @@ def _scale_mode(args) -> str:
 
 
 def _batch_rows(args) -> int:
-    from .streaming import DEFAULT_BATCH_ROWS
+    from ..scale.streaming import DEFAULT_BATCH_ROWS
 
     return args.batch_rows or DEFAULT_BATCH_ROWS
 
@@ -278,12 +261,12 @@ def run_fit_command(args) -> None:
     mode = _scale_mode(args)
     check_output_path(args.output)  # before a long fit
     if mode == "dask":
-        from .cli_dask import run_dask_command
+        from .dask_commands import run_dask_command
 
         return run_dask_command(args, fit_only=True)
     imputer = UL4M4Imputer(**imputer_params(args))
     if mode == "stream":
-        from .streaming import fit_parquet
+        from ..scale.streaming import fit_parquet
 
         imputer = fit_parquet(args.input, imputer, batch_rows=_batch_rows(args))
         n_rows = int(imputer.labels_.shape[0])
@@ -295,27 +278,6 @@ def run_fit_command(args) -> None:
     print_fitted(args, n_rows, imputer.n_iter_, imputer.inertia_)
 
 
-def print_fitted(args, n_rows, n_iter, inertia) -> None:
-    print(f"fitted K={args.k} on {n_rows} rows in {n_iter} iterations "
-          f"(inertia {inertia:.4g}); model written to {args.output}")
-
-
-def print_filled(args, n_filled, n_rows, report=None) -> None:
-    """The summary line, then where the fills came from (``report``, a CompletionReport)."""
-    print(f"filled {n_filled} missing modality slots in {n_rows} rows; "
-          f"written to {args.output}")
-    if report is not None:
-        print(report.summary())
-
-
-def load_model(args) -> UL4M4Imputer:
-    """The ``--model`` file, with the completion options given overriding its own."""
-    imputer = UL4M4Imputer.load(args.model, device=args.device)
-    imputer.set_params(**imputer_params(args))
-    imputer._check_params()
-    return imputer
-
-
 def run_impute_command(args) -> None:
     mode = _scale_mode(args)
     if args.model is not None and (args.k is not None or args.seed is not None):
@@ -325,11 +287,11 @@ def run_impute_command(args) -> None:
     args.seed = SEED_DEFAULT if args.seed is None else args.seed
     check_output_path(args.output, input_format(args.input), args.input)  # before a long fit
     if mode == "dask":
-        from .cli_dask import run_dask_command
+        from .dask_commands import run_dask_command
 
         return run_dask_command(args, fit_only=False)
     if mode == "stream":
-        from .streaming import ParquetSource, fit_parquet, transform_parquet
+        from ..scale.streaming import ParquetSource, fit_parquet, transform_parquet
 
         source = ParquetSource.open(args.input)
         if args.model is not None:
@@ -364,8 +326,8 @@ def _items(value: str, option: str) -> list[str]:
 
 
 def run_bench_quality_command(args) -> None:
-    from .datasets import load_mfeat
-    from .evaluate import (CONFIG_SETS, HarnessSettings, decision_markdown, evaluate,
+    from ..datasets import load_mfeat
+    from ..evaluation.harness import (CONFIG_SETS, HarnessSettings, decision_markdown, evaluate,
                            to_markdown, write_outputs)
 
     configs = None if args.configs is None else [
@@ -408,6 +370,3 @@ def main(argv=None) -> int:
         return 1
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error
 
-from .backend import to_numpy
-from .data import MultiModalArray
+from ..core.backend import to_numpy
+from ..io.data import MultiModalArray
 
 
 def imputation_rmse(truth: MultiModalArray, completed: MultiModalArray, hidden, mean, scale):

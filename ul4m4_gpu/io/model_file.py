@@ -17,11 +17,11 @@ import zipfile
 
 import numpy as np
 
-from .backend import DEVICES
-from .completion import DEFAULT_TEMPERATURE
-from .distances import zero_missing
-from .io import load_npz_arrays
-from .validation import check_finite_packed, check_value_dtype
+from ..core.backend import DEVICES
+from ..core.completion import DEFAULT_TEMPERATURE
+from ..core.distances import checked_centers, zero_missing
+from .files import load_npz_arrays
+from ..core.validation import check_finite_packed, check_value_dtype
 
 
 #: Parameters of model files written before they existed: those files used the paper's rule.
@@ -91,8 +91,6 @@ def _params(meta: dict, estimator_class, arrays, device) -> dict:
     """The saved parameters, checked by building the estimator and calling its
     ``_check_params``; an explicit ``init`` is read from its two arrays and checked like
     one given to ``fit``."""
-    from .estimator import check_initial_centers
-
     params = _field(meta, "params")
     if not isinstance(params, dict):
         raise _EntryError("meta", f"params must be an object, got {params!r}")
@@ -111,7 +109,8 @@ def _params(meta: dict, estimator_class, arrays, device) -> dict:
         raise _EntryError("meta", f"parameters: {error}") from None
     if explicit:
         try:
-            check_initial_centers(params["init"], params["n_clusters"], _dims(meta), "cpu")
+            checked_centers(*params["init"], _dims(meta), np.float32, n_clusters=params["n_clusters"],
+                            argument="init centers")
         except (TypeError, ValueError) as error:
             raise _EntryError("init_centers", str(error)) from None
     return params

@@ -14,7 +14,7 @@ Parquet
     file-name order. Every column of lists of numbers (list, large_list or fixed_size_list
     of integers or floats) is a modality, null where missing; every other column, lists of
     booleans or strings included, is passthrough (the rule of
-    :mod:`ul4m4_gpu.list_columns`, for every reader).
+    :mod:`ul4m4_gpu.io.list_columns`, for every reader).
 
 Output (:func:`write_table`)
 ----------------------------
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from .backend import resolve_device, to_numpy
+from ..core.backend import resolve_device, to_numpy
 from .data import MultiModalArray
 from .list_columns import is_numeric_list_type
 

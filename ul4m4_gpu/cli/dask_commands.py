@@ -1,5 +1,5 @@
 """``ul4m4 fit`` / ``ul4m4 impute`` on a dask.distributed cluster (``--workers N`` or
-``--scheduler ADDRESS``), with :class:`~ul4m4_gpu.distributed.DaskUL4M4Imputer`.
+``--scheduler ADDRESS``), with :class:`~ul4m4_gpu.scale.dask_imputer.DaskUL4M4Imputer`.
 
 Parquet input becomes a dask DataFrame whose partitions are runs of consecutive row groups
 of one file (about ``PARTITION_BYTES`` each, as ``dask.dataframe.read_parquet`` sizes them),
@@ -17,9 +17,9 @@ import logging
 
 import numpy as np
 
-from .cli import imputer_params, load_model, print_filled, print_fitted, progress_enabled
-from .estimator import UL4M4Imputer
-from .io import InputFileError, atomic_write, read_table, write_table
+from .common import imputer_params, load_model, print_filled, print_fitted, progress_enabled
+from ..estimator import UL4M4Imputer
+from ..io.files import InputFileError, atomic_write, read_table, write_table
 
 #: Result partitions a distributed ``impute`` keeps in flight while writing the output.
 WRITE_WINDOW = 4
@@ -58,15 +58,15 @@ def _dask_client(args):
 
 
 def _dask_model(args, client):
-    from .distributed import DaskUL4M4Imputer
+    from ..scale.dask_imputer import DaskUL4M4Imputer
 
     return DaskUL4M4Imputer(**imputer_params(args), client=client)
 
 
 def _dask_from_local(local: UL4M4Imputer, client):
     """A fitted DaskUL4M4Imputer with the centres and statistics of a loaded model."""
-    from .backend import to_numpy
-    from .distributed import DaskUL4M4Imputer
+    from ..core.backend import to_numpy
+    from ..scale.dask_imputer import DaskUL4M4Imputer
 
     params = {name: getattr(local, name) for name in local.get_params()}
     params["init"] = "k-means++" if not isinstance(local.init, str) else local.init
@@ -82,7 +82,7 @@ def _dask_from_local(local: UL4M4Imputer, client):
 
 def run_dask_command(args, fit_only: bool) -> None:
     """``fit`` / ``impute`` on a dask.distributed cluster."""
-    from .io import input_format
+    from ..io.files import input_format
 
     if not args.input.exists():
         raise InputFileError(f"cannot read {args.input}: no such file or directory")
@@ -94,7 +94,7 @@ def run_dask_command(args, fit_only: bool) -> None:
     if args.scheduler is not None:
         _check_scheduler_address(args.scheduler)
     if parquet:
-        from .streaming import ParquetSource
+        from ..scale.streaming import ParquetSource
 
         source = ParquetSource.open(args.input)
     else:
@@ -131,7 +131,7 @@ def _dask_npz(args, client, table, fit_only):
     """An .npz input (read whole, as its format requires) split in row chunks."""
     import dask.array as da
 
-    from .backend import to_numpy
+    from ..core.backend import to_numpy
 
     data = table.data
     chunks = (args.batch_rows or max(1, -(-data.n_samples // (4 * _n_workers(client)))), -1)
@@ -190,7 +190,7 @@ def _read_row_groups(piece, columns):
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from .io import READ_ERRORS, one_line
+    from ..io.files import READ_ERRORS, one_line
 
     file, groups = piece
     try:
@@ -209,8 +209,8 @@ def _dask_parquet(args, client, source, fit_only):
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
-    from .io import IMPUTED_KEY
-    from .streaming import output_schema
+    from ..io.files import IMPUTED_KEY
+    from ..scale.streaming import output_schema
 
     frame = _parquet_frame(source)
     model = _fit_or_load(args, client, frame[list(source.modalities)], fit_only)
@@ -248,7 +248,7 @@ def _with_imputed_flags(frame, names):
     null (missing) before completion."""
     import pandas as pd
 
-    from .io import IMPUTED_KEY, bool_lists
+    from ..io.files import IMPUTED_KEY, bool_lists
 
     flags = (pd.concat([frame[name].isna() for name in names], axis=1).to_numpy(dtype=bool)
              if len(frame) else np.zeros((0, len(names)), dtype=bool))

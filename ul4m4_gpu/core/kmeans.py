@@ -16,9 +16,9 @@ import numba
 from tqdm.auto import tqdm
 
 from .backend import array_module, to_numpy
-from .kernels import assign as assign_kernels
-from .kernels import pack as pack_kernels
-from .kernels import update as update_kernels
+from ..kernels import assign as assign_kernels
+from ..kernels import pack as pack_kernels
+from ..kernels import update as update_kernels
 from .distances import (
     checked_centers,
     column_layout,
@@ -378,5 +378,5 @@ def lloyd(z, mask, dims, centers, centers_mask, max_iter: int = 100, tol: float 
     check_tol("tol", tol)
     check_int("batch_size", batch_size, allow_none=True)
     rows = PackedRows.build(z, mask, dims)
-    centers = checked_centers(centers, centers_mask, z, mask, rows.dims)
+    centers, centers_mask = checked_centers(centers, centers_mask, rows.dims, z.dtype, like=z)
     return lloyd_loop(rows, centers, centers_mask, max_iter, tol, batch_size)

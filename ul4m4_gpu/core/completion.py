@@ -44,7 +44,7 @@ from .distances import (
     masked_sq_sums,
     squared_norms,
 )
-from .kernels import complete as complete_kernels
+from ..kernels import complete as complete_kernels
 from .kmeans import PackedRows, default_batch_size
 from .validation import check_int, checked_random_state
 
@@ -501,7 +501,7 @@ def greedy_complete(z, mask, centers, centers_mask, dims, batch_size: int | None
     """
     rule = CompletionRule(completion, n_candidates, temperature)
     rows = PackedRows.build(z, mask, dims)
-    centers = checked_centers(centers, centers_mask, z, mask, rows.dims)
+    centers, centers_mask = checked_centers(centers, centers_mask, rows.dims, z.dtype, like=z)
     xp = rows.xp
     pairs = CenterPairs.build(centers, centers_mask, rows.dims)
     completed = z.copy()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import array_module
+from .backend import array_module, to_device, to_numpy
 from .normalise import expand_mask
 from .validation import check_finite_packed, check_packed
 
@@ -102,18 +102,38 @@ def zero_missing(z, mask, dims):
     return xp.where(expand_mask(mask, dims), z, xp.zeros((), dtype=z.dtype))
 
 
-def checked_centers(centers, centers_mask, z, mask, dims):
-    """Initial or fitted centres validated for the rows ``z`` (N, D) / ``mask`` (N, M):
-    (K, D) of z's dtype, zero on the modalities a centre lacks. Raises naming ``centers`` or
-    ``centers_mask`` for a wrong shape or dtype, for no centre at all (K = 0) and for NaN/inf
-    where a centre carries a modality, and when NumPy and CuPy arrays are mixed."""
-    check_packed(centers, centers_mask, dims, "centers", "centers_mask")
+def checked_centers(centers, centers_mask, dims, dtype, *, like=None, device=None,
+                    n_clusters=None, argument="centers"):
+    """The one validator of centres, fitted or given (``init``, the low-level functions).
+
+    centers : (K, D) real values; centers_mask : (K, M) bool; dims : M ints; dtype : the
+    float dtype of the result. ``device`` moves both arrays there first; otherwise ``like``
+    (the rows) must live on the same device. ``n_clusters`` marks an explicit ``init``: K
+    must equal it and every centre must carry a modality.
+
+    Returns (centers (K, D) of ``dtype``, zero on the modalities a centre lacks, and the
+    mask). Raises naming ``argument`` for a wrong shape or dtype, for no centre at all, for
+    NaN/inf where a centre carries a modality, and when NumPy and CuPy arrays are mixed.
+    """
+    if device is not None:
+        centers, centers_mask = to_device(centers, device), to_device(centers_mask, device)
+    xp = array_module(centers, centers_mask, *([] if like is None else [like]))
+    if n_clusters is not None and tuple(centers.shape) != (n_clusters, sum(dims)):
+        raise ValueError(f"{argument} have shape {tuple(centers.shape)}, expected "
+                         f"(n_clusters, D) = {(n_clusters, sum(dims))}")
+    if getattr(centers, "ndim", 0) == 2 and centers.dtype.kind in "biuf":
+        centers = centers.astype(dtype, copy=False)
+    check_packed(centers, centers_mask, dims, argument, f"{argument}_mask")
     if centers.shape[0] == 0:
-        raise ValueError(f"centers must hold at least one centre, got shape "
+        raise ValueError(f"{argument} must hold at least one centre, got shape "
                          f"{tuple(centers.shape)}")
-    array_module(z, mask, centers, centers_mask)  # raises when NumPy and CuPy are mixed
-    check_finite_packed(centers, centers_mask, dims, "centers")
-    return zero_missing(centers.astype(z.dtype, copy=False), centers_mask, dims)
+    if n_clusters is not None:
+        empty = ~centers_mask.any(axis=1)
+        if bool(empty.any()):
+            raise ValueError(f"{argument.replace('centers', 'centres')} "
+                             f"{to_numpy(xp.flatnonzero(empty)).tolist()} carry no modality")
+    check_finite_packed(centers, centers_mask, dims, argument)
+    return zero_missing(centers, centers_mask, dims), centers_mask
 
 
 def partial_distances(z, mask, centers, centers_mask, dims):
@@ -134,6 +154,6 @@ def partial_distances(z, mask, centers, centers_mask, dims):
     """
     dims = check_packed(z, mask, dims)
     check_finite_packed(z, mask, dims)
-    centers = checked_centers(centers, centers_mask, z, mask, dims)
+    centers, centers_mask = checked_centers(centers, centers_mask, dims, z.dtype, like=z)
     sums, shared = masked_sq_sums(zero_missing(z, mask, dims), mask, centers, centers_mask, dims)
     return distances_from_sums(sums, shared)

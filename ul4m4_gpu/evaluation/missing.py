@@ -10,7 +10,7 @@ The paper's families (docs/method.md), generalised from 2-3 modalities to M:
 
 Every mask is an (N, M) bool NumPy array, True where modality m of row i is observed.
 ``random_state`` follows scikit-learn: None, an int seed or a ``numpy.random.RandomState``.
-:func:`hide_modalities` applies a mask to a :class:`~ul4m4_gpu.data.MultiModalArray`.
+:func:`hide_modalities` applies a mask to a :class:`~ul4m4_gpu.io.data.MultiModalArray`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from fractions import Fraction
 import numpy as np
 from sklearn.utils import check_random_state
 
-from .backend import is_cupy_array, to_device, to_numpy
-from .data import MultiModalArray
+from ..core.backend import is_cupy_array, to_device, to_numpy
+from ..io.data import MultiModalArray
 
 MAX_MODALITIES = 64
 FRACTION_TOLERANCE = 1e-6

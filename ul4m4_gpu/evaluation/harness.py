@@ -7,7 +7,7 @@ training rows only. Each method completes the three splits and its imputation RM
 measured on the hidden test slots (normalised space). Each baseline imputer (mean fill,
 KNNImputer, IterativeImputer) is also scored "+ indicators": the same completion with the
 (N, M) availability mask of its input appended to the downstream features. Downstream, on
-the z-scores of the completed rows: a :class:`~ul4m4_gpu.fusion.FusionTrainer` trained on
+the z-scores of the completed rows: a :class:`~ul4m4_gpu.evaluation.fusion.FusionTrainer` trained on
 the training rows (early stopping on the validation rows) and a logistic regression
 (:data:`LOGREG_PARAMS`), both scored on the test rows (F1-micro, F1-macro and accuracy; the
 fusion model's MSE, MAE and Pearson r for regression). Results are aggregated as mean ± std
@@ -31,13 +31,13 @@ from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from .backend import array_module, to_numpy
+from ..core.backend import array_module, to_numpy
 from .baselines import IterativeBaselineImputer, KNNBaselineImputer, MeanFillImputer
-from .data import MultiModalArray
-from .estimator import UL4M4Imputer
+from ..io.data import MultiModalArray
+from ..estimator import UL4M4Imputer
 from .metrics import classification_scores, imputation_rmse
 from .missing import hide_modalities, missing_fraction, parse_missing_config, simulate_missing
-from .normalise import fit_modality_stats, normalise
+from ..core.normalise import fit_modality_stats, normalise
 
 #: The paper's families on mfeat's six modalities, then a sweep of missing-slot fractions.
 MFEAT_CONFIGS = (

@@ -3,7 +3,7 @@
 
 They work in the normalised space of the training statistics and return the observed
 values of their input unchanged. As in ``UL4M4Imputer``, ``transform`` matches its input's
-modalities to the fitted ones by name (see :func:`~ul4m4_gpu.validation.in_fitted_order`)
+modalities to the fitted ones by name (see :func:`~ul4m4_gpu.core.validation.in_fitted_order`)
 and returns them in the input's order.
 """
 
@@ -13,9 +13,9 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 from sklearn.impute import KNNImputer
 
-from .backend import VALUE_DTYPE, to_device, to_numpy
-from .data import MultiModalArray
-from .normalise import denormalise, expand_mask, fit_modality_stats, normalise
+from ..core.backend import VALUE_DTYPE, to_device, to_numpy
+from ..io.data import MultiModalArray
+from ..core.normalise import denormalise, expand_mask, fit_modality_stats, normalise
 
 
 class _NormalisedBaseline:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import VALUE_DTYPE, array_module, to_numpy
-from .validation import describe_rows
+from ..core.backend import VALUE_DTYPE, array_module, to_numpy
+from ..core.validation import describe_rows
 
 
 def is_list_type(arrow_type) -> bool:

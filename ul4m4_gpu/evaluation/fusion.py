@@ -23,11 +23,11 @@ from sklearn.utils.multiclass import type_of_target
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backend import DEVICES, to_numpy
-from .data import MultiModalArray
+from ..core.backend import DEVICES, to_numpy
+from ..io.data import MultiModalArray
 from .metrics import classification_scores, multilabel_scores, regression_scores
-from .normalise import MIN_SCALE
-from .validation import check_dims, check_int, default_modality_names
+from ..core.normalise import MIN_SCALE
+from ..core.validation import check_dims, check_int, default_modality_names
 
 TASKS = ("multiclass", "multilabel", "regression")
 _LOSSES = {
@@ -225,7 +225,7 @@ class FusionTrainer(BaseEstimator):
     dims_ : tuple of M ints; n_outputs_ : int; device_ : torch.device.
     modality_names_ : tuple of M strings, the modality names of ``fit``'s ``X`` (``m0``,
         ``m1``, ... for a packed array). Later inputs are matched to them by name (see
-        :func:`~ul4m4_gpu.validation.in_fitted_order`); a packed array matches by position.
+        :func:`~ul4m4_gpu.core.validation.in_fitted_order`); a packed array matches by position.
     mean_, scale_ : (D,) float32 tensors on ``device_``, the per-dimension mean and standard
         deviation (population; ≤ 1e-8 becomes 1) of ``fit``'s ``X``, including the rows
         ``validation_fraction`` holds out; None when ``standardize`` is False.

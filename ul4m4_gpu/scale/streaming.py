@@ -1,0 +1,496 @@
+"""Out-of-core UL4M4 on a Parquet dataset: fit and transform without loading it whole.
+
+The dataset is a ``.parquet`` file or a directory of ``.parquet`` files read as one dataset
+in sorted file-name order (the layout of :mod:`ul4m4_gpu.io.files`: every column of lists of
+numbers is a modality, null where missing; every other column is passthrough; an input
+``imputed`` column is dropped). Each batch becomes a :class:`~ul4m4_gpu.io.data.MultiModalArray`
+on the estimator's device, is processed and dropped. On the CPU, and on the GPU without
+cuDF, it is read ``batch_rows`` rows at a time with
+``pyarrow.parquet.ParquetFile.iter_batches`` and moved to the device. On the GPU with cuDF
+installed, ``cudf.read_parquet`` decodes the modality columns of one row group at a time
+straight into GPU memory, they are unpacked there
+(:func:`~ul4m4_gpu.io.list_columns.cudf_list_to_dense`) and the row group is processed
+``batch_rows`` rows at a time; the other (passthrough) columns are read on the host by
+pyarrow, for transform only. What goes through the host: the labels (one int64 per row,
+kept there), the per-batch statistics and the output written by transform.
+
+Fit (:func:`fit_parquet`), the algorithm of :class:`~ul4m4_gpu.estimator.UL4M4Imputer`:
+
+1. **Pass 1: normalisation statistics.** Per batch and modality the number of observing
+   rows, their per-dimension mean and M2 (float64), combined with Chan et al.'s parallel
+   formula (the helpers of :mod:`ul4m4_gpu.scale.dask_imputer`); the modality dims are learnt here.
+2. **Seeding: sampled k-means++**, as ``DaskUL4M4Imputer``: a uniform sample of
+   ``seed_sample_size`` rows drawn by global row index (default max(10000, 50·K)) is
+   gathered and :func:`~ul4m4_gpu.core.kmeans.seed_plusplus` runs on it. When the dataset has no
+   more rows than the sample, the sample is every row in order and the seeds are exactly
+   those of ``UL4M4Imputer.fit`` with the same ``random_state``. An explicit ``init`` pair is
+   used as given.
+3. **Lloyd iterations**: one streamed pass per iteration assigns every batch
+   (:func:`~ul4m4_gpu.core.kmeans.assign`) and accumulates :func:`~ul4m4_gpu.core.kmeans.cluster_statistics`
+   in float64, the inertia and the number of labels that changed; then
+   :func:`~ul4m4_gpu.core.kmeans.centers_from_statistics` and ``lloyd_loop``'s stop rules (no label
+   changed, every centre moved less than ``tol``, or ``max_iter`` updates). The labels are
+   kept as one (N,) int64 host array — the only O(N) memory.
+
+The result is a fitted plain ``UL4M4Imputer`` (save, transform, ...). When the seed sample
+holds every row, or with an explicit ``init``, it equals the in-memory fit up to float
+round-off (statistics and centre sums are accumulated in float64 batch by batch rather than
+in one go); on larger data the sampled seeds, and so the fit, differ.
+
+Transform (:func:`transform_parquet`) completes each batch with ``UL4M4Imputer.transform``
+and appends it with a ``pyarrow.parquet.ParquetWriter`` to a temporary file beside the output,
+renamed into place at the end (nothing is left behind on failure). The columns, their order,
+types and the schema metadata are those of :func:`ul4m4_gpu.io.files.write_table`, with the last
+``imputed`` ``list<bool>`` column, and the values are those of the in-memory path.
+
+Memory: besides the labels, the peak is a few (batch_rows, D) arrays, the (sample, D) seeding
+sample and (K, D) statistics — independent of N. pyarrow decodes whole pages/row groups, so
+write the dataset with row groups of a reasonable size. With cuDF a row group's modality
+columns are held whole on the GPU, and cuDF caps a column at 2^31 − 1 values, so keep
+rows per row group × d_m below that (e.g. under 2M rows of 1,024-dim embeddings).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..core.backend import (
+    VALUE_DTYPE,
+    array_module,
+    device_module,
+    import_cudf,
+    resolve_device,
+    to_device,
+    to_numpy,
+)
+from ..core.completion import TEMPERATURE_SAMPLE_ROWS, CompletionWarning
+from ..io.data import MultiModalArray
+from .dask_imputer import (
+    MIN_SEED_SAMPLE,
+    SEED_SAMPLE_PER_CENTER,
+    block_moments,
+    merge_moments,
+)
+from ..core.distances import checked_centers
+from ..estimator import UL4M4Imputer
+from ..io.files import (
+    IMPUTED_KEY,
+    READ_ERRORS,
+    InputFileError,
+    Table,
+    atomic_write,
+    check_output_path,
+    one_line,
+    parquet_output,
+)
+from ..core.kmeans import PackedRows, assign, cluster_statistics, inertia, lloyd_over_passes, seed_plusplus
+from ..io.list_columns import arrow_list_to_dense, cudf_list_to_dense, is_numeric_list_type
+from ..core.normalise import normalise, scale_from_moments
+from ..core.validation import check_finite_observed, check_int, checked_random_state, in_fitted_order
+
+#: Default rows per streamed batch.
+DEFAULT_BATCH_ROWS = 65536
+
+__all__ = ["ParquetSource", "fit_parquet", "transform_parquet", "DEFAULT_BATCH_ROWS"]
+
+
+# ---------------------------------------------------------------------------- the source
+@dataclass
+class ParquetSource:
+    """A Parquet file or directory read batch by batch.
+
+    files : the ``.parquet`` files in order; schema : their common Arrow schema (metadata of
+    the first file); modalities : the modality column names in file order; order : every
+    column but ``imputed`` in file order; n_rows : total rows; path : what was opened.
+    """
+
+    files: list
+    schema: object
+    modalities: tuple
+    order: tuple
+    n_rows: int
+    path: Path
+
+    @classmethod
+    def open(cls, path) -> "ParquetSource":
+        """Open ``path``; raises :class:`~ul4m4_gpu.io.files.InputFileError` (one line, naming the
+        file) for any problem."""
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        try:
+            if not path.exists():
+                raise FileNotFoundError("no such file or directory")
+            if path.is_dir():
+                files = sorted(path.glob("*.parquet"))
+                if not files:
+                    raise ValueError("the directory holds no .parquet files")
+            elif path.suffix.lower() == ".parquet":
+                files = [path]
+            else:
+                raise ValueError(f"streaming reads Parquet only: expected a .parquet file or a "
+                                 f"directory of .parquet files, got suffix {path.suffix!r}")
+            schema, n_rows = None, 0
+            for file in files:
+                try:
+                    meta = pq.ParquetFile(file)
+                    file_schema = meta.schema_arrow
+                except READ_ERRORS as exc:
+                    raise ValueError(f"{file.name}: {exc}") from exc
+                if schema is None:
+                    schema = file_schema
+                elif not file_schema.equals(schema, check_metadata=False):
+                    raise ValueError(f"{file.name}: its schema differs from that of "
+                                     f"{files[0].name}")
+                n_rows += meta.metadata.num_rows
+            repeated = sorted({name for name in schema.names if schema.names.count(name) > 1})
+            if repeated:
+                raise ValueError(f"column names {repeated} appear more than once")
+            order = tuple(name for name in schema.names if name != IMPUTED_KEY)
+            modalities = tuple(f.name for f in schema if f.name != IMPUTED_KEY
+                               and is_numeric_list_type(f.type))
+            if not modalities:
+                raise ValueError("no column of lists of numbers to read as a modality")
+        except READ_ERRORS as exc:
+            raise InputFileError(f"cannot read {path}: {one_line(exc)}") from exc
+        return cls(files, schema, modalities, order, n_rows, path)
+
+    def batches(self, batch_rows: int, device: str = "cpu", columns=None) -> Iterator:
+        """Yield ``(global row offset, batch)`` batches of at most ``batch_rows`` rows of
+        ``columns`` (default: every column but ``imputed``), in order: ``pyarrow.Table``
+        batches, or :class:`GpuBatch` when ``device`` is ``"cuda"`` and cuDF is installed."""
+        cudf = import_cudf() if device == "cuda" else None
+        columns = self.order if columns is None else columns
+        offset = 0
+        for file in self.files:
+            try:
+                for batch in (_arrow_batches(file, columns, batch_rows) if cudf is None else
+                              _cudf_batches(cudf, file, columns, self.modalities, batch_rows)):
+                    yield offset, batch
+                    offset += len(batch)
+            except (*READ_ERRORS, RuntimeError) as exc:  # cuDF's reader raises RuntimeError
+                raise InputFileError(f"cannot read {self.path}: {file.name}: "
+                                     f"{one_line(exc)}") from exc
+
+
+def _arrow_batches(file, columns, batch_rows: int):
+    """Non-empty ``pyarrow.Table`` batches of one file, read on the host."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows, columns=list(columns)):
+        if batch.num_rows:
+            yield pa.Table.from_batches([batch])
+
+
+@dataclass
+class GpuBatch:
+    """A batch read with cuDF: ``modalities``, a cuDF DataFrame of the modality columns on
+    the GPU, and ``passthrough``, a ``pyarrow.Table`` of the other columns on the host (they
+    never go through the GPU, whatever their types)."""
+
+    modalities: object
+    passthrough: object
+
+    def __len__(self) -> int:
+        return len(self.modalities)
+
+
+def _cudf_batches(cudf, file, columns, modalities, batch_rows: int):
+    """Non-empty :class:`GpuBatch` batches of one file: one row group at a time, its
+    modality columns decoded on the GPU by cuDF and the rest read on the host by pyarrow,
+    sliced into ``batch_rows`` rows."""
+    import pyarrow.parquet as pq
+
+    on_gpu = [c for c in columns if c in modalities]
+    on_host = [c for c in columns if c not in modalities]
+    reader = pq.ParquetFile(file)
+    for group in range(reader.num_row_groups):
+        frame = cudf.read_parquet(file, columns=on_gpu, row_groups=[group],
+                                  use_pandas_metadata=False)
+        passthrough = reader.read_row_group(group, columns=on_host)
+        for start in range(0, len(frame), batch_rows):
+            yield GpuBatch(frame.iloc[start:start + batch_rows],
+                           passthrough.slice(start, batch_rows))
+
+
+def _dense_column(batch, name: str, d: int | None, offset: int):
+    """(n, d) float32 values (NaN where missing) and (n,) observed of one modality column of
+    the batch starting at row ``offset``, NumPy for an Arrow batch and CuPy for a cuDF one;
+    ``d`` None: learnt from the cells (None when all null). Observed values must be finite;
+    errors name the rows in the data set."""
+    n = len(batch)
+    where = f"rows {offset}..{offset + n - 1}"
+    on_gpu = isinstance(batch, GpuBatch)
+    column = batch.modalities[name] if on_gpu else batch.column(name)
+    if column.null_count == n and d is None:
+        return None, device_module("cuda" if on_gpu else "cpu").zeros(n, dtype=bool)
+    try:
+        values, observed = (cudf_list_to_dense if on_gpu else arrow_list_to_dense)(column, name, d)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{where}: {error}") from None
+    check_finite_observed(values, observed, name, first_row=offset)
+    return values, observed
+
+
+def _batch_data(batch, names, dims, device: str, offset: int) -> MultiModalArray:
+    """The modalities of one batch as a validated MultiModalArray on ``device``."""
+    parts = [_dense_column(batch, name, d, offset) for name, d in zip(names, dims)]
+    xp = array_module(*(p[1] for p in parts))
+    values = xp.concatenate([p[0] for p in parts], axis=1)
+    mask = xp.stack([p[1] for p in parts], axis=1)
+    return MultiModalArray(to_device(values, device), to_device(mask, device), dims, names)
+
+
+# ---------------------------------------------------------------------------- fitting
+def _moments_pass(source: ParquetSource, batch_rows: int, device: str, progress):
+    """Pass 1: per-modality dims and Chan-combined (counts, mean, m2) over the dataset."""
+    names = source.modalities
+    dims = [None] * len(names)
+    stats = [None] * len(names)  # per modality: (counts (1,), mean (d,), m2 (d,))
+    for offset, batch in source.batches(batch_rows, device, source.modalities):
+        for m, name in enumerate(names):
+            values, observed = _dense_column(batch, name, dims[m], offset)
+            if values is None:
+                continue
+            dims[m] = values.shape[1]
+            part = block_moments((values, observed[:, None]), (dims[m],))[:3]
+            part = part + ([0], set())
+            stats[m] = part if stats[m] is None else merge_moments((dims[m],), stats[m], part)
+        progress.update(len(batch))
+    unobserved = [name for name, s in zip(names, stats) if s is None]
+    if unobserved:
+        raise ValueError(f"modalities {unobserved} are observed in no training row")
+    counts = np.array([int(s[0][0]) for s in stats], dtype=np.int64)
+    mean = np.concatenate([s[1] for s in stats])
+    m2 = np.concatenate([s[2] for s in stats])
+    return tuple(int(d) for d in dims), counts, mean, m2
+
+
+class _Normalised:
+    """Iterates the dataset as (offset, PackedRows) normalised with fixed statistics."""
+
+    def __init__(self, source, batch_rows, names, dims, mean, scale, device):
+        self.source, self.batch_rows = source, batch_rows
+        self.names, self.dims, self.device = names, dims, device
+        self.mean, self.scale = to_device(mean, device), to_device(scale, device)
+
+    def __iter__(self):
+        for offset, batch in self.source.batches(self.batch_rows, self.device,
+                                                 self.source.modalities):
+            data = _batch_data(batch, self.names, self.dims, self.device, offset)
+            z = normalise(data.values, data.mask, self.mean, self.scale, self.dims)
+            yield offset, PackedRows.build(z, data.mask, self.dims, clean=True)
+
+
+def _seed_sample(batches: _Normalised, n_rows: int, size: int, rng):
+    """PackedRows of the uniform seeding sample (every row when ``n_rows <= size``)."""
+    xp = device_module(batches.device)
+    if size >= n_rows:
+        index = None
+    else:
+        picker = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
+        index = np.sort(picker.choice(n_rows, size=size, replace=False))
+    zs, masks = [], []
+    for offset, rows in batches:
+        if index is None:
+            zs.append(rows.z)
+            masks.append(rows.mask)
+            continue
+        lo, hi = np.searchsorted(index, [offset, offset + len(rows)])
+        if hi > lo:
+            local = xp.asarray(index[lo:hi] - offset)
+            zs.append(rows.z[local])
+            masks.append(rows.mask[local])
+    return PackedRows.build(xp.concatenate(zs), xp.concatenate(masks), batches.dims, clean=True)
+
+
+def _lloyd_pass(batches: _Normalised, centers, centers_mask, labels, n_clusters, batch_size):
+    """One streamed assignment pass: fills ``labels`` (host (N,) int64) in place and returns
+    float64 host (sums, counts, members, changed, inertia)."""
+    centers_d = to_device(centers, batches.device)
+    mask_d = to_device(centers_mask, batches.device)
+    dim = sum(batches.dims)
+    sums = np.zeros((n_clusters, dim))
+    counts = np.zeros((n_clusters, len(batches.dims)))
+    members = np.zeros(n_clusters, dtype=np.int64)
+    changed, total = 0, 0.0
+    for offset, rows in batches:
+        batch_labels, nearest = assign(rows, centers_d.astype(rows.z.dtype, copy=False), mask_d,
+                                       batch_size)
+        s, c, mb = cluster_statistics(rows, batch_labels, n_clusters)
+        sums += to_numpy(s)
+        counts += to_numpy(c)
+        members += to_numpy(mb).astype(np.int64)
+        total += inertia(batch_labels, nearest)
+        host = to_numpy(batch_labels)
+        stop = offset + host.shape[0]
+        changed += int((labels[offset:stop] != host).sum())
+        labels[offset:stop] = host
+    return sums, counts, members, changed, total
+
+
+def _streamed_lloyd(imputer, batches, n_rows, centers, centers_mask, run, on_iteration):
+    """``lloyd_loop`` with one streamed pass per iteration; returns (centers, mask, labels,
+    inertia, n_iter) on the host."""
+    labels = np.full(n_rows, -2, dtype=np.int64)  # -2: not assigned yet
+
+    def assignment_pass(centers, centers_mask, n_iter):
+        return _lloyd_pass(batches, centers, centers_mask, labels, imputer.n_clusters,
+                           imputer.batch_size)
+
+    centers, centers_mask, total, n_iter = lloyd_over_passes(
+        assignment_pass, np.asarray(to_numpy(centers), dtype=VALUE_DTYPE).copy(),
+        np.asarray(to_numpy(centers_mask), dtype=bool), batches.dims, imputer.max_iter,
+        imputer.tol, desc=f"k-means run {run + 1}/{imputer.n_init} (streamed)",
+        verbose=imputer.verbose, on_iteration=on_iteration)
+    return centers, centers_mask, labels, total, n_iter
+
+
+def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROWS,
+                seed_sample_size: int | None = None,
+                on_iteration: Callable[[int, float], None] | None = None) -> UL4M4Imputer:
+    """Fit ``imputer`` (a :class:`UL4M4Imputer`, its parameters used as given) on the Parquet
+    file or directory ``path``, streaming ``batch_rows`` rows at a time.
+
+    seed_sample_size : rows sampled uniformly for k-means++ (default max(10000, 50·K)); with
+        at least N rows the seeding is exactly ``UL4M4Imputer.fit``'s.
+    on_iteration : optional ``callable(n_iter, inertia)`` after every Lloyd update.
+
+    Sets the attributes ``UL4M4Imputer.fit`` sets (``cluster_centers_``, ``centers_mask_``,
+    ``mean_``, ``scale_``, ``labels_`` (N,) int64 in dataset row order, ``n_iter_``,
+    ``inertia_``, ``dims_``, ``modality_names_``, ``device_``, ``temperature_``, chosen on a
+    uniform sample of 2,000 rows for ``"auto"``) and returns ``imputer``.
+    Raises :class:`~ul4m4_gpu.io.files.InputFileError` for unreadable input and ``ValueError`` as
+    ``fit`` does.
+    """
+    batch_rows = check_int("batch_rows", batch_rows)
+    check_int("seed_sample_size", seed_sample_size, allow_none=True)
+    imputer._check_params()
+    device = resolve_device(imputer.device)
+    source = ParquetSource.open(path)
+    names, n_rows = source.modalities, source.n_rows
+    if n_rows == 0:
+        raise ValueError(f"empty input: {source.path} has 0 rows")
+    if imputer.n_clusters > n_rows:
+        raise ValueError(
+            f"n_clusters={imputer.n_clusters} is larger than the number of rows ({n_rows})")
+    with tqdm(total=n_rows, desc="normalisation statistics", unit="row", leave=False,
+              disable=not imputer.verbose) as progress:
+        dims, counts, mean, m2 = _moments_pass(source, batch_rows, device, progress)
+    scale = scale_from_moments(counts, m2, dims, imputer.ddof)
+    batches = _Normalised(source, batch_rows, names, dims, mean, scale, device)
+
+    if isinstance(imputer.init, str):
+        rng = checked_random_state(imputer.random_state)
+        size = seed_sample_size or max(MIN_SEED_SAMPLE,
+                                       SEED_SAMPLE_PER_CENTER * imputer.n_clusters)
+        sample = _seed_sample(batches, n_rows, size, rng)
+        starts = (seed_plusplus(sample, imputer.n_clusters, rng)[:2]
+                  for _ in range(imputer.n_init))
+    else:
+        starts = iter([checked_centers(*imputer.init, dims, VALUE_DTYPE, device=device,
+                                           n_clusters=imputer.n_clusters, argument="init centers")])
+    best = None
+    for run, (centers, centers_mask) in enumerate(starts):
+        result = _streamed_lloyd(imputer, batches, n_rows, centers, centers_mask, run,
+                                 on_iteration)
+        if best is None or result[3] < best[3]:
+            best = result
+        del result
+    centers, centers_mask, labels, total, n_iter = best
+
+    imputer.device_ = device
+    imputer.mean_, imputer.scale_ = to_device(mean, device), to_device(scale, device)
+    imputer.cluster_centers_ = to_device(centers, device)
+    imputer.centers_mask_ = to_device(centers_mask, device)
+    imputer.labels_, imputer.inertia_, imputer.n_iter_ = to_device(labels, device), total, n_iter
+    imputer.dims_, imputer.modality_names_ = dims, names
+    imputer._warn_uncarried()
+    held_out = (_seed_sample(batches, n_rows, TEMPERATURE_SAMPLE_ROWS,
+                             checked_random_state(imputer.random_state))
+                if imputer._needs_temperature_sample() else None)
+    imputer._fit_temperature(held_out)
+    return imputer
+
+
+# ---------------------------------------------------------------------------- transform
+def output_schema(source: ParquetSource):
+    """The Arrow schema :func:`ul4m4_gpu.io.files.write_table` writes for this input: modalities
+    as ``list<float>``, passthrough fields unchanged, then ``imputed`` ``list<bool>``; the
+    input's schema metadata."""
+    import pyarrow as pa
+
+    fields = [pa.field(name, pa.list_(pa.float32())) if name in source.modalities
+              else source.schema.field(name) for name in source.order]
+    fields.append(pa.field(IMPUTED_KEY, pa.list_(pa.bool_())))
+    return pa.schema(fields, metadata=source.schema.metadata)
+
+
+def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
+                      batch_rows: int = DEFAULT_BATCH_ROWS) -> int:
+    """Complete every missing modality of the Parquet file or directory ``path_in`` with the
+    fitted ``imputer`` and write the ``.parquet`` file ``path_out`` batch by batch (atomic:
+    a temporary file renamed at the end). Output columns as :func:`ul4m4_gpu.io.files.write_table`.
+
+    Returns the number of imputed modality slots; sets ``imputer.completion_report_`` to
+    the report of the whole file (the sum over batches).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    batch_rows = check_int("batch_rows", batch_rows)
+    imputer._check_fitted()
+    source = ParquetSource.open(path_in)
+    path_out = check_output_path(path_out, "parquet", source.path)
+    names = source.modalities
+    fitted_dims = dict(zip(in_fitted_order(names, imputer.modality_names_, str(source.path)),
+                           imputer.dims_))
+    dims = tuple(fitted_dims[name] for name in names)
+    schema = output_schema(source)
+    filled = 0
+    seen_warnings = set()
+    reports = []
+
+    def write(tmp):
+        nonlocal filled
+        with pq.ParquetWriter(str(tmp), schema) as writer, \
+                tqdm(total=source.n_rows, desc="greedy completion (streamed)", unit="row",
+                     leave=False, disable=not imputer.verbose) as bar:
+            for offset, batch in source.batches(batch_rows, imputer.device_):
+                data = _batch_data(batch, names, dims, imputer.device_, offset)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    completed = imputer.transform(data)
+                reports.append(imputer.completion_report_)
+                for w in caught:  # once per message for the whole dataset
+                    if issubclass(w.category, CompletionWarning):
+                        continue  # said once for the whole file, below
+                    if str(w.message) not in seen_warnings:
+                        seen_warnings.add(str(w.message))
+                        warnings.warn(w.message, w.category, stacklevel=3)
+                passthrough = (batch.passthrough if isinstance(batch, GpuBatch)
+                               else batch.drop_columns(list(names)))
+                batch_table = Table(data, passthrough.replace_schema_metadata(schema.metadata),
+                                    "parquet", source.order, source.path)
+                imputed = to_numpy(completed.imputed)
+                out = parquet_output(batch_table, completed, imputed)
+                writer.write_table(out.cast(schema))
+                filled += int(imputed.sum())
+                bar.update(len(batch))
+            if source.n_rows == 0:
+                writer.write_table(pa.Table.from_pylist([], schema=schema))
+
+    atomic_write(path_out, write)
+    if reports:
+        imputer.completion_report_ = functools.reduce(operator.add, reports)
+        imputer._warn_completion(imputer.completion_report_)
+    return filled
