@@ -33,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import reference  # noqa: E402  (the literal loop implementation lives with the tests)
 
 from ul4m4_gpu import greedy_complete  # noqa: E402
-from ul4m4_gpu.core.kmeans import PackedRows, lloyd_loop  # noqa: E402
+from ul4m4_gpu.core.fit import lloyd_loop  # noqa: E402
+from ul4m4_gpu.core.kmeans import PackedRows  # noqa: E402
+from ul4m4_gpu.core.sources import ArrayRows  # noqa: E402
 
 
 def split_dims(d: int, m: int = 3) -> list[int]:
@@ -59,7 +61,7 @@ def bench_kmeans(n: int, d: int, k: int, iters: int, repeats: int) -> None:
     centers_mask = np.ones((k, len(dims)), dtype=bool)
 
     def ours():
-        result = lloyd_loop(rows, init, centers_mask, max_iter=iters, tol=0.0)
+        result = lloyd_loop(ArrayRows.of_packed(rows), init, centers_mask, max_iter=iters, tol=0.0)
         assert result.n_iter == iters, result.n_iter
 
     def sklearn():

@@ -44,13 +44,14 @@ def seconds_per_iteration(rows, centers, centers_mask, iters: int) -> tuple[floa
     pass and an update) is the difference of the two runs over the difference of their
     update counts. When both stopped after the same count: the longer run's time over its
     n + 1 passes (a slight underestimate: one update fewer than passes)."""
-    from ul4m4_gpu.core.kmeans import lloyd_loop
+    from ul4m4_gpu.core.fit import lloyd_loop
+    from ul4m4_gpu.core.sources import ArrayRows
 
     measured = []
     for max_iter in (1, iters):
         result = []
         seconds = timed(lambda: result.append(
-            lloyd_loop(rows, centers, centers_mask, max_iter=max_iter, tol=0.0)), repeats=1)
+            lloyd_loop(ArrayRows.of_packed(rows), centers, centers_mask, max_iter=max_iter, tol=0.0)), repeats=1)
         measured.append((seconds, result[-1].n_iter))
     (t_one, n_one), (t_all, n_all) = measured
     if n_all > n_one:

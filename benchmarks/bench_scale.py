@@ -17,7 +17,9 @@ import time
 import numpy as np
 
 import ul4m4_gpu  # noqa: F401  (sets the OpenMP wait policy before scikit-learn loads)
-from ul4m4_gpu.core.kmeans import PackedRows, lloyd_loop
+from ul4m4_gpu.core.fit import lloyd_loop
+from ul4m4_gpu.core.kmeans import PackedRows
+from ul4m4_gpu.core.sources import ArrayRows
 from ul4m4_gpu.core.normalise import fit_modality_stats, normalise
 
 DIMS = (24, 24, 16)
@@ -56,11 +58,11 @@ def per_iteration_single(n: int, iters: int, repeats: int) -> float:
     mean, scale = fit_modality_stats(x, mask, DIMS)
     rows = PackedRows.build(normalise(x, mask, mean, scale, DIMS), mask, DIMS, clean=True)
     centers, centers_mask = initial_centers(rows.z, mask)
-    lloyd_loop(rows, centers, centers_mask, max_iter=1, tol=0.0)  # warm-up (kernel load)
+    lloyd_loop(ArrayRows.of_packed(rows), centers, centers_mask, max_iter=1, tol=0.0)  # warm-up (kernel load)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        lloyd_loop(rows, centers, centers_mask, max_iter=iters, tol=0.0)
+        lloyd_loop(ArrayRows.of_packed(rows), centers, centers_mask, max_iter=iters, tol=0.0)
         times.append((time.perf_counter() - start) / iters)
     return statistics.median(times)
 

@@ -175,3 +175,14 @@ def launch(cross, *args):
     """Run the CUDA twin over every row of ``cross`` (256-thread blocks)."""
     launching.launch(nearest_centers_cuda, launching.blocks_for(cross.shape[:1], (THREADS_1D,)),
                      THREADS_1D, cross, *args)
+
+
+def nearest_centers(cross, row_norms, mask, center_norms, centers_mask, rtol, labels, nearest):
+    """Nearest centre of every row of one batch from its (n, K) GEMM cross terms, into
+    ``labels`` (n,) int64 and ``nearest`` (n,): the CPU twin for NumPy arrays, the CUDA
+    kernel for CuPy ones."""
+    args = (cross, row_norms, mask, center_norms, centers_mask, rtol, labels, nearest)
+    if launching.on_device(cross):
+        launch(*args)
+    else:
+        nearest_centers_cpu(*args)

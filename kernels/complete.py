@@ -195,3 +195,35 @@ THREADS_2D = (16, 16)
 def launch_2d(kernel, shape, *args):
     """Launch a 2-D ``cuda.jit`` kernel covering ``shape`` with 16×16 blocks."""
     launching.launch(kernel, launching.blocks_for(shape, THREADS_2D), THREADS_2D, *args)
+
+
+def candidate_scores(sums, which, inv, base, blind, out):
+    """(n, K) paper/overlap scores into ``out`` from the row-to-centre sums and the pattern
+    tables: the CPU twin for NumPy arrays, CUDA for CuPy ones."""
+    args = (sums, which, inv, base, blind, out)
+    if launching.on_device(sums):
+        launch_2d(candidate_scores_cuda, out.shape, *args)
+    else:
+        candidate_scores_cpu(*args)
+
+
+def choose_candidates(scores, missing, centers_mask, chosen, chosen_scores):
+    """The r best candidates of every missing slot into ``chosen`` / ``chosen_scores``
+    (n, M, r): the CPU twin for NumPy arrays, CUDA for CuPy ones."""
+    args = (scores, missing, centers_mask, chosen, chosen_scores)
+    if launching.on_device(scores):
+        launch_2d(choose_candidates_cuda, missing.shape, *args)
+    else:
+        choose_candidates_cpu(*args)
+
+
+def weighted_fill(out, rows, missing, chosen, weights, values, default, column_modality,
+                  offsets, limit):
+    """The weighted fill of the missing slots of ``out``'s rows ``rows``: the CPU twin for
+    NumPy arrays, CUDA for CuPy ones."""
+    args = (out, rows, missing, chosen, weights, values, default, column_modality, offsets,
+            limit)
+    if launching.on_device(out):
+        launch_2d(weighted_fill_cuda, (rows.shape[0], out.shape[1]), *args)
+    else:
+        weighted_fill_cpu(*args)

@@ -26,6 +26,12 @@ def current_stream():
     return cuda.external_stream(pointer) if pointer else 0
 
 
+def on_device(array) -> bool:
+    """True for a CuPy array (the CUDA twin's input), False for a NumPy one, without
+    importing CuPy: how every job of this package picks its twin."""
+    return type(array).__module__.startswith("cupy")
+
+
 def launch(kernel, blocks, threads, *args) -> None:
     """``kernel[blocks, threads, stream](*args)`` unless the grid is empty."""
     if 0 in tuple(blocks):

@@ -73,3 +73,13 @@ def launch(*args):
     """Launch :func:`pack_rows_cuda` over the (N, M) slots of ``args[1]`` (the mask)."""
     shape = args[1].shape
     launching.launch(pack_rows_cuda, launching.blocks_for(shape, THREADS_2D), THREADS_2D, *args)
+
+
+def pack_rows(z, mask, offsets, inverse_dims, write, out, norms, finite):
+    """Zero missing slots (into ``out`` when ``write``), per-modality norms and finiteness
+    of every (row, modality) slot: the CPU twin for NumPy arrays, CUDA for CuPy ones."""
+    args = (z, mask, offsets, inverse_dims, write, out, norms, finite)
+    if launching.on_device(z):
+        launch(*args)
+    else:
+        pack_rows_cpu(*args)

@@ -60,3 +60,12 @@ def launch(values, labels, rows_per_chunk, partials) -> None:
     (col_blocks,) = launching.blocks_for(values.shape[1:], (THREADS_PER_BLOCK,))
     launching.launch(chunk_sums_cuda, (partials.shape[0], col_blocks), THREADS_PER_BLOCK,
                      values, labels, rows_per_chunk, partials)
+
+
+def chunk_sums(values, labels, rows_per_chunk, partials):
+    """Per-chunk, per-label float64 sums of ``values`` rows into ``partials``: the CPU twin
+    for NumPy arrays, CUDA for CuPy ones."""
+    if launching.on_device(values):
+        launch(values, labels, rows_per_chunk, partials)
+    else:
+        chunk_sums_cpu(values, labels, rows_per_chunk, partials)

@@ -37,7 +37,8 @@ from ul4m4_gpu.core.completion import greedy_complete
 #: The paper's rule, which ``ref.greedy_complete`` implements literally.
 paper_complete = functools.partial(greedy_complete, completion="paper", n_candidates=1)
 from ul4m4_gpu.core.distances import partial_distances
-from ul4m4_gpu.core.kmeans import kmeans_plusplus, lloyd
+from ul4m4_gpu.core.fit import lloyd
+from ul4m4_gpu.core.kmeans import kmeans_plusplus
 from ul4m4_gpu.core.normalise import fit_modality_stats, normalise
 
 SETTINGS = dict(

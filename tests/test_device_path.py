@@ -341,7 +341,8 @@ def test_streamed_fit_reads_row_groups_with_cudf(device_cudf, tmp_path):
 def test_dask_cudf_partitions_are_read_and_completed_like_pandas_ones(device_cudf, device_cupy):
     """The per-partition steps of DaskUL4M4Imputer on a cuDF partition (as on dask-cuda
     workers) agree with the same partition as pandas: layout, device unpacking, completion."""
-    from ul4m4_gpu.scale.dask_imputer import _complete_frame, _frame_block, _frame_layout
+    from ul4m4_gpu.scale.dask_imputer import _complete_frame
+    from ul4m4_gpu.scale.dask_partitions import _frame_block, _frame_layout
 
     table, _, _ = list_table(seed=8, n=40)
     table = table.append_column("blank", pa_nulls(40))
@@ -361,7 +362,8 @@ def test_dask_cudf_partitions_are_read_and_completed_like_pandas_ones(device_cud
     mask[:, -1] = True
     model = UL4M4Imputer(n_clusters=3, random_state=0, device="cpu").fit(
         MultiModalArray(values, mask, dims, columns))
-    completed = {device: _complete_frame(frame, model, columns, dims, "auto")
+    shipped = (model.fitted_state(labels=False), model.get_params())  # what transform ships
+    completed = {device: _complete_frame(frame, shipped, columns, dims, "auto")
                  for device, frame in frames.items()}
     for name in columns:
         np.testing.assert_allclose(

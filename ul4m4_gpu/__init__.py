@@ -17,7 +17,8 @@ from .io.data import MultiModalArray
 from .datasets import load_mfeat
 from .core.distances import partial_distances
 from .estimator import UL4M4Imputer
-from .core.kmeans import kmeans_plusplus, lloyd
+from .core.fit import lloyd
+from .core.kmeans import kmeans_plusplus
 from .evaluation.metrics import classification_scores, multilabel_scores, regression_scores
 from .evaluation.missing import (
     availability_mask,

@@ -9,46 +9,124 @@ bit-for-bit unchanged. The method is described in docs/method.md.
 
 from __future__ import annotations
 
-import json
-import numbers
-import os
 import warnings
 
-import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from tqdm.auto import tqdm
 
-from .core.backend import VALUE_DTYPE, array_module, resolve_device, to_device, to_numpy
+from .core.backend import DEVICES, VALUE_DTYPE, array_module, resolve_device
 from .core.completion import (
     BLIND_FILL_WARNING,
     DEFAULT_COMPLETION,
     DEFAULT_N_CANDIDATES,
-    DEFAULT_TEMPERATURE,
     CenterPairs,
     CompletionRule,
     CompletionWarning,
     check_completion,
-    choose_temperature,
     complete_rows,
 )
-from .io.data import MultiModalArray
-from .core.distances import checked_centers
-from .core.kmeans import PackedRows, lloyd_loop, seed_plusplus
-from .io.model_file import read_model
-from .core.normalise import denormalise, fit_modality_stats, normalise
+from .core.fit import FitParams, fit
+from .core.kmeans import PackedRows
+from .core.normalise import denormalise, normalise
+from .core.sources import ArrayRows
+from .core.state import FittedState
 from .core.validation import (
     check_finite_modalities,
     check_int,
     check_tol,
     checked_random_state,
 )
+from .io.data import MultiModalArray
+from .io.model_file import read_model, write_model
 
-MODEL_FORMAT = "ul4m4-imputer/1"
-_FITTED_ARRAYS = ("cluster_centers_", "centers_mask_", "mean_", "scale_", "labels_")
 
 
-class UL4M4Imputer(BaseEstimator):
+def _positive_int(name):
+    return lambda value: check_int(name, value)
+
+
+def _init(value) -> None:
+    if isinstance(value, str):
+        if value != "k-means++":
+            raise ValueError(
+                f"init must be 'k-means++' or a (centers, centers_mask) pair, got {value!r}")
+    elif not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise ValueError("init must be 'k-means++' or a (centers, centers_mask) pair")
+
+
+def _device(value) -> None:
+    if value not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {value!r}")
+
+
+class UL4M4Base(BaseEstimator):
+    """What the in-memory and the Dask imputers share: the table of their parameters'
+    checks, and the one mapping between a :class:`~ul4m4_gpu.core.state.FittedState` and
+    the fitted attributes (``cluster_centers_``, ...)."""
+
+    #: name → check raising ``ValueError`` naming the parameter (scikit-learn's
+    #: ``_parameter_constraints`` is the model); subclasses extend it.
+    _parameter_checks = {
+        "n_clusters": _positive_int("n_clusters"),
+        "max_iter": _positive_int("max_iter"),
+        "tol": lambda value: check_tol("tol", value),
+        "n_init": _positive_int("n_init"),
+        "init": _init,
+        "random_state": checked_random_state,
+        "device": _device,
+        "batch_size": lambda value: check_int("batch_size", value, allow_none=True),
+        "ddof": lambda value: check_int("ddof", value, minimum=0),
+        "verbose": lambda value: None,
+    }
+
+    def _check_params(self) -> None:
+        """Every entry of ``_parameter_checks``, then the rules that tie parameters
+        together; raises ``ValueError`` naming the parameter."""
+        for name, check in self._parameter_checks.items():
+            check(getattr(self, name))
+        check_completion(self.completion, self.n_candidates, self.temperature)
+        if not isinstance(self.init, str) and self.n_init != 1:
+            raise ValueError(f"n_init must be 1 with explicit initial centres, got {self.n_init}")
+
+    def _apply_state(self, state: FittedState) -> "UL4M4Base":
+        """Set the fitted attributes from ``state`` (as it is: arrays where they are)."""
+        self.cluster_centers_, self.centers_mask_ = state.centers, state.centers_mask
+        self.mean_, self.scale_ = state.mean, state.scale
+        self.dims_, self.modality_names_ = tuple(state.dims), tuple(state.names)
+        self.n_iter_, self.inertia_ = int(state.n_iter), float(state.inertia)
+        self.temperature_ = float(state.rule.temperature)
+        if state.labels is not None:
+            self.labels_ = state.labels
+        return self
+
+    def fitted_state(self, labels: bool = True) -> FittedState:
+        """The fitted model as a :class:`~ul4m4_gpu.core.state.FittedState` (``labels``:
+        with ``labels_``)."""
+        self._check_fitted()
+        return FittedState(self.cluster_centers_, self.centers_mask_, self.mean_, self.scale_,
+                           tuple(self.dims_), tuple(self.modality_names_), self.n_iter_,
+                           self.inertia_, getattr(self, "labels_", None) if labels else None,
+                           self._completion_rule())
+
+    def _completion_rule(self) -> CompletionRule:
+        """The rule ``transform`` applies: the completion parameters, with the fitted τ
+        where ``temperature="auto"``."""
+        temperature = self.temperature_ if self.temperature == "auto" else self.temperature
+        return CompletionRule(self.completion, self.n_candidates, float(temperature))
+
+    def _local_params(self) -> dict:
+        """The parameters an in-memory ``UL4M4Imputer`` takes, with their values here."""
+        return {name: getattr(self, name) for name in UL4M4Imputer._get_param_names()}
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "cluster_centers_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet; call fit(X) before "
+                "transform")
+
+
+class UL4M4Imputer(UL4M4Base):
     """Complete missing modalities by clustering with partial centres and completing from
     the centres (docs/method.md).
 
@@ -126,25 +204,6 @@ class UL4M4Imputer(BaseEstimator):
         self.temperature = temperature
 
     # ------------------------------------------------------------------ validation
-    def _check_params(self) -> None:
-        check_int("n_clusters", self.n_clusters)
-        check_int("max_iter", self.max_iter)
-        check_int("n_init", self.n_init)
-        check_int("batch_size", self.batch_size, allow_none=True)
-        check_int("ddof", self.ddof, minimum=0)
-        check_completion(self.completion, self.n_candidates, self.temperature)
-        check_tol("tol", self.tol)
-        checked_random_state(self.random_state)
-        if isinstance(self.init, str):
-            if self.init != "k-means++":
-                raise ValueError(
-                    f"init must be 'k-means++' or a (centers, centers_mask) pair, got {self.init!r}"
-                )
-        elif not (isinstance(self.init, (tuple, list)) and len(self.init) == 2):
-            raise ValueError("init must be 'k-means++' or a (centers, centers_mask) pair")
-        elif self.n_init != 1:
-            raise ValueError(f"n_init must be 1 with explicit initial centres, got {self.n_init}")
-
     def _check_data(self, X, device: str) -> MultiModalArray:
         data = MultiModalArray.coerce(X, device=device).to(device)
         if data.n_samples == 0:
@@ -152,15 +211,10 @@ class UL4M4Imputer(BaseEstimator):
         check_finite_modalities(data.values, data.mask, data.dims, data.names)
         return data
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "cluster_centers_"):
-            raise NotFittedError(
-                "This UL4M4Imputer instance is not fitted yet; call fit(X) before transform"
-            )
-
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None):
-        """Learn normalisation statistics and partial centres from ``X``.
+        """Learn normalisation statistics and partial centres from ``X`` (the one fit of
+        :mod:`ul4m4_gpu.core.fit`, on the rows in memory).
 
         X : MultiModalArray, or anything :meth:`MultiModalArray.coerce` accepts.
         Returns self.
@@ -168,84 +222,11 @@ class UL4M4Imputer(BaseEstimator):
         self._check_params()
         self.device_ = resolve_device(self.device)
         data = self._check_data(X, self.device_)
-        unobserved = ~to_numpy(data.mask).any(axis=0)
-        if unobserved.any():
-            names = [data.names[m] for m in np.flatnonzero(unobserved)]
-            raise ValueError(f"modalities {names} are observed in no training row")
-        if self.n_clusters > data.n_samples:
-            raise ValueError(
-                f"n_clusters={self.n_clusters} is larger than the number of rows ({data.n_samples})"
-            )
-        empty = int((~data.mask.any(axis=1)).sum())
-        if empty:
-            warnings.warn(f"{empty} rows observe no modality: they take no part in the fit "
-                          "(transform fills them with the training mean)", UserWarning,
-                          stacklevel=2)
-        mean, scale = fit_modality_stats(data.values, data.mask, data.dims, self.ddof)
-        z = normalise(data.values, data.mask, mean, scale, data.dims)
-        rows = PackedRows.build(z, data.mask, data.dims, clean=True)
-
-        if isinstance(self.init, str):
-            rng = checked_random_state(self.random_state)
-            starts = (seed_plusplus(rows, self.n_clusters, rng)[:2] for _ in range(self.n_init))
-        else:
-            starts = iter([checked_centers(*self.init, data.dims, VALUE_DTYPE,
-                                           device=self.device_, n_clusters=self.n_clusters,
-                                           argument="init centers")])
-        best = None
-        for run, (centers, centers_mask) in enumerate(starts):
-            result = self._run_lloyd(rows, centers, centers_mask, run)
-            if best is None or result.inertia < best.inertia:
-                best = result
-
-        self.mean_, self.scale_ = mean, scale
-        self.cluster_centers_, self.centers_mask_ = best.centers, best.centers_mask
-        self.labels_, self.inertia_, self.n_iter_ = best.labels, best.inertia, best.n_iter
-        self.dims_, self.modality_names_ = data.dims, data.names
-        self._warn_uncarried()
-        self._fit_temperature(rows)
-        return self
-
-    def _needs_temperature_sample(self) -> bool:
-        """Whether :meth:`_fit_temperature` needs training rows (``temperature="auto"``
-        with a soft fill)."""
-        return self.temperature == "auto" and self.n_candidates > 1
-
-    def _fit_temperature(self, rows: PackedRows | None) -> None:
-        """Set ``temperature_`` from the fitted centres and the normalised training rows
-        ``rows`` (all of them, or a sample; None when not needed)."""
-        if self.temperature != "auto":
-            self.temperature_ = float(self.temperature)
-        elif not self._needs_temperature_sample():
-            self.temperature_ = DEFAULT_TEMPERATURE  # a hard pick has no weights
-        else:
-            pairs = CenterPairs.build(self.cluster_centers_, self.centers_mask_, self.dims_)
-            self.temperature_ = choose_temperature(rows, pairs, self.completion,
-                                                   self.n_candidates, self.random_state)
-
-    def _run_lloyd(self, rows, centers, centers_mask, run: int):
-        if not self.verbose:
-            return lloyd_loop(rows, centers, centers_mask, self.max_iter, self.tol, self.batch_size)
-        desc = f"k-means run {run + 1}/{self.n_init}"
-        with tqdm(total=self.max_iter, desc=desc, unit="iter", leave=False) as bar:
-            def report(n_iter, inertia):
-                bar.update(1)
-                bar.set_postfix(inertia=f"{inertia:.4g}")
-
-            return lloyd_loop(rows, centers, centers_mask, self.max_iter, self.tol,
-                              self.batch_size, on_iteration=report)
+        source = ArrayRows(data.values, data.mask, data.dims, data.names, self.batch_size)
+        return self._apply_state(fit(source, FitParams.of(self)))
 
     def _uncarried(self) -> list[str]:
-        carried = to_numpy(self.centers_mask_).any(axis=0)
-        return [self.modality_names_[m] for m in np.flatnonzero(~carried)]
-
-    def _warn_uncarried(self) -> None:
-        uncarried = self._uncarried()
-        if uncarried:
-            warnings.warn(
-                f"no centre carries modalities {uncarried}; their missing slots will be "
-                "filled with the training mean", UserWarning, stacklevel=3,
-            )
+        return self.fitted_state(labels=False).uncarried()
 
     # ------------------------------------------------------------------ completion
     def transform(self, X) -> MultiModalArray:
@@ -273,10 +254,6 @@ class UL4M4Imputer(BaseEstimator):
         order."""
         data, _, sources, given = self._complete(X)
         return sources[:, [data.index(name) for name in given]]
-
-    def _completion_rule(self) -> CompletionRule:
-        temperature = self.temperature_ if self.temperature == "auto" else self.temperature
-        return CompletionRule(self.completion, self.n_candidates, float(temperature))
 
     def _complete(self, X):
         """(X in the fitted modality order, its completed (N, D) values, its (N, M)
@@ -327,25 +304,9 @@ class UL4M4Imputer(BaseEstimator):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
-        """Write the fitted model to a plain ``.npz`` (no pickle)."""
-        self._check_fitted()
-        params = self.get_params()
-        arrays = {name: to_numpy(getattr(self, name)) for name in _FITTED_ARRAYS}
-        if not isinstance(self.init, str):
-            arrays["init_centers"] = to_numpy(self.init[0])
-            arrays["init_centers_mask"] = to_numpy(self.init[1])
-            params["init"] = "explicit"
-        if params["random_state"] is not None and not isinstance(params["random_state"], numbers.Integral):
-            params["random_state"] = None
-        params = {name: value.item() if isinstance(value, np.generic) else value
-                  for name, value in params.items()}
-        meta = {
-            "format": MODEL_FORMAT, "params": params, "dims": list(self.dims_),
-            "modality_names": list(self.modality_names_), "n_iter": int(self.n_iter_),
-            "inertia": float(self.inertia_), "temperature": float(self.temperature_),
-        }
-        with open(os.fspath(path), "wb") as handle:
-            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+        """Write the fitted model to a plain ``.npz`` (no pickle;
+        :func:`~ul4m4_gpu.io.model_file.write_model`)."""
+        write_model(path, self.get_params(), self.fitted_state().to("cpu"))
 
     @classmethod
     def load(cls, path, device: str | None = None) -> "UL4M4Imputer":
@@ -354,11 +315,13 @@ class UL4M4Imputer(BaseEstimator):
         ``FileNotFoundError`` when ``path`` does not exist and ``ValueError``, one line
         naming the file and the entry, when it is not such a model (a data file,
         unreadable, truncated, an entry missing or of the wrong dtype, shape or values)."""
-        params, fitted, attributes = read_model(path, cls, MODEL_FORMAT, _FITTED_ARRAYS, device)
+        params, state = read_model(path, cls, device)
+        return cls.from_state(state, **params)
+
+    @classmethod
+    def from_state(cls, state: FittedState, **params) -> "UL4M4Imputer":
+        """A fitted imputer with the parameters ``params`` holding ``state`` on its device
+        (``params["device"]``, resolved)."""
         model = cls(**params)
         model.device_ = resolve_device(model.device)
-        for name, array in fitted.items():
-            setattr(model, name, to_device(array, model.device_))
-        (model.dims_, model.modality_names_, model.n_iter_, model.inertia_,
-         model.temperature_) = attributes
-        return model
+        return model._apply_state(state.to(model.device_))

@@ -18,7 +18,6 @@ import logging
 import numpy as np
 
 from .common import imputer_params, load_model, print_filled, print_fitted, progress_enabled
-from ..estimator import UL4M4Imputer
 from ..io.files import InputFileError, atomic_write, read_table, write_table
 
 #: Result partitions a distributed ``impute`` keeps in flight while writing the output.
@@ -61,23 +60,6 @@ def _dask_model(args, client):
     from ..scale.dask_imputer import DaskUL4M4Imputer
 
     return DaskUL4M4Imputer(**imputer_params(args), client=client)
-
-
-def _dask_from_local(local: UL4M4Imputer, client):
-    """A fitted DaskUL4M4Imputer with the centres and statistics of a loaded model."""
-    from ..core.backend import to_numpy
-    from ..scale.dask_imputer import DaskUL4M4Imputer
-
-    params = {name: getattr(local, name) for name in local.get_params()}
-    params["init"] = "k-means++" if not isinstance(local.init, str) else local.init
-    model = DaskUL4M4Imputer(**params, client=client)
-    for name in ("cluster_centers_", "centers_mask_", "mean_", "scale_"):
-        setattr(model, name, to_numpy(getattr(local, name)))
-    model.dims_, model.modality_names_ = tuple(local.dims_), tuple(local.modality_names_)
-    model.n_iter_, model.inertia_, model.device_ = local.n_iter_, local.inertia_, "cpu"
-    model.temperature_ = local.temperature_
-    model.client_ = client
-    return model
 
 
 def run_dask_command(args, fit_only: bool) -> None:
@@ -124,7 +106,9 @@ def _fit_or_load(args, client, X, fit_only):
             atomic_write(args.output, model.save)
             print_fitted(args, model.n_samples_fit_, model.n_iter_, model.inertia_)
         return model
-    return _dask_from_local(load_model(args), client)
+    from ..scale.dask_imputer import DaskUL4M4Imputer
+
+    return DaskUL4M4Imputer.from_local(load_model(args), client)
 
 
 def _dask_npz(args, client, table, fit_only):

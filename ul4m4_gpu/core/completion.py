@@ -194,11 +194,7 @@ def candidate_scores(rows: PackedRows, index, pairs: CenterPairs, completion: st
         return distances_from_sums(sums, shared)
     inv, base, blind, _ = tables
     scores = xp.empty_like(sums)
-    args = (sums, which, inv, base, blind, scores)
-    if xp is np:
-        complete_kernels.candidate_scores_cpu(*args)
-    else:
-        complete_kernels.launch_2d(complete_kernels.candidate_scores_cuda, scores.shape, *args)
+    complete_kernels.candidate_scores(sums, which, inv, base, blind, scores)
     return scores
 
 
@@ -239,11 +235,7 @@ def choose_candidates(scores, missing, centers_mask, n_candidates: int):
     shape = (*missing.shape, n_candidates)
     chosen = xp.empty(shape, dtype=xp.int64)
     chosen_scores = xp.empty(shape, dtype=scores.dtype)
-    args = (scores, missing, centers_mask, chosen, chosen_scores)
-    if xp is np:
-        complete_kernels.choose_candidates_cpu(*args)
-    else:
-        complete_kernels.launch_2d(complete_kernels.choose_candidates_cuda, missing.shape, *args)
+    complete_kernels.choose_candidates(scores, missing, centers_mask, chosen, chosen_scores)
     return chosen, chosen_scores
 
 
@@ -461,13 +453,8 @@ def weighted_fill(out, rows, missing, chosen, weights, values, default, layout):
     ``weighted_fill`` kernel (CPU twin or CUDA). missing : (n, M) bool; chosen, weights :
     (n, M, r); values : (K, D); default : (D,); layout : :func:`column_layout`."""
     limit = np.finfo(values.dtype).max.astype(values.dtype)
-    args = (out, rows, missing, chosen, weights.astype(values.dtype), values,
-            default.astype(values.dtype), *layout, limit)
-    if array_module(out) is np:
-        complete_kernels.weighted_fill_cpu(*args)
-    else:
-        complete_kernels.launch_2d(complete_kernels.weighted_fill_cuda,
-                                   (rows.shape[0], out.shape[1]), *args)
+    complete_kernels.weighted_fill(out, rows, missing, chosen, weights.astype(values.dtype),
+                                   values, default.astype(values.dtype), *layout, limit)
 
 
 def greedy_complete(z, mask, centers, centers_mask, dims, batch_size: int | None = None,

@@ -8,19 +8,16 @@ module of its inputs, so NumPy and CuPy share it (cf. FAISS ``contrib/clustering
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numba
-from tqdm.auto import tqdm
 
 from .backend import array_module, to_numpy
 from ..kernels import assign as assign_kernels
 from ..kernels import pack as pack_kernels
 from ..kernels import update as update_kernels
 from .distances import (
-    checked_centers,
     column_layout,
     column_scale,
     distances_from_sums,
@@ -32,7 +29,6 @@ from .normalise import expand_mask
 from .validation import (
     check_int,
     check_packed,
-    check_tol,
     checked_random_state,
     refuse_non_finite,
 )
@@ -69,11 +65,7 @@ class PackedRows:
         out = z if clean else xp.empty_like(z)
         norms = xp.empty(mask.shape, dtype=z.dtype)
         finite = xp.empty(mask.shape, dtype=bool)
-        args = (z, mask, offsets, inverse_dims, not clean, out, norms, finite)
-        if xp is np:
-            pack_kernels.pack_rows_cpu(*args)
-        else:
-            pack_kernels.launch(*args)
+        pack_kernels.pack_rows(z, mask, offsets, inverse_dims, not clean, out, norms, finite)
         if not clean:
             refuse_non_finite(mask & ~finite)
         return cls(out, mask, dims, norms)
@@ -92,16 +84,34 @@ class PackedRows:
 
 
 @dataclass
-class KMeansResult:
-    """centers (K, D) zero where absent; centers_mask (K, M) bool; labels (N,) int64 (−1 for
-    rows sharing no modality with any centre); inertia: Σ squared distances of assigned rows;
-    n_iter: number of centre updates."""
+class ClusterStats:
+    """What one assignment pass tells Lloyd's update and stop rules; the statistics of
+    disjoint row sets add up (``a + b``).
 
-    centers: object
-    centers_mask: object
-    labels: object
-    inertia: float
-    n_iter: int
+    sums : (K, D) float64 per-centre sums of the members' normalised rows; counts : (K, M)
+    float64 members observing each modality; members : (K,) int64; changed : labels that
+    differ from the previous pass of the same source; inertia : Σ squared distances of the
+    assigned rows. On one device; ``changed`` and ``inertia`` are 0-d arrays there (or
+    Python numbers), so that a pass on the GPU needs no host round trip.
+    """
+
+    sums: object
+    counts: object
+    members: object
+    changed: object
+    inertia: object
+
+    def __add__(self, other: "ClusterStats") -> "ClusterStats":
+        return ClusterStats(self.sums + other.sums, self.counts + other.counts,
+                            self.members + other.members, self.changed + other.changed,
+                            self.inertia + other.inertia)
+
+    def to_host(self) -> "ClusterStats":
+        """The same statistics as NumPy arrays and Python numbers."""
+        return ClusterStats(np.asarray(to_numpy(self.sums), dtype=np.float64),
+                            np.asarray(to_numpy(self.counts), dtype=np.float64),
+                            np.asarray(to_numpy(self.members), dtype=np.int64),
+                            int(self.changed), float(self.inertia))
 
 
 def default_batch_size(n_rows: int, n_centers: int) -> int:
@@ -124,12 +134,9 @@ def assign(rows: PackedRows, centers, centers_mask, batch_size: int | None = Non
     nearest = xp.empty(len(rows), dtype=rows.z.dtype)
     for batch in rows.batches(batch_size):
         cross = rows.z[batch] @ scaled_centers.T
-        args = (cross, rows.row_norms[batch], rows.mask[batch], center_norms, centers_mask,
-                roundoff_rtol(rows.z.dtype), labels[batch], nearest[batch])
-        if xp is np:
-            assign_kernels.nearest_centers_cpu(*args)
-        else:
-            assign_kernels.launch(*args)
+        assign_kernels.nearest_centers(cross, rows.row_norms[batch], rows.mask[batch],
+                                       center_norms, centers_mask, roundoff_rtol(rows.z.dtype),
+                                       labels[batch], nearest[batch])
     return labels, nearest
 
 
@@ -180,10 +187,7 @@ def cluster_sums(labels, values, n_clusters: int):
     chunk = update_kernels.rows_per_chunk(values.shape[0], max_chunks)
     partials = xp.zeros((-(-values.shape[0] // chunk), n_clusters, values.shape[1]),
                         dtype=xp.float64)
-    if xp is np:
-        update_kernels.chunk_sums_cpu(values, labels, chunk, partials)
-    else:
-        update_kernels.launch(values, labels, chunk, partials)
+    update_kernels.chunk_sums(values, labels, chunk, partials)
     return partials.sum(axis=0)
 
 
@@ -233,68 +237,17 @@ def center_shift(dims, old, old_mask, new, new_mask):
     return xp.where((old_mask == new_mask).all(axis=1), shift, xp.inf)
 
 
-def lloyd_loop(rows: PackedRows, centers, centers_mask, max_iter: int = 100,
-               tol: float = 1e-6, batch_size: int | None = None,
-               on_iteration: Callable[[int, float], None] | None = None) -> KMeansResult:
-    """Brute-force Lloyd iterations from the given (clean) centres until no label changes,
-    every centre moved less than ``tol``, or ``max_iter`` updates.
-
-    ``on_iteration(n_iter, inertia)`` is called after every update (progress reporting).
-    """
-    centers = centers.astype(rows.z.dtype, copy=True)
-    labels, nearest, statistics = assign_with_statistics(rows, centers, centers_mask, batch_size)
-    n_iter = 0
-    while n_iter < max_iter:
-        new_centers, new_mask = centers_from_statistics(*statistics, centers, centers_mask,
-                                                        rows.dims)
-        n_iter += 1
-        shift = center_shift(rows.dims, centers, centers_mask, new_centers, new_mask)
-        new_labels, nearest, statistics = assign_with_statistics(rows, new_centers, new_mask,
-                                                                 batch_size)
-        converged = ~(new_labels != labels).any() | (shift.max() < tol)
-        centers, centers_mask, labels = new_centers, new_mask, new_labels
-        if on_iteration is not None:
-            on_iteration(n_iter, inertia(labels, nearest))
-        if bool(converged):  # the one device-to-host transfer of an iteration
-            break
-    return KMeansResult(centers, centers_mask, labels, inertia(labels, nearest), n_iter)
-
-
-def lloyd_over_passes(assignment_pass, centers, centers_mask, dims, max_iter: int = 100,
-                      tol: float = 1e-6, desc: str = "k-means", verbose: int = 0,
-                      on_iteration: Callable[[int, float], None] | None = None):
-    """:func:`lloyd_loop`'s update and stop rules around an external assignment pass, for
-    rows that are not in this process's memory (streamed batches, Dask partitions).
-
-    ``assignment_pass(centers, centers_mask, n_iter)`` assigns every row to the given
-    centres and returns host (sums (K, D), counts (K, M), members (K,), number of labels
-    changed since the previous pass, inertia); it keeps the labels itself. Returns the final
-    (centers, centers_mask, inertia, n_iter); ``verbose`` shows a progress bar.
-    """
-    with tqdm(total=max_iter, desc=desc, unit="iter", leave=False, disable=not verbose) as bar:
-        total = assignment_pass(centers, centers_mask, 0)
-        n_iter = 0
-        while n_iter < max_iter:
-            new_centers, new_mask = centers_from_statistics(*total[:3], centers, centers_mask,
-                                                            dims)
-            n_iter += 1
-            shift = center_shift(dims, centers, centers_mask, new_centers, new_mask)
-            total = assignment_pass(new_centers, new_mask, n_iter)
-            centers, centers_mask = new_centers, new_mask
-            bar.update(1)
-            bar.set_postfix(inertia=f"{total[4]:.4g}")
-            if on_iteration is not None:
-                on_iteration(n_iter, total[4])
-            if total[3] == 0 or float(shift.max()) < tol:
-                break
-    return centers, centers_mask, float(total[4]), n_iter
-
-
-def inertia(labels, nearest) -> float:
-    """Σ of squared distances of the assigned rows (label ≥ 0), as a Python float."""
-    xp = array_module(labels, nearest)
+def assign_rows(rows: PackedRows, centers, centers_mask, previous=None,
+                batch_size: int | None = None):
+    """One assignment pass over rows held in memory: (labels (N,) int64, ClusterStats), on
+    the rows' device, through :func:`assign_with_statistics` (the fused CPU pass).
+    ``previous`` (N,) labels of the pass before, or None (every label counts as changed)."""
+    labels, nearest, (sums, counts, members) = assign_with_statistics(
+        rows, centers.astype(rows.z.dtype, copy=False), centers_mask, batch_size)
+    xp = rows.xp
+    changed = len(rows) if previous is None else (labels != previous).sum()
     assigned = xp.where(labels >= 0, nearest.astype(xp.float64), 0.0)
-    return float((assigned * assigned).sum())
+    return labels, ClusterStats(sums, counts, members, changed, (assigned * assigned).sum())
 
 
 def seed_plusplus(rows: PackedRows, n_clusters: int, random_state=None):
@@ -359,24 +312,3 @@ def kmeans_plusplus(z, mask, dims, n_clusters: int, random_state=None):
     seed_indices (K,) int64.
     """
     return seed_plusplus(PackedRows.build(z, mask, dims), n_clusters, random_state)
-
-
-def lloyd(z, mask, dims, centers, centers_mask, max_iter: int = 100, tol: float = 1e-6,
-          batch_size: int | None = None) -> KMeansResult:
-    """Partial k-means (Lloyd) from the given initial centres.
-
-    Parameters
-    ----------
-    z : (N, D) float32/float64 array, normalised, finite where observed (else ValueError
-    naming the modality and rows; missing slots are ignored); mask : (N, M) bool;
-    dims : M ints; centers : (K, D) initial centres (values on absent modalities ignored);
-    centers_mask : (K, M) bool, K >= 1; max_iter (an int >= 1), tol (a float >= 0) :
-    stopping rules; batch_size : rows per assignment batch (default: about 2^24 / K).
-    Invalid arguments raise ``ValueError`` naming them.
-    """
-    check_int("max_iter", max_iter)
-    check_tol("tol", tol)
-    check_int("batch_size", batch_size, allow_none=True)
-    rows = PackedRows.build(z, mask, dims)
-    centers, centers_mask = checked_centers(centers, centers_mask, rows.dims, z.dtype, like=z)
-    return lloyd_loop(rows, centers, centers_mask, max_iter, tol, batch_size)

@@ -6,37 +6,85 @@ it only. Missing slots become 0 in the normalised space (the modality's training
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .backend import array_module
+from .backend import array_module, to_numpy
 from .validation import check_packed, describe_rows
 
 MIN_SCALE = 1e-8
 
 
-def modality_moments(values, mask, dims):
-    """Per-modality count and per-dimension mean and M2 = Σ (x − mean)² over the observing
-    rows: the statistics that add up across row blocks (Chan et al.) and give the scale.
+@dataclass
+class Moments:
+    """What normalisation needs from a set of rows, and what adds up across row blocks.
 
-    values : (N, D) float array (NumPy or CuPy); mask : (N, M) bool; dims : M ints.
-    Returns counts (M,) int64 NumPy, and mean, m2 (D,) float64 on the input's device
-    (0 for a modality no row observes).
+    dims : M ints; n_rows : rows seen; n_empty : rows observing no modality; counts : (M,)
+    int64 rows observing each modality; mean, m2 : (D,) float64 NumPy, per-dimension mean
+    and M2 = Σ (x − mean)² over the observing rows (0 for a modality no row observes).
+    ``a + b`` is Chan et al.'s parallel combination (stable, unlike raw sums of squares).
     """
-    xp = array_module(values, mask)
-    counts = np.zeros(len(dims), dtype=np.int64)
-    mean = xp.zeros(sum(dims), dtype=xp.float64)
-    m2 = xp.zeros(sum(dims), dtype=xp.float64)
-    start = 0
-    for m, d in enumerate(dims):
-        rows = mask[:, m]
-        counts[m] = int(rows.sum())
-        if counts[m]:
-            block = values[rows, start:start + d].astype(xp.float64)
-            mean[start:start + d] = block.mean(axis=0)
-            deviation = block - mean[start:start + d]
-            m2[start:start + d] = (deviation * deviation).sum(axis=0)
-        start += d
-    return counts, mean, m2
+
+    dims: tuple
+    n_rows: int
+    n_empty: int
+    counts: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def of(cls, values, mask, dims) -> "Moments":
+        """The moments of one block: values (n, D) float (NumPy or CuPy), mask (n, M) bool."""
+        xp = array_module(values, mask)
+        counts = np.zeros(len(dims), dtype=np.int64)
+        mean = xp.zeros(sum(dims), dtype=xp.float64)
+        m2 = xp.zeros(sum(dims), dtype=xp.float64)
+        start = 0
+        for m, d in enumerate(dims):
+            rows = mask[:, m]
+            counts[m] = int(rows.sum())
+            if counts[m]:
+                block = values[rows, start:start + d].astype(xp.float64)
+                mean[start:start + d] = block.mean(axis=0)
+                deviation = block - mean[start:start + d]
+                m2[start:start + d] = (deviation * deviation).sum(axis=0)
+            start += d
+        return cls(tuple(dims), int(values.shape[0]), int((~mask.any(axis=1)).sum()), counts,
+                   to_numpy(mean), to_numpy(m2))
+
+    @classmethod
+    def empty(cls, dims) -> "Moments":
+        """The moments of no rows."""
+        return cls(tuple(dims), 0, 0, np.zeros(len(dims), dtype=np.int64),
+                   np.zeros(sum(dims)), np.zeros(sum(dims)))
+
+    @classmethod
+    def side_by_side(cls, parts, n_rows: int, n_empty: int) -> "Moments":
+        """The moments of the modalities of ``parts`` (each over some of the modalities of
+        the same ``n_rows`` rows, ``n_empty`` of which observe no modality) side by side."""
+        return cls(tuple(d for p in parts for d in p.dims), int(n_rows), int(n_empty),
+                   np.concatenate([p.counts for p in parts]),
+                   np.concatenate([p.mean for p in parts]), np.concatenate([p.m2 for p in parts]))
+
+    def __add__(self, other: "Moments") -> "Moments":
+        na = np.repeat(self.counts, self.dims).astype(np.float64)
+        nb = np.repeat(other.counts, other.dims).astype(np.float64)
+        n = na + nb
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = other.mean - self.mean
+            mean = np.where(n > 0, self.mean + delta * (nb / n), 0.0)
+            m2 = np.where(n > 0, self.m2 + other.m2 + delta * delta * (na * nb / n), 0.0)
+        return Moments(self.dims, self.n_rows + other.n_rows, self.n_empty + other.n_empty,
+                       self.counts + other.counts, mean, m2)
+
+    def unobserved(self) -> np.ndarray:
+        """Indices of the modalities no row observes."""
+        return np.flatnonzero(self.counts == 0)
+
+    def scale(self, ddof: int = 0) -> np.ndarray:
+        """(D,) float64 NumPy per-dimension standard deviation (:func:`scale_from_moments`)."""
+        return scale_from_moments(self.counts, self.m2, self.dims, ddof)
 
 
 def fit_modality_stats(values, mask, dims, ddof: int = 0):
@@ -57,14 +105,15 @@ def fit_modality_stats(values, mask, dims, ddof: int = 0):
     Raises ``ValueError`` naming the modality when no row observes it.
     """
     dims = check_packed(values, mask, dims, "values")
-    counts, mean, m2 = modality_moments(values, mask, dims)
-    unobserved = np.flatnonzero(counts == 0)
+    moments = Moments.of(values, mask, dims)
+    unobserved = moments.unobserved()
     if unobserved.size:
         raise ValueError(
             f"modality {unobserved[0]} is observed in no training row; cannot compute its "
             "normalisation statistics (drop it or provide rows that observe it)"
         )
-    return mean, scale_from_moments(counts, m2, dims, ddof)
+    xp = array_module(values)
+    return xp.asarray(moments.mean), xp.asarray(moments.scale(ddof))
 
 
 def scale_from_moments(counts, m2, dims, ddof: int = 0):

@@ -1,7 +1,7 @@
-"""Reading and checking a model file written by :meth:`UL4M4Imputer.save
-<ul4m4_gpu.estimator.UL4M4Imputer.save>`: a plain ``.npz`` (no pickle) holding a JSON ``meta``
-entry (format, parameters, modality names and dims, n_iter, inertia, the completion
-temperature) and the fitted arrays.
+"""The model file of :meth:`UL4M4Imputer.save <ul4m4_gpu.estimator.UL4M4Imputer.save>`: a
+plain ``.npz`` (no pickle) holding a JSON ``meta`` entry (format, parameters, modality names
+and dims, n_iter, inertia, the completion temperature) and the arrays of a
+:class:`~ul4m4_gpu.core.state.FittedState`.
 
 Nothing in the file is trusted: :func:`read_model` checks every entry before a model is
 built from it, and every problem is one ``ValueError`` line naming the file and the entry.
@@ -17,12 +17,18 @@ import zipfile
 
 import numpy as np
 
-from ..core.backend import DEVICES
-from ..core.completion import DEFAULT_TEMPERATURE
+from ..core.backend import DEVICES, to_numpy
+from ..core.completion import DEFAULT_TEMPERATURE, CompletionRule
+from ..core.state import FittedState
 from ..core.distances import checked_centers, zero_missing
 from .files import load_npz_arrays
 from ..core.validation import check_finite_packed, check_value_dtype
 
+
+MODEL_FORMAT = "ul4m4-imputer/1"
+#: The file's arrays: the estimator attribute each holds, and the FittedState field.
+FITTED_ARRAYS = {"cluster_centers_": "centers", "centers_mask_": "centers_mask",
+                 "mean_": "mean", "scale_": "scale", "labels_": "labels"}
 
 #: Parameters of model files written before they existed: those files used the paper's rule.
 LEGACY_PARAMS = {"completion": "paper", "n_candidates": 1, "temperature": DEFAULT_TEMPERATURE}
@@ -35,21 +41,44 @@ class _EntryError(ValueError):
         super().__init__(f"entry {entry!r}: {message}")
 
 
-def read_model(path, estimator_class, model_format: str, fitted_names, device=None):
-    """The parts of the model file ``path`` checked for ``estimator_class``
+def write_model(path, params: dict, state: FittedState) -> None:
+    """Write ``state`` (host arrays, with its labels) and the estimator ``params`` to
+    ``path``; an explicit ``init`` pair is saved as two arrays, a random state that is not
+    an int as None."""
+    arrays = {name: to_numpy(getattr(state, field)) for name, field in FITTED_ARRAYS.items()}
+    params = dict(params)
+    if not isinstance(params["init"], str):
+        arrays["init_centers"] = to_numpy(params["init"][0])
+        arrays["init_centers_mask"] = to_numpy(params["init"][1])
+        params["init"] = "explicit"
+    if params["random_state"] is not None and not isinstance(params["random_state"],
+                                                             numbers.Integral):
+        params["random_state"] = None
+    params = {name: value.item() if isinstance(value, np.generic) else value
+              for name, value in params.items()}
+    meta = {"format": MODEL_FORMAT, "params": params, "dims": list(state.dims),
+            "modality_names": list(state.names), "n_iter": int(state.n_iter),
+            "inertia": float(state.inertia), "temperature": float(state.rule.temperature)}
+    with open(os.fspath(path), "wb") as handle:
+        np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def read_model(path, estimator_class, device=None):
+    """The estimator parameters and the :class:`~ul4m4_gpu.core.state.FittedState` (NumPy
+    arrays) of the model file ``path``, checked for ``estimator_class``
     (:class:`~ul4m4_gpu.estimator.UL4M4Imputer` or a subclass):
 
     params : the saved parameters (:data:`LEGACY_PARAMS` where a file written before them
         lacks one; ``device`` overriding the saved one when given), an
         explicit ``init`` as its (centers, centers_mask) pair; they pass the estimator's
         ``_check_params``.
-    fitted : ``{name: NumPy array}`` for each of ``fitted_names``: ``cluster_centers_``
-        (K, D) float32/float64, finite where ``centers_mask_`` (K, M) bool carries a modality
-        (zeroed where it does not, as fitted centres are), K = ``n_clusters``; ``mean_`` (D,) float, finite; ``scale_`` (D,) float, finite and
-        > 0; ``labels_`` (N,) integers in [−1, K); others as saved.
-    attributes : (dims_ tuple of M ints ≥ 1, modality_names_ tuple of M distinct strings,
-        n_iter_ int ≥ 0, inertia_ float, finite ≥ 0, temperature_ float, finite > 0;
-        DEFAULT_TEMPERATURE for files written before it).
+    state : ``centers`` (K, D) float32/float64, finite where ``centers_mask`` (K, M) bool
+        carries a modality (zeroed where it does not, as fitted centres are), K =
+        ``n_clusters``; ``mean`` (D,) float, finite; ``scale`` (D,) float, finite and > 0;
+        ``labels`` (N,) integers in [−1, K); dims M ints ≥ 1, names M distinct strings,
+        n_iter int ≥ 0, inertia float, finite ≥ 0; ``rule`` the saved completion
+        parameters with the temperature, finite > 0 (DEFAULT_TEMPERATURE for files written
+        before it).
 
     Raises ``FileNotFoundError`` when ``path`` does not exist, and ``ValueError``, one line
     naming the file and the entry, for anything else: a file that is not a model (a data
@@ -61,14 +90,19 @@ def read_model(path, estimator_class, model_format: str, fitted_names, device=No
         raise FileNotFoundError(f"{where}: no such file")
     try:
         arrays = load_npz_arrays(path)
-        meta = _meta(arrays, model_format)
-        params, attributes = _params(meta, estimator_class, arrays, device), _attributes(meta)
-        fitted = _fitted(arrays, fitted_names, params["n_clusters"], attributes[0])
+        meta = _meta(arrays, MODEL_FORMAT)
+        params = _params(meta, estimator_class, arrays, device)
+        dims, names, n_iter, inertia, temperature = _attributes(meta)
+        fitted = _fitted(arrays, list(FITTED_ARRAYS), params["n_clusters"], dims)
     except KeyError as error:
         raise ValueError(f"{where}: it has no entry {error}") from None
     except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile) as error:
         raise ValueError(f"{where}: {' '.join(str(error).split())}") from None
-    return params, fitted, attributes
+    state = FittedState(**{field: fitted[name] for name, field in FITTED_ARRAYS.items()},
+                        dims=dims, names=names, n_iter=n_iter, inertia=inertia,
+                        rule=CompletionRule(params["completion"], params["n_candidates"],
+                                            temperature))
+    return params, state
 
 
 def _meta(arrays, model_format: str) -> dict:

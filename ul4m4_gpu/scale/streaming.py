@@ -14,22 +14,21 @@ straight into GPU memory, they are unpacked there
 pyarrow, for transform only. What goes through the host: the labels (one int64 per row,
 kept there), the per-batch statistics and the output written by transform.
 
-Fit (:func:`fit_parquet`), the algorithm of :class:`~ul4m4_gpu.estimator.UL4M4Imputer`:
+Fit (:func:`fit_parquet`) is the one fit of :mod:`ul4m4_gpu.core.fit` over
+:class:`ParquetRows`, a :class:`~ul4m4_gpu.core.sources.BatchedRows` source that reads the
+dataset again on every pass:
 
-1. **Pass 1: normalisation statistics.** Per batch and modality the number of observing
-   rows, their per-dimension mean and M2 (float64), combined with Chan et al.'s parallel
-   formula (the helpers of :mod:`ul4m4_gpu.scale.dask_imputer`); the modality dims are learnt here.
+1. **Pass 1: normalisation statistics.** Per batch and modality the
+   :class:`~ul4m4_gpu.core.normalise.Moments` (count, mean, M2 in float64), added with Chan
+   et al.'s parallel formula; the modality widths are learnt here.
 2. **Seeding: sampled k-means++**, as ``DaskUL4M4Imputer``: a uniform sample of
    ``seed_sample_size`` rows drawn by global row index (default max(10000, 50·K)) is
-   gathered and :func:`~ul4m4_gpu.core.kmeans.seed_plusplus` runs on it. When the dataset has no
-   more rows than the sample, the sample is every row in order and the seeds are exactly
-   those of ``UL4M4Imputer.fit`` with the same ``random_state``. An explicit ``init`` pair is
-   used as given.
-3. **Lloyd iterations**: one streamed pass per iteration assigns every batch
-   (:func:`~ul4m4_gpu.core.kmeans.assign`) and accumulates :func:`~ul4m4_gpu.core.kmeans.cluster_statistics`
-   in float64, the inertia and the number of labels that changed; then
-   :func:`~ul4m4_gpu.core.kmeans.centers_from_statistics` and ``lloyd_loop``'s stop rules (no label
-   changed, every centre moved less than ``tol``, or ``max_iter`` updates). The labels are
+   gathered and k-means++ runs on it. When the dataset has no more rows than the sample,
+   the sample is every row in order and the seeds are exactly those of
+   ``UL4M4Imputer.fit`` with the same ``random_state``. An explicit ``init`` is used as given.
+3. **Lloyd iterations**: one streamed pass per iteration runs the fused assignment pass
+   (:func:`~ul4m4_gpu.core.kmeans.assign_rows`) on every batch and adds up its
+   :class:`~ul4m4_gpu.core.kmeans.ClusterStats` in float64 on the host. The labels are
    kept as one (N,) int64 host array — the only O(N) memory.
 
 The result is a fitted plain ``UL4M4Imputer`` (save, transform, ...). When the seed sample
@@ -59,28 +58,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from ..core.backend import (
-    VALUE_DTYPE,
-    array_module,
-    device_module,
-    import_cudf,
-    resolve_device,
-    to_device,
-    to_numpy,
-)
+from ..core.backend import array_module, device_module, import_cudf, resolve_device, to_device, to_numpy
 from ..core.completion import TEMPERATURE_SAMPLE_ROWS, CompletionWarning
-from ..io.data import MultiModalArray
-from .dask_imputer import (
-    MIN_SEED_SAMPLE,
-    SEED_SAMPLE_PER_CENTER,
-    block_moments,
-    merge_moments,
-)
-from ..core.distances import checked_centers
+from ..core.fit import FitParams, default_seed_sample, fit
+from ..core.normalise import Moments
+from ..core.sources import BatchedRows
+from ..core.validation import check_finite_observed, check_int, in_fitted_order
 from ..estimator import UL4M4Imputer
+from ..io.data import MultiModalArray
 from ..io.files import (
     IMPUTED_KEY,
     READ_ERRORS,
@@ -91,10 +78,7 @@ from ..io.files import (
     one_line,
     parquet_output,
 )
-from ..core.kmeans import PackedRows, assign, cluster_statistics, inertia, lloyd_over_passes, seed_plusplus
 from ..io.list_columns import arrow_list_to_dense, cudf_list_to_dense, is_numeric_list_type
-from ..core.normalise import normalise, scale_from_moments
-from ..core.validation import check_finite_observed, check_int, checked_random_state, in_fitted_order
 
 #: Default rows per streamed batch.
 DEFAULT_BATCH_ROWS = 65536
@@ -251,115 +235,55 @@ def _batch_data(batch, names, dims, device: str, offset: int) -> MultiModalArray
 
 
 # ---------------------------------------------------------------------------- fitting
-def _moments_pass(source: ParquetSource, batch_rows: int, device: str, progress):
-    """Pass 1: per-modality dims and Chan-combined (counts, mean, m2) over the dataset."""
-    names = source.modalities
-    dims = [None] * len(names)
-    stats = [None] * len(names)  # per modality: (counts (1,), mean (d,), m2 (d,))
-    for offset, batch in source.batches(batch_rows, device, source.modalities):
-        for m, name in enumerate(names):
-            values, observed = _dense_column(batch, name, dims[m], offset)
-            if values is None:
-                continue
-            dims[m] = values.shape[1]
-            part = block_moments((values, observed[:, None]), (dims[m],))[:3]
-            part = part + ([0], set())
-            stats[m] = part if stats[m] is None else merge_moments((dims[m],), stats[m], part)
-        progress.update(len(batch))
-    unobserved = [name for name, s in zip(names, stats) if s is None]
-    if unobserved:
-        raise ValueError(f"modalities {unobserved} are observed in no training row")
-    counts = np.array([int(s[0][0]) for s in stats], dtype=np.int64)
-    mean = np.concatenate([s[1] for s in stats])
-    m2 = np.concatenate([s[2] for s in stats])
-    return tuple(int(d) for d in dims), counts, mean, m2
+class ParquetRows(BatchedRows):
+    """The rows of a :class:`ParquetSource`, read ``batch_rows`` at a time on ``device`` on
+    every pass: the row source (:mod:`ul4m4_gpu.core.sources`) of the streamed fit. The
+    modality widths are learnt by :meth:`moments` (a column may be null in whole batches);
+    ``progress`` (a tqdm bar) follows that first pass."""
 
+    def __init__(self, source: ParquetSource, batch_rows: int, device: str,
+                 batch_size: int | None = None, progress=None):
+        self.source, self.batch_rows, self.progress = source, batch_rows, progress
+        super().__init__(self._blocks, source.n_rows, None, source.modalities, device,
+                         batch_size, where=str(source.path))
 
-class _Normalised:
-    """Iterates the dataset as (offset, PackedRows) normalised with fixed statistics."""
+    def _blocks(self):
+        for offset, batch in self.source.batches(self.batch_rows, self.rows_device,
+                                                 self.names):
+            data = _batch_data(batch, self.names, self.dims, self.rows_device, offset)
+            yield offset, data.values, data.mask
 
-    def __init__(self, source, batch_rows, names, dims, mean, scale, device):
-        self.source, self.batch_rows = source, batch_rows
-        self.names, self.dims, self.device = names, dims, device
-        self.mean, self.scale = to_device(mean, device), to_device(scale, device)
-
-    def __iter__(self):
-        for offset, batch in self.source.batches(self.batch_rows, self.device,
-                                                 self.source.modalities):
-            data = _batch_data(batch, self.names, self.dims, self.device, offset)
-            z = normalise(data.values, data.mask, self.mean, self.scale, self.dims)
-            yield offset, PackedRows.build(z, data.mask, self.dims, clean=True)
-
-
-def _seed_sample(batches: _Normalised, n_rows: int, size: int, rng):
-    """PackedRows of the uniform seeding sample (every row when ``n_rows <= size``)."""
-    xp = device_module(batches.device)
-    if size >= n_rows:
-        index = None
-    else:
-        picker = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
-        index = np.sort(picker.choice(n_rows, size=size, replace=False))
-    zs, masks = [], []
-    for offset, rows in batches:
-        if index is None:
-            zs.append(rows.z)
-            masks.append(rows.mask)
-            continue
-        lo, hi = np.searchsorted(index, [offset, offset + len(rows)])
-        if hi > lo:
-            local = xp.asarray(index[lo:hi] - offset)
-            zs.append(rows.z[local])
-            masks.append(rows.mask[local])
-    return PackedRows.build(xp.concatenate(zs), xp.concatenate(masks), batches.dims, clean=True)
-
-
-def _lloyd_pass(batches: _Normalised, centers, centers_mask, labels, n_clusters, batch_size):
-    """One streamed assignment pass: fills ``labels`` (host (N,) int64) in place and returns
-    float64 host (sums, counts, members, changed, inertia)."""
-    centers_d = to_device(centers, batches.device)
-    mask_d = to_device(centers_mask, batches.device)
-    dim = sum(batches.dims)
-    sums = np.zeros((n_clusters, dim))
-    counts = np.zeros((n_clusters, len(batches.dims)))
-    members = np.zeros(n_clusters, dtype=np.int64)
-    changed, total = 0, 0.0
-    for offset, rows in batches:
-        batch_labels, nearest = assign(rows, centers_d.astype(rows.z.dtype, copy=False), mask_d,
-                                       batch_size)
-        s, c, mb = cluster_statistics(rows, batch_labels, n_clusters)
-        sums += to_numpy(s)
-        counts += to_numpy(c)
-        members += to_numpy(mb).astype(np.int64)
-        total += inertia(batch_labels, nearest)
-        host = to_numpy(batch_labels)
-        stop = offset + host.shape[0]
-        changed += int((labels[offset:stop] != host).sum())
-        labels[offset:stop] = host
-    return sums, counts, members, changed, total
-
-
-def _streamed_lloyd(imputer, batches, n_rows, centers, centers_mask, run, on_iteration):
-    """``lloyd_loop`` with one streamed pass per iteration; returns (centers, mask, labels,
-    inertia, n_iter) on the host."""
-    labels = np.full(n_rows, -2, dtype=np.int64)  # -2: not assigned yet
-
-    def assignment_pass(centers, centers_mask, n_iter):
-        return _lloyd_pass(batches, centers, centers_mask, labels, imputer.n_clusters,
-                           imputer.batch_size)
-
-    centers, centers_mask, total, n_iter = lloyd_over_passes(
-        assignment_pass, np.asarray(to_numpy(centers), dtype=VALUE_DTYPE).copy(),
-        np.asarray(to_numpy(centers_mask), dtype=bool), batches.dims, imputer.max_iter,
-        imputer.tol, desc=f"k-means run {run + 1}/{imputer.n_init} (streamed)",
-        verbose=imputer.verbose, on_iteration=on_iteration)
-    return centers, centers_mask, labels, total, n_iter
+    def moments(self) -> Moments:
+        """Pass 1, modality by modality (a width is known once a batch observes it); a
+        modality no row observes gets width 0 (the fit then names it)."""
+        dims = [None] * len(self.names)
+        parts = [None] * len(self.names)
+        n_empty = 0
+        for offset, batch in self.source.batches(self.batch_rows, self.rows_device,
+                                                 self.names):
+            observed_any = None
+            for m, name in enumerate(self.names):
+                values, observed = _dense_column(batch, name, dims[m], offset)
+                observed_any = observed if observed_any is None else observed_any | observed
+                if values is None:
+                    continue
+                dims[m] = values.shape[1]
+                part = Moments.of(values, observed[:, None], (dims[m],))
+                parts[m] = part if parts[m] is None else parts[m] + part
+            n_empty += int((~observed_any).sum())
+            if self.progress is not None:
+                self.progress.update(len(batch))
+        self.dims = tuple(0 if d is None else int(d) for d in dims)
+        parts = [Moments.empty((0,)) if p is None else p for p in parts]
+        return Moments.side_by_side(parts, self.n_rows, n_empty)
 
 
 def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROWS,
                 seed_sample_size: int | None = None,
                 on_iteration: Callable[[int, float], None] | None = None) -> UL4M4Imputer:
     """Fit ``imputer`` (a :class:`UL4M4Imputer`, its parameters used as given) on the Parquet
-    file or directory ``path``, streaming ``batch_rows`` rows at a time.
+    file or directory ``path``, streaming ``batch_rows`` rows at a time: the one fit of
+    :mod:`ul4m4_gpu.core.fit` over :class:`ParquetRows`.
 
     seed_sample_size : rows sampled uniformly for k-means++ (default max(10000, 50·K)); with
         at least N rows the seeding is exactly ``UL4M4Imputer.fit``'s.
@@ -369,57 +293,22 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
     ``mean_``, ``scale_``, ``labels_`` (N,) int64 in dataset row order, ``n_iter_``,
     ``inertia_``, ``dims_``, ``modality_names_``, ``device_``, ``temperature_``, chosen on a
     uniform sample of 2,000 rows for ``"auto"``) and returns ``imputer``.
-    Raises :class:`~ul4m4_gpu.io.files.InputFileError` for unreadable input and ``ValueError`` as
-    ``fit`` does.
+    Raises :class:`~ul4m4_gpu.io.files.InputFileError` for unreadable input and
+    ``ValueError`` as ``fit`` does.
     """
     batch_rows = check_int("batch_rows", batch_rows)
     check_int("seed_sample_size", seed_sample_size, allow_none=True)
     imputer._check_params()
     device = resolve_device(imputer.device)
     source = ParquetSource.open(path)
-    names, n_rows = source.modalities, source.n_rows
-    if n_rows == 0:
-        raise ValueError(f"empty input: {source.path} has 0 rows")
-    if imputer.n_clusters > n_rows:
-        raise ValueError(
-            f"n_clusters={imputer.n_clusters} is larger than the number of rows ({n_rows})")
-    with tqdm(total=n_rows, desc="normalisation statistics", unit="row", leave=False,
+    params = FitParams.of(imputer, seed_sample_size=seed_sample_size or default_seed_sample(
+        imputer.n_clusters), temperature_sample_size=TEMPERATURE_SAMPLE_ROWS)
+    with tqdm(total=source.n_rows, desc="normalisation statistics", unit="row", leave=False,
               disable=not imputer.verbose) as progress:
-        dims, counts, mean, m2 = _moments_pass(source, batch_rows, device, progress)
-    scale = scale_from_moments(counts, m2, dims, imputer.ddof)
-    batches = _Normalised(source, batch_rows, names, dims, mean, scale, device)
-
-    if isinstance(imputer.init, str):
-        rng = checked_random_state(imputer.random_state)
-        size = seed_sample_size or max(MIN_SEED_SAMPLE,
-                                       SEED_SAMPLE_PER_CENTER * imputer.n_clusters)
-        sample = _seed_sample(batches, n_rows, size, rng)
-        starts = (seed_plusplus(sample, imputer.n_clusters, rng)[:2]
-                  for _ in range(imputer.n_init))
-    else:
-        starts = iter([checked_centers(*imputer.init, dims, VALUE_DTYPE, device=device,
-                                           n_clusters=imputer.n_clusters, argument="init centers")])
-    best = None
-    for run, (centers, centers_mask) in enumerate(starts):
-        result = _streamed_lloyd(imputer, batches, n_rows, centers, centers_mask, run,
-                                 on_iteration)
-        if best is None or result[3] < best[3]:
-            best = result
-        del result
-    centers, centers_mask, labels, total, n_iter = best
-
+        rows = ParquetRows(source, batch_rows, device, imputer.batch_size, progress)
+        state = fit(rows, params, on_iteration)
     imputer.device_ = device
-    imputer.mean_, imputer.scale_ = to_device(mean, device), to_device(scale, device)
-    imputer.cluster_centers_ = to_device(centers, device)
-    imputer.centers_mask_ = to_device(centers_mask, device)
-    imputer.labels_, imputer.inertia_, imputer.n_iter_ = to_device(labels, device), total, n_iter
-    imputer.dims_, imputer.modality_names_ = dims, names
-    imputer._warn_uncarried()
-    held_out = (_seed_sample(batches, n_rows, TEMPERATURE_SAMPLE_ROWS,
-                             checked_random_state(imputer.random_state))
-                if imputer._needs_temperature_sample() else None)
-    imputer._fit_temperature(held_out)
-    return imputer
+    return imputer._apply_state(state.to(device))
 
 
 # ---------------------------------------------------------------------------- transform
