@@ -14,6 +14,12 @@ from ul4m4_gpu.evaluation.fusion import TASKS, FusionModel, FusionTrainer, as_fu
 from ul4m4_gpu.evaluation.metrics import multilabel_scores, regression_scores
 
 TINY = dict(width=8, n_heads=2, batch_size=16, device="cpu")
+#: These tests exercise the deprecated FusionTrainer and its fit(dims=...) on purpose (the
+#: shared machinery of FusionClassifier / FusionRegressor, see test_fusion_estimators.py).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:FusionTrainer is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:fit's dims argument is deprecated:FutureWarning"),
+]
 
 
 @pytest.fixture(autouse=True)

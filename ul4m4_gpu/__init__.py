@@ -33,7 +33,9 @@ from .evaluation.missing import (
 )
 
 __all__ = [
+    "FusionClassifier",
     "FusionModel",
+    "FusionRegressor",
     "FusionTrainer",
     "MultiModalArray",
     "UL4M4Imputer",
@@ -57,7 +59,8 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_LAZY = {"FusionModel": "evaluation.fusion", "FusionTrainer": "evaluation.fusion"}
+_LAZY = dict.fromkeys(("FusionClassifier", "FusionModel", "FusionRegressor", "FusionTrainer"),
+                      "evaluation.fusion")
 
 
 def __getattr__(name):

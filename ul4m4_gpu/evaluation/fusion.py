@@ -4,20 +4,25 @@ One linear projection per modality to a common width gives M tokens; a learned m
 embedding is added to each; multi-head self-attention blocks (residual + LayerNorm,
 dropout, feed-forward) mix them; the tokens are mean-pooled and an MLP head gives the
 outputs. Tasks: ``"multiclass"`` (cross-entropy), ``"multilabel"`` (BCE with logits) and
-``"regression"`` (MSE). :class:`FusionTrainer` fits it scikit-learn style with Adam,
-mini-batches and early stopping on a validation split, on inputs it standardises per
-dimension with the training rows' statistics.
+``"regression"`` (MSE). :class:`FusionClassifier` (multiclass, multilabel) and
+:class:`FusionRegressor` fit it as scikit-learn estimators (``score``: accuracy, R²) with
+Adam, mini-batches and early stopping on a validation split, on inputs they standardise per
+dimension with the training rows' statistics; they take a complete ``MultiModalArray`` or a
+plain 2-D array / DataFrame / tensor whose modalities ``modalities`` names.
+:class:`FusionTrainer` is their deprecated predecessor (all three tasks, ``score`` a dict).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import type_of_target
 from torch import nn
@@ -35,7 +40,9 @@ _LOSSES = {
     "multilabel": F.binary_cross_entropy_with_logits,
     "regression": F.mse_loss,
 }
-_SCORERS = {
+#: The metrics of each task: ``TASK_SCORERS[task](y_true, y_pred)`` gives a dict of floats
+#: (F1-micro, F1-macro, accuracy; MSE, MAE, Pearson r); what ``FusionTrainer.score`` returned.
+TASK_SCORERS = {
     "multiclass": classification_scores,
     "multilabel": multilabel_scores,
     "regression": regression_scores,
@@ -196,51 +203,169 @@ class FusionModel(nn.Module):
         return _LOSSES[self.task](outputs, targets)
 
 
-class FusionTrainer(BaseEstimator):
-    """Fit a :class:`FusionModel` on completed embeddings, scikit-learn style.
+def _is_int(value) -> bool:
+    """True for a Python or NumPy integer, False for a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _as_widths(spec) -> tuple | None:
+    """``spec`` as a tuple when it is a non-empty list of ints (modality widths), else None."""
+    if isinstance(spec, (Mapping, str, bytes)) or not np.iterable(spec):
+        return None
+    items = tuple(spec)
+    return items if items and all(map(_is_int, items)) else None
+
+
+def _plain_matrix(X, name: str):
+    """A plain 2-D input as ``(matrix, labels)``.
+
+    ``matrix`` is ``X`` as an (N, D) NumPy array or Torch tensor (a pandas DataFrame becomes
+    a float32 copy with its missing values NaN, a CuPy array is copied to the host);
+    ``labels`` is a DataFrame's (D,) column labels (a ``pandas.Index``), else None. Raises
+    ``ValueError`` naming ``name`` for non-numeric values or a shape other than 2-D.
+    """
+    labels = None
+    if isinstance(X, torch.Tensor):
+        matrix = X
+    elif hasattr(X, "columns") and type(X).__module__.startswith("pandas"):
+        from pandas.api.types import is_numeric_dtype
+
+        for label, dtype in X.dtypes.items():
+            if not is_numeric_dtype(dtype):
+                raise ValueError(f"{name} must hold numbers; column {label!r} has dtype {dtype}")
+        # a copy: without one pandas may hand out a read-only view, which Torch warns about
+        labels, matrix = X.columns, X.to_numpy(dtype=np.float32, na_value=np.nan, copy=True)
+    else:
+        matrix = to_numpy(X)
+        if matrix.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must hold numbers, got dtype {matrix.dtype}")
+    if matrix.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape "
+                         f"{tuple(matrix.shape)}")
+    return matrix, labels
+
+
+def _string_labels(labels) -> np.ndarray | None:
+    """(D,) object array of the column labels when all are strings, else None."""
+    if labels is None or not all(isinstance(label, str) for label in labels):
+        return None
+    return np.asarray(labels, dtype=object)
+
+
+def _positions(columns, n_columns: int, where: str) -> np.ndarray:
+    """Column positions ``columns`` as a (d,) int64 array; ``ValueError`` naming ``where``."""
+    positions = np.asarray(columns)
+    if positions.ndim != 1 or positions.size == 0 or positions.dtype.kind not in "iu":
+        raise ValueError(f"{where} must be a non-empty list of column positions (ints), got "
+                         f"{columns!r}; a dict name -> column labels names a DataFrame's columns")
+    outside = positions[(positions < 0) | (positions >= n_columns)]
+    if outside.size:
+        raise ValueError(f"{where} holds column {outside[0]}, out of range for X's "
+                         f"{n_columns} columns")
+    return positions.astype(np.int64)
+
+
+def _label_positions(columns, labels, where: str) -> np.ndarray:
+    """The (d,) int64 positions of the column labels ``columns`` (one label or a list)
+    among a DataFrame's ``labels``; ``ValueError`` naming ``where``."""
+    from pandas.api.types import is_list_like
+
+    columns = list(columns) if is_list_like(columns) else [columns]
+    if not columns:
+        raise ValueError(f"{where} must name at least one column of X")
+    if not labels.is_unique:
+        raise ValueError(f"X's column labels are not unique, so {where} cannot name columns "
+                         "by label")
+    positions = labels.get_indexer(columns)
+    if (positions < 0).any():
+        missing = [column for column, position in zip(columns, positions) if position < 0]
+        raise ValueError(f"{where} names columns that X does not have: {missing}")
+    return positions.astype(np.int64)
+
+
+def modality_columns(modalities, n_columns: int, labels=None, argument: str = "modalities"):
+    """Which columns of a plain (N, D) input form each modality.
 
     Parameters
     ----------
-    task : "multiclass", "multilabel" or "regression".
-    width, n_layers, n_heads, dropout : architecture, see :class:`FusionModel`.
-    lr, weight_decay : Adam settings.
-    epochs : int, maximum number of passes over the training rows.
-    batch_size : int, mini-batch size (also the inference batch size).
-    patience : int, stop after this many epochs without a lower monitored loss.
-    validation_fraction : float in [0, 1); the share of the training rows held out for
-        early stopping when ``fit`` gets no ``X_val``. With 0 and no ``X_val`` the
-        training loss is monitored instead.
-    random_state : int; seeds the weights, dropout, the split and the shuffling. On the
-        CPU the same seed gives identical predictions (CUDA kernels may not be bit-exact).
-    device : "auto", "cpu" or "cuda".
-    verbose : int; > 0 shows a tqdm progress bar over the epochs.
-    standardize : bool, default True; standardise every input dimension with the mean and
-        standard deviation of ``fit``'s ``X`` (kept in ``mean_`` and ``scale_``), so raw
-        embeddings of very different scales train well. Inputs already in z-scores may
-        pass False.
+    modalities : one of
+        - a list of M positive ints, the widths of consecutive column blocks (summing to D);
+        - a list of M lists of column positions (ints in [0, D));
+        - a dict of M modality names (strings) → their columns: column labels when
+          ``labels`` is given (a DataFrame's), column positions otherwise.
+        Every column must belong to exactly one modality.
+    n_columns : int, D.
+    labels : (D,) ``pandas.Index`` of column labels, or None.
+    argument : the argument's name, for error messages.
 
-    Attributes
-    ----------
-    model_ : the fitted ``FusionModel``, holding the best checkpoint (lowest monitored loss).
-    dims_ : tuple of M ints; n_outputs_ : int; device_ : torch.device.
-    modality_names_ : tuple of M strings, the modality names of ``fit``'s ``X`` (``m0``,
-        ``m1``, ... for a packed array). Later inputs are matched to them by name (see
-        :func:`~ul4m4_gpu.core.validation.in_fitted_order`); a packed array matches by position.
-    mean_, scale_ : (D,) float32 tensors on ``device_``, the per-dimension mean and standard
-        deviation (population; ≤ 1e-8 becomes 1) of ``fit``'s ``X``, including the rows
-        ``validation_fraction`` holds out; None when ``standardize`` is False.
-    classes_ : (C,) the sorted class labels (multiclass only); predictions are mapped back.
-    history_ : list of dicts ``{"epoch", "train_loss", "val_loss"}`` (``val_loss`` None
-        without validation data).
-    best_epoch_ : int, the epoch whose weights were restored; best_loss_ : float, its
-        monitored loss; n_epochs_ : int, epochs run.
+    Returns
+    -------
+    columns : tuple of M (d_m,) int64 arrays, the positions of each modality's columns, in
+        the order given.
+    names : tuple of M strings, the dict's keys, else ``m0``, ``m1``, ...
+
+    Raises ``ValueError`` naming ``argument`` (and the offending entry) for another kind of
+    value, an empty modality, a column out of range or not in X, a column in two modalities
+    (or twice in one), a column in none, or widths that do not sum to D.
     """
+    widths = _as_widths(modalities)
+    if widths is not None:
+        widths = tuple(check_int(f"{argument}[{m}]", width, 1) for m, width in enumerate(widths))
+        if sum(widths) != n_columns:
+            raise ValueError(f"{argument} {list(widths)} sum to {sum(widths)} but X has "
+                             f"{n_columns} columns")
+        ends = np.cumsum(widths)
+        columns = tuple(np.arange(end - width, end) for width, end in zip(widths, ends))
+        return columns, default_modality_names(len(columns))
+    if isinstance(modalities, Mapping):
+        wheres = []
+        for key in modalities:
+            if not isinstance(key, str):
+                raise ValueError(f"{argument}' keys must be modality names (strings), got {key!r}")
+            wheres.append(f"{argument}[{key!r}]")
+        names = tuple(modalities)
+        columns = tuple(_positions(cols, n_columns, where) if labels is None
+                        else _label_positions(cols, labels, where)
+                        for where, cols in zip(wheres, modalities.values()))
+    elif isinstance(modalities, (str, bytes)) or not np.iterable(modalities):
+        raise ValueError(f"{argument} must be a list of modality widths, a list of column-position "
+                         f"lists or a dict name -> columns, got {modalities!r}")
+    else:
+        groups = list(modalities)
+        wheres = [f"{argument}[{m}]" for m in range(len(groups))]
+        columns = tuple(_positions(group, n_columns, where) for where, group in zip(wheres, groups))
+        names = default_modality_names(len(columns))
+    if not columns:
+        raise ValueError(f"{argument} must give at least one modality, got {modalities!r}")
+    _check_partition(columns, wheres, n_columns, labels, argument)
+    return columns, names
 
-    def __init__(self, task="multiclass", width=64, n_layers=1, n_heads=4, dropout=0.1,
-                 lr=1e-3, weight_decay=0.0, epochs=100, batch_size=128, patience=10,
-                 validation_fraction=0.15, random_state=0, device="auto", verbose=0,
-                 standardize=True):
-        self.task = task
+
+def _check_partition(columns, wheres, n_columns: int, labels, argument: str) -> None:
+    """``ValueError`` unless each of the ``n_columns`` columns is in exactly one of
+    ``columns`` (the modalities ``wheres`` name)."""
+    counts = np.bincount(np.concatenate(columns), minlength=n_columns)
+    shown = (lambda c: int(c)) if labels is None else (lambda c: labels[c])
+    if (counts > 1).any():
+        column = int(np.argmax(counts > 1))
+        holders = [where for where, cols in zip(wheres, columns) if column in cols]
+        raise ValueError(f"{argument} overlap: column {shown(column)!r} is given "
+                         f"{counts[column]} times (in {', '.join(holders)})")
+    unused = np.flatnonzero(counts == 0)
+    if unused.size:
+        raise ValueError(f"{argument} leave {unused.size} of X's columns in no modality, e.g. "
+                         f"column {shown(unused[0])!r}; every column must belong to one modality")
+
+
+class _FusionEstimator(BaseEstimator):
+    """The training and inference machinery shared by :class:`FusionClassifier`,
+    :class:`FusionRegressor` and :class:`FusionTrainer`: one implementation, whose task
+    comes from the subclass (``task``: a parameter, or the regressor's class attribute).
+    Its parameters are described in :class:`FusionClassifier`."""
+
+    def __init__(self, width=64, n_layers=1, n_heads=4, dropout=0.1, lr=1e-3, weight_decay=0.0,
+                 epochs=100, batch_size=128, patience=10, validation_fraction=0.15,
+                 random_state=0, device="auto", verbose=0, standardize=True, modalities=None):
         self.width = width
         self.n_layers = n_layers
         self.n_heads = n_heads
@@ -255,6 +380,7 @@ class FusionTrainer(BaseEstimator):
         self.device = device
         self.verbose = verbose
         self.standardize = standardize
+        self.modalities = modalities
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> None:
@@ -273,7 +399,7 @@ class FusionTrainer(BaseEstimator):
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError(
-                "This FusionTrainer instance is not fitted yet; call fit(X, y) first"
+                f"This {type(self).__name__} instance is not fitted yet; call fit(X, y) first"
             )
 
     def _check_targets(self, y: np.ndarray, name: str) -> np.ndarray:
@@ -305,8 +431,8 @@ class FusionTrainer(BaseEstimator):
         return y
 
     def _fit_outputs(self, y: np.ndarray) -> None:
-        """Set ``n_outputs_`` (and ``classes_`` for multiclass) from the checked training
-        targets."""
+        """Set ``n_outputs_`` (and ``classes_`` for the classification tasks) from the checked
+        training targets."""
         if self.task == "multiclass":
             self.classes_ = np.unique(y)
             if self.classes_.size < 2:
@@ -315,6 +441,8 @@ class FusionTrainer(BaseEstimator):
         else:
             self.n_outputs_ = 1 if y.ndim == 1 else int(y.shape[1])
             self._flat_targets = y.ndim == 1
+            if self.task == "multilabel":
+                self.classes_ = np.arange(self.n_outputs_)
 
     def _encode_targets(self, y: np.ndarray, name: str) -> torch.Tensor:
         """Checked targets on the device as the model's loss wants them: (N,) int64 class
@@ -333,13 +461,73 @@ class FusionTrainer(BaseEstimator):
                              f"got shape {y.shape}")
         return torch.as_tensor(target, device=self.device_)
 
-    def _inputs(self, X, name: str) -> torch.Tensor:
-        """``X`` as the fitted model's input: (N, D) float32 on the device, modalities matched
-        to the fitted ones by name, checked and standardised."""
+    def _fit_layout(self, X, dims):
+        """Learn from ``fit``'s ``X`` which columns form each modality (``modalities``, or
+        the deprecated ``dims``): sets ``modality_columns_``, ``modality_names_``,
+        ``dims_``, ``n_features_in_`` and ``feature_names_in_``. Returns ``X``, a plain
+        input as an (N, D) array or tensor (see :func:`_plain_matrix`)."""
+        spec, argument = self.modalities, "modalities"
+        if dims is not None:
+            warnings.warn("fit's dims argument is deprecated; give the modality widths as "
+                          "modalities=[...] when constructing the estimator",
+                          FutureWarning, stacklevel=3)
+            if spec is not None:
+                raise ValueError("give the modalities once: modalities or fit's dims, not both")
+            spec, argument = dims, "dims"
+        labels = None
+        if isinstance(X, MultiModalArray):
+            if spec is not None and _as_widths(spec) is None:
+                raise ValueError(f"X is a MultiModalArray, which carries its own modalities; "
+                                 f"{argument} may only repeat their widths {list(X.dims)}, got "
+                                 f"{spec!r}")
+            if spec is not None and tuple(spec) != X.dims:
+                raise ValueError(f"X has modality dims {X.dims}, expected {tuple(spec)}")
+            columns, _ = modality_columns(X.dims, sum(X.dims))
+            names = X.names
+        else:
+            X, labels = _plain_matrix(X, "X")
+            if spec is None:
+                raise ValueError("modalities or dims is required when X is a plain (N, D) array, "
+                                 "DataFrame or tensor rather than a MultiModalArray: e.g. "
+                                 "modalities=[3, 2] for two modalities of 3 and 2 columns")
+            columns, names = modality_columns(spec, X.shape[1], labels, argument)
+        self.modality_columns_, self.modality_names_ = columns, names
+        self.dims_ = tuple(len(cols) for cols in columns)
+        self.n_features_in_ = sum(self.dims_)
+        feature_names = _string_labels(labels)
+        if feature_names is not None:
+            self.feature_names_in_ = feature_names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return X
+
+    def _packed(self, X, name: str) -> torch.Tensor:
+        """``X`` in the fitted layout: (N, D) float32 on the device, checked, not standardised.
+        A ``MultiModalArray``'s modalities are matched to the fitted ones by name; a plain
+        input must have ``n_features_in_`` columns (and, as a DataFrame, the column labels of
+        ``feature_names_in_``), which are gathered by ``modality_columns_``."""
         if isinstance(X, MultiModalArray):
             X = X.matched_to(self.modality_names_, self.dims_, name)
+        else:
+            X, labels = _plain_matrix(X, name)
+            if X.shape[1] != self.n_features_in_:
+                raise ValueError(f"{name} has {X.shape[1]} features, but {type(self).__name__} "
+                                 f"was fitted on {self.n_features_in_}")
+            fitted, given = getattr(self, "feature_names_in_", None), _string_labels(labels)
+            if fitted is not None and given is not None and not np.array_equal(fitted, given):
+                raise ValueError(f"{name}'s column labels {given.tolist()} differ from those seen "
+                                 f"in fit, {fitted.tolist()}")
+            order = np.concatenate(self.modality_columns_)
+            if not np.array_equal(order, np.arange(order.size)):
+                X = X[:, torch.as_tensor(order, device=X.device) if isinstance(X, torch.Tensor)
+                      else order]
         inputs, _ = as_fusion_input(X, self.dims_, self.device_, name)
-        return self._standardised(inputs)
+        return inputs
+
+    def _inputs(self, X, name: str) -> torch.Tensor:
+        """``X`` as the fitted model's input: (N, D) float32 on the device, in the fitted
+        layout (see :meth:`_packed`), checked and standardised."""
+        return self._standardised(self._packed(X, name))
 
     def _standardised(self, inputs: torch.Tensor) -> torch.Tensor:
         """(N, D) inputs in the fitted standard units (a new tensor), or unchanged."""
@@ -361,29 +549,35 @@ class FusionTrainer(BaseEstimator):
         return order[n_val:], order[:n_val]
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y, X_val=None, y_val=None, dims=None) -> "FusionTrainer":
+    def fit(self, X, y, X_val=None, y_val=None, dims=None):
         """Train the fusion model; keep the weights of the epoch with the lowest monitored loss.
 
         Parameters
         ----------
-        X : a complete ``MultiModalArray`` or a packed (N, D) tensor/array (then ``dims``),
-            N >= 1.
+        X : a complete ``MultiModalArray`` (its own modalities), or a plain 2-D input whose
+            modalities ``modalities`` gives: an (N, D) NumPy array, a pandas DataFrame of
+            numeric columns or a Torch tensor; N >= 1, every value finite. Any numeric
+            dtype; the model computes in float32.
         y : (N,) discrete class labels (multiclass: ints, strings or integral floats, at
             least 2 classes, no NaN), (N, L) 0/1 indicator matrix (multilabel) or (N,) /
             (N, k) numbers (regression).
         X_val, y_val : optional validation data for early stopping (replaces the
-            ``validation_fraction`` split); given together or not at all. ``X_val``'s
-            modalities are matched to ``X``'s by name and standardised with ``X``'s
-            statistics; ``y_val`` holds only classes seen in ``y``.
-        dims : the modality widths when ``X`` is a packed tensor/array.
+            ``validation_fraction`` split); given together or not at all. ``X_val`` takes
+            the forms ``predict`` takes (its modalities matched to ``X``'s by name, or its
+            columns laid out like ``X``'s) and is standardised with ``X``'s statistics;
+            ``y_val`` holds only classes seen in ``y``.
+        dims : deprecated (``FutureWarning``); the modality widths of a plain ``X``, as
+            ``modalities=dims`` would give them.
+
+        Returns
+        -------
+        self
         """
         self._check_params()
         if (X_val is None) != (y_val is None):
             raise ValueError("X_val and y_val must be given together")
         self.device_ = resolve_torch_device(self.device)
-        inputs, self.dims_ = as_fusion_input(X, dims, self.device_)
-        self.modality_names_ = (X.names if isinstance(X, MultiModalArray)
-                                else default_modality_names(len(self.dims_)))
+        inputs = self._packed(self._fit_layout(X, dims), "X")
         y = self._check_targets(_labels(y, len(inputs), "y", "X"), "y")
         self._fit_outputs(y)
         self.mean_ = self.scale_ = None
@@ -472,18 +666,11 @@ class FusionTrainer(BaseEstimator):
         self._check_fitted()
         return self._loss(*self._dataset(X, y, "X", "y"))
 
-    def predict_proba(self, X) -> np.ndarray:
-        """(N, C) class probabilities (multiclass, columns in ``classes_`` order) or (N, L)
-        per-label probabilities (multilabel), float32."""
-        if self.task == "regression":
-            raise ValueError("predict_proba is only defined for task='multiclass' or 'multilabel'")
-        outputs = self._predict_outputs(X)
-        probs = outputs.softmax(dim=1) if self.task == "multiclass" else outputs.sigmoid()
-        return probs.cpu().numpy()
-
     def predict(self, X) -> np.ndarray:
-        """(N,) class labels (multiclass), (N, L) int64 0/1 indicators (multilabel,
-        probability > 0.5) or (N,) / (N, k) float32 values (regression, shaped like y)."""
+        """(N,) class labels (multiclass, of ``classes_``' dtype), (N, L) int64 0/1
+        indicators (multilabel, probability > 0.5) or (N,) / (N, k) float32 values
+        (regression, shaped like y). ``X`` is a complete ``MultiModalArray`` (modalities
+        matched by name) or a plain input with ``fit``'s columns."""
         outputs = self._predict_outputs(X).cpu().numpy()
         if self.task == "multiclass":
             return self.classes_[outputs.argmax(axis=1)]
@@ -491,8 +678,146 @@ class FusionTrainer(BaseEstimator):
             return (outputs > 0).astype(np.int64)
         return outputs[:, 0] if self._flat_targets else outputs
 
+
+class _FusionTaskEstimator(_FusionEstimator):
+    """A fusion estimator whose ``task`` is a parameter (the classifier, the deprecated
+    trainer); adds ``predict_proba``."""
+
+    def __init__(self, task="multiclass", width=64, n_layers=1, n_heads=4, dropout=0.1, lr=1e-3,
+                 weight_decay=0.0, epochs=100, batch_size=128, patience=10,
+                 validation_fraction=0.15, random_state=0, device="auto", verbose=0,
+                 standardize=True, modalities=None):
+        self.task = task
+        super().__init__(width, n_layers, n_heads, dropout, lr, weight_decay, epochs, batch_size,
+                         patience, validation_fraction, random_state, device, verbose, standardize,
+                         modalities)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(N, C) float32 class probabilities (multiclass, columns in ``classes_`` order) or
+        (N, L) float32 per-label probabilities (multilabel); ``X`` as for ``predict``."""
+        if self.task == "regression":
+            raise ValueError("predict_proba is only defined for task='multiclass' or 'multilabel'")
+        outputs = self._predict_outputs(X)
+        probs = outputs.softmax(dim=1) if self.task == "multiclass" else outputs.sigmoid()
+        return probs.cpu().numpy()
+
+
+class FusionClassifier(ClassifierMixin, _FusionTaskEstimator):
+    """Fusion-model classifier on completed embeddings, a scikit-learn classifier.
+
+    ``score`` is the accuracy (subset accuracy for multilabel), ``is_classifier`` holds, so
+    ``cross_val_score`` and ``GridSearchCV`` use stratified folds; the F1 scores are one call
+    away: ``classification_scores(y, clf.predict(X))`` (multilabel: ``multilabel_scores``)
+    from :mod:`ul4m4_gpu.evaluation.metrics`. Inputs are a complete ``MultiModalArray``
+    (what ``UL4M4Imputer.transform`` returns, so the classifier can follow the imputer in a
+    ``Pipeline``) or a plain (N, D) array / DataFrame / tensor split into modalities by
+    ``modalities``. Trains exactly as :class:`FusionTrainer` did with the same parameters.
+
+    Parameters
+    ----------
+    task : "multiclass" (cross-entropy; y holds (N,) labels) or "multilabel" (BCE with
+        logits; y is an (N, L) 0/1 indicator matrix).
+    width, n_layers, n_heads, dropout : architecture, see :class:`FusionModel`.
+    lr, weight_decay : Adam settings.
+    epochs : int, maximum number of passes over the training rows.
+    batch_size : int, mini-batch size (also the inference batch size).
+    patience : int, stop after this many epochs without a lower monitored loss.
+    validation_fraction : float in [0, 1); the share of the training rows held out for
+        early stopping when ``fit`` gets no ``X_val``. With 0 and no ``X_val`` the
+        training loss is monitored instead.
+    random_state : int; seeds the weights, dropout, the split and the shuffling. On the
+        CPU the same seed gives identical predictions (CUDA kernels may not be bit-exact).
+    device : "auto", "cpu" or "cuda".
+    verbose : int; > 0 shows a tqdm progress bar over the epochs.
+    standardize : bool, default True; standardise every input dimension with the mean and
+        standard deviation of ``fit``'s ``X`` (kept in ``mean_`` and ``scale_``), so raw
+        embeddings of very different scales train well. Inputs already in z-scores may
+        pass False.
+    modalities : None, a list of M widths, a list of M column-position lists or a dict
+        name → columns; which columns of a plain 2-D input form each modality (see
+        :func:`modality_columns`): e.g. ``[76, 216, 64]`` (consecutive blocks),
+        ``[[0, 2], [1, 3, 4]]``, or ``{"img": ["i0", "i1"], "txt": ["t0"]}`` (column labels
+        of a DataFrame; column positions for an array or tensor). Every column belongs to
+        exactly one modality. Required for a plain input; with a ``MultiModalArray`` it is
+        None (the array's own modalities) or the array's widths.
+
+    Attributes
+    ----------
+    model_ : the fitted ``FusionModel``, holding the best checkpoint (lowest monitored loss).
+    classes_ : (C,) the sorted class labels (multiclass; predictions are mapped back to
+        them), or ``arange(L)``, the label indices (multilabel).
+    n_outputs_ : int, C or L. dims_ : tuple of M ints. device_ : torch.device.
+    modality_names_ : tuple of M strings: ``X``'s own (``MultiModalArray``), the keys of a
+        ``modalities`` dict, else ``m0``, ``m1``, ... Later ``MultiModalArray`` inputs are
+        matched to them by name (see :func:`~ul4m4_gpu.core.validation.in_fitted_order`).
+    modality_columns_ : tuple of M (d_m,) int64 arrays, the positions of each modality's
+        columns in a plain 2-D input (consecutive blocks after a ``MultiModalArray`` fit).
+    n_features_in_ : int, D, the number of columns every plain input must have.
+    feature_names_in_ : (D,) object array of column labels; only when ``fit``'s ``X`` was a
+        DataFrame with string column labels; a DataFrame given later must have the same.
+    mean_, scale_ : (D,) float32 tensors on ``device_``, the per-dimension mean and standard
+        deviation (population; ≤ 1e-8 becomes 1) of ``fit``'s ``X`` in the model's column
+        order, including the rows ``validation_fraction`` holds out; None when
+        ``standardize`` is False.
+    history_ : list of dicts ``{"epoch", "train_loss", "val_loss"}`` (``val_loss`` None
+        without validation data).
+    best_epoch_ : int, the epoch whose weights were restored; best_loss_ : float, its
+        monitored loss; n_epochs_ : int, epochs run.
+    """
+
+    def _check_params(self) -> None:
+        if self.task == "regression":
+            raise ValueError("FusionClassifier takes task='multiclass' or 'multilabel', got "
+                             "'regression'; use FusionRegressor for regression")
+        super()._check_params()
+
+
+class FusionRegressor(RegressorMixin, _FusionEstimator):
+    """Fusion-model regressor (MSE) on completed embeddings, a scikit-learn regressor.
+
+    ``score`` is R² (averaged over the targets of an (N, k) y), ``is_regressor`` holds; MSE,
+    MAE and Pearson r are ``regression_scores(y, reg.predict(X))`` from
+    :mod:`ul4m4_gpu.evaluation.metrics`. ``y`` holds (N,) or (N, k) finite numbers;
+    ``predict`` returns float32 values of y's shape. Inputs as :class:`FusionClassifier`.
+
+    Parameters
+    ----------
+    width, n_layers, n_heads, dropout : architecture, see :class:`FusionModel`.
+    lr, weight_decay, epochs, batch_size, patience, validation_fraction, random_state,
+    device, verbose, standardize, modalities : as in :class:`FusionClassifier`.
+
+    Attributes
+    ----------
+    task : "regression", a class attribute (not a parameter).
+    model_, dims_, device_, modality_names_, modality_columns_, n_features_in_,
+    feature_names_in_, mean_, scale_, history_, best_epoch_, best_loss_, n_epochs_ : as in
+        :class:`FusionClassifier`.
+    n_outputs_ : int, k (1 for an (N,) y).
+    """
+
+    task = "regression"
+
+
+class FusionTrainer(_FusionTaskEstimator):
+    """Deprecated (``FutureWarning`` when constructed): use :class:`FusionClassifier`
+    (``task="multiclass"`` or ``"multilabel"``) or :class:`FusionRegressor`.
+
+    The same model and training; the differences: ``task`` may also be "regression",
+    :func:`~sklearn.base.is_classifier` is False, and :meth:`score` returns a dict of
+    metrics rather than a number. Parameters and attributes as in
+    :class:`FusionClassifier` (``classes_`` only for the classification tasks).
+    """
+
+    def __new__(cls, *args, **kwargs):
+        warnings.warn("FusionTrainer is deprecated; use FusionClassifier (task='multiclass' or "
+                      "'multilabel') or FusionRegressor, whose score is a number (accuracy, R²); "
+                      "FusionTrainer.score's metrics are ul4m4_gpu.classification_scores(y, "
+                      "estimator.predict(X)) (multilabel_scores, regression_scores for the "
+                      "other tasks)", FutureWarning, stacklevel=2)
+        return super().__new__(cls)
+
     def score(self, X, y) -> dict[str, float]:
         """Metrics of ``predict(X)`` against ``y``: F1-micro, F1-macro and accuracy
         (multiclass; multilabel on the indicator matrix, subset accuracy), or MSE, MAE and
-        Pearson r (regression)."""
-        return _SCORERS[self.task](np.asarray(to_numpy(y)), self.predict(X))
+        Pearson r (regression); see :data:`TASK_SCORERS`."""
+        return TASK_SCORERS[self.task](np.asarray(to_numpy(y)), self.predict(X))

@@ -7,8 +7,9 @@ training rows only. Each method completes the three splits and its imputation RM
 measured on the hidden test slots (normalised space). Each baseline imputer (mean fill,
 KNNImputer, IterativeImputer) is also scored "+ indicators": the same completion with the
 (N, M) availability mask of its input appended to the downstream features. Downstream, on
-the z-scores of the completed rows: a :class:`~ul4m4_gpu.evaluation.fusion.FusionTrainer` trained on
-the training rows (early stopping on the validation rows) and a logistic regression
+the z-scores of the completed rows: a :class:`~ul4m4_gpu.evaluation.fusion.FusionClassifier`
+(:class:`~ul4m4_gpu.evaluation.fusion.FusionRegressor` for regression) trained on the
+training rows (early stopping on the validation rows) and a logistic regression
 (:data:`LOGREG_PARAMS`), both scored on the test rows (F1-micro, F1-macro and accuracy; the
 fusion model's MSE, MAE and Pearson r for regression). Results are aggregated as mean ± std
 over seeds and as the paired difference (per seed) to the best baseline;
@@ -75,7 +76,7 @@ IMPUTING_BASELINES = ("mean fill", "KNNImputer", "IterativeImputer")
 COMPLETE_CASE = "complete-case training"
 UPPER_BOUND = "complete data (upper bound)"
 _CLASSIFICATION = {"f1_micro": "F1-micro", "f1_macro": "F1-macro", "accuracy": "accuracy"}
-#: The fusion model's metrics of each task (``FusionTrainer.score``'s keys) and their headings.
+#: The fusion model's metrics of each task (the keys of ``fusion.TASK_SCORERS``) and their headings.
 TASK_METRICS = {"multiclass": _CLASSIFICATION, "multilabel": _CLASSIFICATION,
                 "regression": {"mse": "MSE", "mae": "MAE", "pearson_r": "Pearson r"}}
 #: The logistic regression's metrics (multiclass only).
@@ -188,14 +189,15 @@ def _downstream(completed: dict, labels, split: dict, seed: int, settings: Harne
     y = {part: labels[rows] for part, rows in split.items()}
     scores = {}
     if "fusion" in settings.downstream:
-        from .fusion import FusionTrainer
+        from .fusion import TASK_SCORERS, FusionClassifier, FusionRegressor
 
-        trainer = FusionTrainer(task=settings.task, width=settings.width,
-                                epochs=settings.epochs, patience=settings.patience,
-                                random_state=seed, device=settings.device, standardize=False)
+        params = dict(width=settings.width, epochs=settings.epochs, patience=settings.patience,
+                      random_state=seed, device=settings.device, standardize=False)
+        model = (FusionRegressor(**params) if settings.task == "regression"
+                 else FusionClassifier(task=settings.task, **params))
         start = time.perf_counter()
-        trainer.fit(features["train"], y["train"], X_val=features["val"], y_val=y["val"])
-        scores.update(trainer.score(features["test"], y["test"]),
+        model.fit(features["train"], y["train"], X_val=features["val"], y_val=y["val"])
+        scores.update(TASK_SCORERS[settings.task](y["test"], model.predict(features["test"])),
                       train_s=time.perf_counter() - start)
     if "logreg" in settings.downstream:
         start = time.perf_counter()
