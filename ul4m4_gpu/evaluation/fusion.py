@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -32,7 +31,8 @@ from ..core.backend import DEVICES, to_numpy
 from ..io.data import MultiModalArray
 from .metrics import classification_scores, multilabel_scores, regression_scores
 from ..core.normalise import MIN_SCALE
-from ..core.validation import check_dims, check_int, default_modality_names
+from ..core.validation import check_dims, check_int
+from ..io.columns import as_widths, modality_columns, string_labels
 
 TASKS = ("multiclass", "multilabel", "regression")
 _LOSSES = {
@@ -203,19 +203,6 @@ class FusionModel(nn.Module):
         return _LOSSES[self.task](outputs, targets)
 
 
-def _is_int(value) -> bool:
-    """True for a Python or NumPy integer, False for a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _as_widths(spec) -> tuple | None:
-    """``spec`` as a tuple when it is a non-empty list of ints (modality widths), else None."""
-    if isinstance(spec, (Mapping, str, bytes)) or not np.iterable(spec):
-        return None
-    items = tuple(spec)
-    return items if items and all(map(_is_int, items)) else None
-
-
 def _plain_matrix(X, name: str):
     """A plain 2-D input as ``(matrix, labels)``.
 
@@ -243,118 +230,6 @@ def _plain_matrix(X, name: str):
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape "
                          f"{tuple(matrix.shape)}")
     return matrix, labels
-
-
-def _string_labels(labels) -> np.ndarray | None:
-    """(D,) object array of the column labels when all are strings, else None."""
-    if labels is None or not all(isinstance(label, str) for label in labels):
-        return None
-    return np.asarray(labels, dtype=object)
-
-
-def _positions(columns, n_columns: int, where: str) -> np.ndarray:
-    """Column positions ``columns`` as a (d,) int64 array; ``ValueError`` naming ``where``."""
-    positions = np.asarray(columns)
-    if positions.ndim != 1 or positions.size == 0 or positions.dtype.kind not in "iu":
-        raise ValueError(f"{where} must be a non-empty list of column positions (ints), got "
-                         f"{columns!r}; a dict name -> column labels names a DataFrame's columns")
-    outside = positions[(positions < 0) | (positions >= n_columns)]
-    if outside.size:
-        raise ValueError(f"{where} holds column {outside[0]}, out of range for X's "
-                         f"{n_columns} columns")
-    return positions.astype(np.int64)
-
-
-def _label_positions(columns, labels, where: str) -> np.ndarray:
-    """The (d,) int64 positions of the column labels ``columns`` (one label or a list)
-    among a DataFrame's ``labels``; ``ValueError`` naming ``where``."""
-    from pandas.api.types import is_list_like
-
-    columns = list(columns) if is_list_like(columns) else [columns]
-    if not columns:
-        raise ValueError(f"{where} must name at least one column of X")
-    if not labels.is_unique:
-        raise ValueError(f"X's column labels are not unique, so {where} cannot name columns "
-                         "by label")
-    positions = labels.get_indexer(columns)
-    if (positions < 0).any():
-        missing = [column for column, position in zip(columns, positions) if position < 0]
-        raise ValueError(f"{where} names columns that X does not have: {missing}")
-    return positions.astype(np.int64)
-
-
-def modality_columns(modalities, n_columns: int, labels=None, argument: str = "modalities"):
-    """Which columns of a plain (N, D) input form each modality.
-
-    Parameters
-    ----------
-    modalities : one of
-        - a list of M positive ints, the widths of consecutive column blocks (summing to D);
-        - a list of M lists of column positions (ints in [0, D));
-        - a dict of M modality names (strings) → their columns: column labels when
-          ``labels`` is given (a DataFrame's), column positions otherwise.
-        Every column must belong to exactly one modality.
-    n_columns : int, D.
-    labels : (D,) ``pandas.Index`` of column labels, or None.
-    argument : the argument's name, for error messages.
-
-    Returns
-    -------
-    columns : tuple of M (d_m,) int64 arrays, the positions of each modality's columns, in
-        the order given.
-    names : tuple of M strings, the dict's keys, else ``m0``, ``m1``, ...
-
-    Raises ``ValueError`` naming ``argument`` (and the offending entry) for another kind of
-    value, an empty modality, a column out of range or not in X, a column in two modalities
-    (or twice in one), a column in none, or widths that do not sum to D.
-    """
-    widths = _as_widths(modalities)
-    if widths is not None:
-        widths = tuple(check_int(f"{argument}[{m}]", width, 1) for m, width in enumerate(widths))
-        if sum(widths) != n_columns:
-            raise ValueError(f"{argument} {list(widths)} sum to {sum(widths)} but X has "
-                             f"{n_columns} columns")
-        ends = np.cumsum(widths)
-        columns = tuple(np.arange(end - width, end) for width, end in zip(widths, ends))
-        return columns, default_modality_names(len(columns))
-    if isinstance(modalities, Mapping):
-        wheres = []
-        for key in modalities:
-            if not isinstance(key, str):
-                raise ValueError(f"{argument}' keys must be modality names (strings), got {key!r}")
-            wheres.append(f"{argument}[{key!r}]")
-        names = tuple(modalities)
-        columns = tuple(_positions(cols, n_columns, where) if labels is None
-                        else _label_positions(cols, labels, where)
-                        for where, cols in zip(wheres, modalities.values()))
-    elif isinstance(modalities, (str, bytes)) or not np.iterable(modalities):
-        raise ValueError(f"{argument} must be a list of modality widths, a list of column-position "
-                         f"lists or a dict name -> columns, got {modalities!r}")
-    else:
-        groups = list(modalities)
-        wheres = [f"{argument}[{m}]" for m in range(len(groups))]
-        columns = tuple(_positions(group, n_columns, where) for where, group in zip(wheres, groups))
-        names = default_modality_names(len(columns))
-    if not columns:
-        raise ValueError(f"{argument} must give at least one modality, got {modalities!r}")
-    _check_partition(columns, wheres, n_columns, labels, argument)
-    return columns, names
-
-
-def _check_partition(columns, wheres, n_columns: int, labels, argument: str) -> None:
-    """``ValueError`` unless each of the ``n_columns`` columns is in exactly one of
-    ``columns`` (the modalities ``wheres`` name)."""
-    counts = np.bincount(np.concatenate(columns), minlength=n_columns)
-    shown = (lambda c: int(c)) if labels is None else (lambda c: labels[c])
-    if (counts > 1).any():
-        column = int(np.argmax(counts > 1))
-        holders = [where for where, cols in zip(wheres, columns) if column in cols]
-        raise ValueError(f"{argument} overlap: column {shown(column)!r} is given "
-                         f"{counts[column]} times (in {', '.join(holders)})")
-    unused = np.flatnonzero(counts == 0)
-    if unused.size:
-        raise ValueError(f"{argument} leave {unused.size} of X's columns in no modality, e.g. "
-                         f"column {shown(unused[0])!r}; every column must belong to one modality")
 
 
 class _FusionEstimator(BaseEstimator):
@@ -476,7 +351,7 @@ class _FusionEstimator(BaseEstimator):
             spec, argument = dims, "dims"
         labels = None
         if isinstance(X, MultiModalArray):
-            if spec is not None and _as_widths(spec) is None:
+            if spec is not None and as_widths(spec) is None:
                 raise ValueError(f"X is a MultiModalArray, which carries its own modalities; "
                                  f"{argument} may only repeat their widths {list(X.dims)}, got "
                                  f"{spec!r}")
@@ -494,7 +369,7 @@ class _FusionEstimator(BaseEstimator):
         self.modality_columns_, self.modality_names_ = columns, names
         self.dims_ = tuple(len(cols) for cols in columns)
         self.n_features_in_ = sum(self.dims_)
-        feature_names = _string_labels(labels)
+        feature_names = string_labels(labels)
         if feature_names is not None:
             self.feature_names_in_ = feature_names
         elif hasattr(self, "feature_names_in_"):
@@ -513,7 +388,7 @@ class _FusionEstimator(BaseEstimator):
             if X.shape[1] != self.n_features_in_:
                 raise ValueError(f"{name} has {X.shape[1]} features, but {type(self).__name__} "
                                  f"was fitted on {self.n_features_in_}")
-            fitted, given = getattr(self, "feature_names_in_", None), _string_labels(labels)
+            fitted, given = getattr(self, "feature_names_in_", None), string_labels(labels)
             if fitted is not None and given is not None and not np.array_equal(fitted, given):
                 raise ValueError(f"{name}'s column labels {given.tolist()} differ from those seen "
                                  f"in fit, {fitted.tolist()}")
