@@ -425,8 +425,9 @@ def test_non_numeric_dtype():
 
 
 def test_non_container_input():
-    with pytest.raises(TypeError, match="expected a MultiModalArray"):
-        UL4M4Imputer(n_clusters=2).fit(np.ones((5, 3)))
+    """A 2-D array is a container now (tests/test_sklearn.py); other shapes are refused."""
+    with pytest.raises(ValueError, match="dim 3"):
+        UL4M4Imputer(n_clusters=2).fit(np.ones((5, 3, 2)))
 
 
 @pytest.mark.parametrize("params, message", [

@@ -110,7 +110,8 @@ def test_valid_inputs_keep_every_promise(case, form, draw):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no overflow or invalid value, ever
         warnings.filterwarnings("ignore", ".*(no centre carries|filled with the training mean)")
-        imputer = UL4M4Imputer(n_clusters=k, random_state=seed).fit(X)
+        # the container back whatever the input (each type's own output: test_sklearn.py)
+        imputer = UL4M4Imputer(n_clusters=k, random_state=seed, output_type="multimodal").fit(X)
         out = imputer.transform(X)
         assert np.isfinite(out.values).all() and out.mask.all()
         np.testing.assert_array_equal(out.imputed, ~mask)
@@ -119,7 +120,8 @@ def test_valid_inputs_keep_every_promise(case, form, draw):
             observed = mask[:, m]
             assert out.modality(m)[observed].tobytes() == block[observed].tobytes()
 
-        again = UL4M4Imputer(n_clusters=k, random_state=seed).fit(X).transform(X)
+        again = UL4M4Imputer(n_clusters=k, random_state=seed,
+                             output_type="multimodal").fit(X).transform(X)
         assert again.values.tobytes() == out.values.tobytes()
         with tempfile.TemporaryDirectory() as folder:
             imputer.save(Path(folder) / "model.npz")

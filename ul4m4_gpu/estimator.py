@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import warnings
 
-from sklearn.base import BaseEstimator
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
+from sklearn.utils._set_output import _get_output_config
+from sklearn.utils.validation import _check_feature_names_in, validate_data
 from tqdm.auto import tqdm
 
 from .core.backend import DEVICES, VALUE_DTYPE, array_module, resolve_device
@@ -38,6 +41,13 @@ from .core.validation import (
     checked_random_state,
 )
 from .io.data import MultiModalArray
+from .io.inputs import (
+    INDICATOR_PREFIX,
+    OUTPUT_TYPES,
+    completed_output,
+    feature_names,
+    read_input,
+)
 from .io.model_file import read_model, write_model
 
 
@@ -53,6 +63,16 @@ def _init(value) -> None:
                 f"init must be 'k-means++' or a (centers, centers_mask) pair, got {value!r}")
     elif not (isinstance(value, (tuple, list)) and len(value) == 2):
         raise ValueError("init must be 'k-means++' or a (centers, centers_mask) pair")
+
+
+def _check_bool(name, value) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_choice(name, value, choices) -> None:
+    if not (isinstance(value, str) and value in choices):
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def _device(value) -> None:
@@ -117,7 +137,8 @@ class UL4M4Base(BaseEstimator):
 
     def _local_params(self) -> dict:
         """The parameters an in-memory ``UL4M4Imputer`` takes, with their values here."""
-        return {name: getattr(self, name) for name in UL4M4Imputer._get_param_names()}
+        return {name: getattr(self, name) for name in UL4M4Imputer._get_param_names()
+                if hasattr(self, name)}
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "cluster_centers_"):
@@ -126,7 +147,7 @@ class UL4M4Base(BaseEstimator):
                 "transform")
 
 
-class UL4M4Imputer(UL4M4Base):
+class UL4M4Imputer(TransformerMixin, UL4M4Base):
     """Complete missing modalities by clustering with partial centres and completing from
     the centres (docs/method.md).
 
@@ -168,6 +189,21 @@ class UL4M4Imputer(UL4M4Base):
         τ of the weights exp(−(s − s_min)/τ) (r > 1 only). "auto" picks τ at fit time from
         a grid by holding out one observed modality of up to 2,000 training rows (seeded by
         ``random_state``) and keeping the τ that reconstructs it best.
+    modalities : None, list of ints, list of lists of ints, or dict name → columns
+        Which columns of a 2-D input (array, tensor, DataFrame of numeric columns) form each
+        modality: their widths, their column positions, or a dict of names to columns
+        (column labels for a DataFrame; its other columns pass through). None: each column
+        is its own modality. A modality is missing in a row when all its columns are NaN.
+        Inputs that carry their modalities (MultiModalArray, list columns, dicts) need none.
+    add_indicator : bool, default False
+        Append the (N, M) missing-modality indicators (1 where the modality was missing)
+        to the output, named ``missingindicator_<modality>``.
+    output_type : "input", "multimodal", "numpy", "cupy" or "pandas", default "input"
+        The type ``transform`` returns: "input" follows the input (NumPy → NumPy, CuPy →
+        CuPy, DataFrame → DataFrame with its index and other columns, Arrow → Arrow, torch →
+        torch, MultiModalArray → MultiModalArray; :mod:`ul4m4_gpu.io.inputs`); the others
+        convert. ``set_output(transform="pandas")`` is honoured (a DataFrame of the imputed
+        columns, named by ``get_feature_names_out``).
 
     Attributes
     ----------
@@ -183,12 +219,14 @@ class UL4M4Imputer(UL4M4Base):
     completion_report_ : :class:`~ul4m4_gpu.core.completion.CompletionReport` of the last
         ``transform``: per modality, the slots filled, the share of their weight drawn from
         centres sharing no observed modality with the row, the share whose best score is 0.
+    n_features_in_ : int, D, the modality columns seen at fit; feature_names_in_ : their
+        labels, for a DataFrame with string labels.
     """
 
     def __init__(self, n_clusters=64, max_iter=100, tol=1e-6, n_init=1, init="k-means++",
                  random_state=None, device="auto", batch_size=None, ddof=0, verbose=0,
                  completion=DEFAULT_COMPLETION, n_candidates=DEFAULT_N_CANDIDATES,
-                 temperature="auto"):
+                 temperature="auto", modalities=None, add_indicator=False, output_type="input"):
         self.n_clusters = n_clusters
         self.max_iter = max_iter
         self.tol = tol
@@ -202,14 +240,40 @@ class UL4M4Imputer(UL4M4Base):
         self.completion = completion
         self.n_candidates = n_candidates
         self.temperature = temperature
+        self.modalities = modalities
+        self.add_indicator = add_indicator
+        self.output_type = output_type
+
+    _parameter_checks = {
+        **UL4M4Base._parameter_checks,
+        "add_indicator": lambda value: _check_bool("add_indicator", value),
+        "output_type": lambda value: _check_choice("output_type", value, OUTPUT_TYPES),
+    }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
 
     # ------------------------------------------------------------------ validation
-    def _check_data(self, X, device: str) -> MultiModalArray:
-        data = MultiModalArray.coerce(X, device=device).to(device)
+    def _read(self, X, reset: bool):
+        """``X`` read for this imputer (:func:`~ul4m4_gpu.io.inputs.read_input`) on its
+        device, with scikit-learn's checks of feature counts and names (``reset``: fit
+        sets them)."""
+        inp = read_input(X, self.modalities, self.device_)
+        data = inp.data
         if data.n_samples == 0:
             raise ValueError("empty input: X has 0 rows")
         check_finite_modalities(data.values, data.mask, data.dims, data.names)
-        return data
+        if inp.columns is not None:  # a 2-D input: scikit-learn's checks of its columns
+            validate_data(self, inp.features(), reset=reset, skip_check_array=True)
+        elif reset:  # keyed by modality: transform matches the modalities by name
+            self.n_features_in_ = inp.n_features
+            self.__dict__.pop("feature_names_in_", None)
+        if reset:
+            self._feature_names_out = list(feature_names(inp, add_indicator=False))
+        return inp
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None):
@@ -221,46 +285,68 @@ class UL4M4Imputer(UL4M4Base):
         """
         self._check_params()
         self.device_ = resolve_device(self.device)
-        data = self._check_data(X, self.device_)
+        data = self._read(X, reset=True).data
         source = ArrayRows(data.values, data.mask, data.dims, data.names, self.batch_size)
         return self._apply_state(fit(source, FitParams.of(self)))
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """(D [+ M],) object array of the output column names: the input's column labels
+        (``x<j>`` for an array), or ``<modality>_<j>`` for inputs keyed by modality; then
+        ``missingindicator_<modality>`` with ``add_indicator``. ``input_features`` must
+        equal ``feature_names_in_`` where it is set."""
+        self._check_fitted()
+        if input_features is not None:
+            _check_feature_names_in(self, input_features)
+        names = list(getattr(self, "_feature_names_out", None) or [
+            name if d == 1 else f"{name}_{j}"  # a model fitted elsewhere (a file, a stream)
+            for name, d in zip(self.modality_names_, self.dims_) for j in range(d)])
+        if self.add_indicator:
+            names += [INDICATOR_PREFIX + name for name in self.modality_names_]
+        return np.asarray(names, dtype=object)
 
     def _uncarried(self) -> list[str]:
         return self.fitted_state(labels=False).uncarried()
 
     # ------------------------------------------------------------------ completion
-    def transform(self, X) -> MultiModalArray:
+    def transform(self, X):
         """Fill every missing modality of ``X``.
 
-        Returns a MultiModalArray on the estimator's device: (N, D) values of ``X``'s dtype
-        (float32 from the ``MultiModalArray.from_*`` builders) with the observed values of
-        ``X`` unchanged, mask all True, and ``imputed`` (N, M) bool equal
-        to the input's ``~mask``; modalities in ``X``'s order. ``X``'s modalities are matched
-        to the fitted ones by name (see :func:`~ul4m4_gpu.core.validation.in_fitted_order`).
-        A row observing no modality is filled with the training mean. Sets
-        ``completion_report_``; warns when a hard pick (``n_candidates=1``) draws more than
-        10 % of its fills from centres sharing no observed modality with the row.
+        Returns the completion in the type ``output_type`` asks for (by default the input's:
+        see :mod:`ul4m4_gpu.io.inputs`), with the observed values of ``X`` bit for bit; for
+        a MultiModalArray, one on the estimator's device: (N, D) values, mask all True, and
+        ``imputed`` (N, M) bool equal to the input's ``~mask``, modalities in ``X``'s order.
+        ``X``'s modalities are matched to the fitted ones by name (see
+        :func:`~ul4m4_gpu.core.validation.in_fitted_order`). A row observing no modality
+        is filled with the training mean. Sets ``completion_report_``; warns when a hard
+        pick (``n_candidates=1``) draws more than 10 % of its fills from centres sharing no
+        observed modality with the row.
         """
-        data, values, _, given = self._complete(X)
+        self._check_fitted()
+        inp = self._read(X, reset=False)
+        data, values, _, given = self._complete(inp.data)
         xp = array_module(data.values)
         completed = MultiModalArray(values, xp.ones_like(data.mask), data.dims, data.names,
                                     imputed=~data.mask)
-        return completed if given == data.names else completed.select(given)
+        completed = completed if given == data.names else completed.select(given)
+        # scikit-learn's set_output (or set_config) wraps a NumPy result itself
+        wrapped = _get_output_config("transform", self)["dense"] != "default"
+        return completed_output(inp, completed, self.add_indicator,
+                                "numpy" if wrapped else self.output_type,
+                                self.get_feature_names_out())
 
     def imputation_sources(self, X):
         """(N, M) int64 index of the best-scoring centre each missing slot of ``X`` is
         filled from (the one it is copied from when ``n_candidates=1``); −1 for observed
         slots and for slots filled with the training mean. Columns in ``X``'s modality
         order."""
-        data, _, sources, given = self._complete(X)
+        self._check_fitted()
+        data, _, sources, given = self._complete(self._read(X, reset=False).data)
         return sources[:, [data.index(name) for name in given]]
 
-    def _complete(self, X):
-        """(X in the fitted modality order, its completed (N, D) values, its (N, M)
-        sources, X's own modality names); sets ``completion_report_`` and warns."""
-        self._check_fitted()
+    def _complete(self, data: MultiModalArray):
+        """(``data`` in the fitted modality order, its completed (N, D) values, its (N, M)
+        sources, ``data``'s own modality names); sets ``completion_report_`` and warns."""
         self._check_params()
-        data = self._check_data(X, self.device_)
         given = data.names
         data = data.matched_to(self.modality_names_, self.dims_)
         xp = array_module(data.values)
@@ -297,10 +383,6 @@ class UL4M4Imputer(UL4M4Base):
                 "compared with what the row observes. completion='overlap' or 'nearest' "
                 "scores candidates on the observed modalities only, and n_candidates > 1 "
                 "averages the best few", CompletionWarning, stacklevel=3)
-
-    def fit_transform(self, X, y=None) -> MultiModalArray:
-        """``fit(X).transform(X)``."""
-        return self.fit(X).transform(X)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:

@@ -108,6 +108,12 @@ class MultiModalArray:
     """
 
     def __init__(self, values, mask, dims, names=None, imputed=None):
+        if mask is None or not hasattr(mask, "shape"):
+            raise TypeError("mask must be an (N, M) bool array; to find the missing modalities "
+                            "from NaN use MultiModalArray.from_modalities, or UL4M4Imputer("
+                            "modalities=dims) on the (N, D) array itself")
+        if not hasattr(values, "shape"):
+            raise TypeError(f"values must be an (N, D) array, got {type(values).__name__}")
         dims = tuple(int(d) for d in dims)
         if not dims or any(d < 1 for d in dims):
             raise ValueError(f"dims must be a non-empty sequence of positive ints, got {dims}")
@@ -283,8 +289,36 @@ class MultiModalArray:
     def device(self) -> str:
         return "cuda" if is_cupy_array(self.values) else "cpu"
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(N, D), so that scikit-learn counts and indexes the rows (train_test_split,
+        cross-validation)."""
+        return (self.n_samples, int(self.values.shape[1]))
+
     def __len__(self) -> int:
         return self.n_samples
+
+    def __getitem__(self, rows) -> "MultiModalArray":
+        """The rows ``rows`` (an int, a slice, indices or a boolean mask) as a new array;
+        ``data[0:5]``, ``data[[3, 1]]``."""
+        if isinstance(rows, tuple) and len(rows) == 2 and rows[1] in (Ellipsis, slice(None)):
+            rows = rows[0]  # data[rows, ...] / data[rows, :], as scikit-learn indexes
+        if isinstance(rows, tuple):
+            raise IndexError("a MultiModalArray is indexed by rows only; select modalities "
+                             "with .select(names) or .modality(name)")
+        if isinstance(rows, (int, np.integer)):
+            rows = slice(rows, rows + 1 if rows != -1 else None)
+        if isinstance(rows, slice):
+            imputed = None if self.imputed is None else self.imputed[rows]
+            return MultiModalArray(self.values[rows], self.mask[rows], self.dims, self.names,
+                                   imputed)
+        return self.take(rows)
+
+    def __array__(self, dtype=None, copy=None):
+        """The packed (N, D) values as a NumPy array (NaN where missing), so that NumPy and
+        scikit-learn read a completed MultiModalArray as a plain matrix."""
+        values = to_numpy(self.values)
+        return values if dtype is None else values.astype(dtype, copy=False)
 
     def __repr__(self) -> str:
         observed = float(to_numpy(self.mask).mean()) if self.n_samples else 0.0

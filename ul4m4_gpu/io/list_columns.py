@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.backend import VALUE_DTYPE, array_module, to_numpy
+from ..core.backend import VALUE_DTYPE, array_module, import_cudf, is_cudf, to_numpy
 from ..core.validation import describe_rows
 
 
@@ -167,3 +167,29 @@ def cudf_list_to_dense(series, name: str, width: int | None = None):
     _check_leaves(name, observed, d, leaves.null_count, lambda: leaves.isna().values,
                   leaves.dtype.kind in "fiu", leaves.dtype)
     return _scatter_rows(observed, leaves.values, d), observed
+
+
+def with_filled_columns(frame, table, columns):
+    """``frame`` with its modality ``columns`` replaced by those of the Arrow ``table`` (same
+    rows; ``list<float32>`` columns from :meth:`MultiModalArray.to_arrow`). Every completed
+    column is ``list<float32>``, whatever the input's list and number types, as in the
+    Parquet output of :func:`ul4m4_gpu.io.files.write_table`: the values are float32 from the
+    packing on, so a float64 type would claim digits that are gone. A pyarrow-backed pandas
+    column stays pyarrow-backed, an object column holds (d,) float32 arrays; a cuDF frame's
+    columns are rebuilt through Arrow on the host."""
+    out = frame.copy()
+    if is_cudf(frame):
+        filled = import_cudf().DataFrame.from_arrow(table)
+        filled.index = frame.index
+        for name in columns:
+            out[name] = filled[name]
+        return out
+    import pandas as pd
+
+    for name in columns:
+        column = table.column(name)
+        pyarrow_backed = getattr(frame[name].dtype, "pyarrow_dtype", None) is not None
+        cells = (pd.arrays.ArrowExtensionArray(column) if pyarrow_backed
+                 else column.to_pandas().to_numpy())
+        out[name] = pd.Series(cells, index=frame.index, name=name)
+    return out

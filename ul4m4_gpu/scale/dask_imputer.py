@@ -31,6 +31,7 @@ from ..core.state import FittedState
 from ..core.validation import check_int
 from ..estimator import UL4M4Base, UL4M4Imputer
 from ..io.data import MultiModalArray
+from ..io.list_columns import with_filled_columns
 from .dask_partitions import (
     DaskMultiModalArray,
     _check_column_labels,
@@ -38,7 +39,6 @@ from .dask_partitions import (
     _frame_block,
     _move,
     _prepare_block,
-    _with_filled_columns,
     dask_arrays,
     is_dask_frame,
     output_meta,
@@ -89,7 +89,7 @@ def _all_true_block(mask, device):
 
 def _complete_frame(frame, model, columns, dims, device, partition_info=None):
     """One DataFrame partition with its modality columns completed (other columns and the
-    index kept), typed as :func:`_with_filled_columns` says. ``partition_info`` (filled by
+    index kept), typed as :func:`~ul4m4_gpu.io.list_columns.with_filled_columns` says. ``partition_info`` (filled by
     ``map_partitions``; None in a direct call: "?") numbers the partition in errors; its
     global rows are not known without a pass over the partitions' lengths."""
     index = "?" if partition_info is None else partition_info["number"]
@@ -98,7 +98,7 @@ def _complete_frame(frame, model, columns, dims, device, partition_info=None):
         return _completed_meta(frame, columns)
     local = _local_model(*model, _device_of(values))
     completed = local.transform(MultiModalArray(values, mask, dims, columns))
-    return _with_filled_columns(frame, completed.to_arrow(), columns)
+    return with_filled_columns(frame, completed.to_arrow(), columns)
 
 
 # ---------------------------------------------------------------------------- the estimator
@@ -286,7 +286,8 @@ class DaskUL4M4Imputer(UL4M4Base):
         """A fitted DaskUL4M4Imputer on ``client`` with the centres, statistics and
         parameters of a fitted (or loaded) single-machine imputer (an explicit ``init``
         becomes "k-means++": the model is fitted already)."""
-        params = local.get_params()
+        params = {name: value for name, value in local.get_params().items()
+                  if name in cls._get_param_names()}
         params["init"] = params["init"] if isinstance(params["init"], str) else "k-means++"
         model = cls(**params, client=client)
         model._apply_state(local.fitted_state(labels=False).to("cpu", labels=False))

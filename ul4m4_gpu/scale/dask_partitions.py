@@ -19,7 +19,6 @@ from ..core.backend import (
     VALUE_DTYPE,
     array_module,
     device_module,
-    import_cudf,
     is_cudf,
     resolve_device,
     to_device,
@@ -28,6 +27,7 @@ from ..core.backend import (
 from ..core.validation import check_finite_modalities
 from ..io.data import MultiModalArray
 from ..io.list_columns import (
+    with_filled_columns,
     arrow_list_to_dense,
     cudf_list_to_dense,
     cudf_numeric_list_columns,
@@ -366,30 +366,4 @@ def _completed_meta(frame, columns):
     import pyarrow as pa
 
     empty = pa.array([None] * len(frame), pa.list_(pa.float32()))
-    return _with_filled_columns(frame, pa.table({name: empty for name in columns}), columns)
-
-
-def _with_filled_columns(frame, table, columns):
-    """``frame`` with its modality ``columns`` replaced by those of the Arrow ``table`` (same
-    rows; ``list<float32>`` columns from :meth:`MultiModalArray.to_arrow`). Every completed
-    column is ``list<float32>``, whatever the input's list and number types, as in the
-    Parquet output of :func:`ul4m4_gpu.io.files.write_table`: the values are float32 from the
-    packing on, so a float64 type would claim digits that are gone. A pyarrow-backed pandas
-    column stays pyarrow-backed, an object column holds (d,) float32 arrays; a cuDF frame's
-    columns are rebuilt through Arrow on the host."""
-    out = frame.copy()
-    if is_cudf(frame):
-        filled = import_cudf().DataFrame.from_arrow(table)
-        filled.index = frame.index
-        for name in columns:
-            out[name] = filled[name]
-        return out
-    import pandas as pd
-
-    for name in columns:
-        column = table.column(name)
-        pyarrow_backed = getattr(frame[name].dtype, "pyarrow_dtype", None) is not None
-        cells = (pd.arrays.ArrowExtensionArray(column) if pyarrow_backed
-                 else column.to_pandas().to_numpy())
-        out[name] = pd.Series(cells, index=frame.index, name=name)
-    return out
+    return with_filled_columns(frame, pa.table({name: empty for name in columns}), columns)
