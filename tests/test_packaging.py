@@ -2,6 +2,7 @@
 and the README's first two commands are the ones CI runs."""
 
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,17 @@ def test_readme_dask_example_runs(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                             timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_readme_scikit_learn_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    (example,) = [b for b in blocks if "GridSearchCV" in b]
+    namespace = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(example, "README.md", "exec"), namespace)
+    assert namespace["scores"].min() > 0.8
+    assert namespace["search"].best_params_["impute__n_clusters"] in (8, 16)
 
 
 def test_readme_python_api_example_runs(tmp_path, monkeypatch):

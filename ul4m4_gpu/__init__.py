@@ -12,6 +12,7 @@ import os
 # Only a default: an explicit setting wins; it reaches runtimes loaded after this import.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .core.backend import to_numpy
 from .core.completion import greedy_complete
 from .io.data import MultiModalArray
 from .datasets import load_mfeat
@@ -19,7 +20,13 @@ from .core.distances import partial_distances
 from .estimator import UL4M4Imputer
 from .core.fit import lloyd
 from .core.kmeans import kmeans_plusplus
-from .evaluation.metrics import classification_scores, multilabel_scores, regression_scores
+from .evaluation.baselines import KNNBaselineImputer, MeanFillImputer
+from .evaluation.metrics import (
+    classification_scores,
+    imputation_rmse,
+    multilabel_scores,
+    regression_scores,
+)
 from .evaluation.missing import (
     availability_mask,
     hide_modalities,
@@ -33,6 +40,10 @@ from .evaluation.missing import (
 )
 
 __all__ = [
+    "KNNBaselineImputer",
+    "MeanFillImputer",
+    "imputation_rmse",
+    "to_numpy",
     "FusionClassifier",
     "FusionModel",
     "FusionRegressor",
