@@ -13,7 +13,7 @@ import warnings
 
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
-from tqdm.auto import tqdm
+from .core.progress import tqdm
 
 from .core.backend import DEVICES, VALUE_DTYPE, array_module, resolve_device
 from .core.completion import (
