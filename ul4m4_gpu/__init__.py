@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .core.completion import greedy_complete
+from .core.version import __version__
 from .io.data import MultiModalArray
 from .datasets import load_mfeat
 from .core.distances import partial_distances
@@ -55,7 +56,6 @@ __all__ = [
     "simulate_missing",
     "uniform_missing_mask",
 ]
-__version__ = "0.1.0"
 
 _LAZY = {"FusionModel": "evaluation.fusion", "FusionTrainer": "evaluation.fusion"}
 
