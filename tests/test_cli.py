@@ -160,7 +160,16 @@ def test_int_options_and_model_options_are_checked(tmp_path, npz_input, capsys):
             (["fit", path, "-o", tmp_path / "m.npz", "--seed", "-1"], "--seed must be >= 0, got -1"),
             (["fit", path, "-o", tmp_path / "m.npz", "--k", "0"], "--k must be >= 1, got 0"),
             (["fit", path, "-o", tmp_path / "m.npz", "--max-iter", "0"], "--max-iter must be >= 1"),
-            (["impute", path, "-o", out, "--model", path, "--k", "5"], "do not apply with --model"),
+            (["fit", path, "-o", tmp_path / "m.npz", "--n-init", "0"], "--n-init must be >= 1, got 0"),
+            (["fit", path, "-o", tmp_path / "m.npz", "--batch-size", "0"],
+             "--batch-size must be >= 1, got 0"),
+            (["fit", path, "-o", tmp_path / "m.npz", "--tol", "-1"],
+             "--tol must be a float >= 0, got -1.0"),
+            (["impute", path, "-o", out, "--tol", "nan"], "--tol must be a float >= 0, got nan"),
+            (["impute", path, "-o", out, "--model", path, "--k", "5"],
+             "--k: options of a fit on INPUT; they do not apply with --model"),
+            (["impute", path, "-o", out, "--model", path, "--max-iter", "5", "--n-init", "2",
+              "--tol", "0.1"], "--max-iter, --n-init, --tol: options of a fit on INPUT"),
             (["bench-quality", "--out", path, "--quick"], "it is a file"),
             (["bench-quality", "--out", tmp_path / "q", "--seeds", "0"], "--seeds must be >= 1"),
             (["bench-quality", "--out", tmp_path / "q", "--k", "8", "0"], "--k must be >= 1, got 0")):
@@ -275,3 +284,137 @@ def test_an_unwritable_output_directory_is_named(tmp_path, npz_input, capsys):
         line = one_error_line(capsys)
         assert f"cannot write {folder / 'out.npz'}" in line and "partial" not in line
     assert not (folder / "out.npz").exists()
+
+
+def test_version_is_the_installed_distributions(monkeypatch):
+    """``ul4m4 --version`` prints ``ul4m4_gpu.__version__``, read from the installed
+    distribution's metadata (pyproject.toml's version); a never-installed source tree says
+    0+unknown rather than a second copy of the number."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import ul4m4_gpu
+    from ul4m4_gpu.core import version as version_module
+
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"ul4m4 {ul4m4_gpu.__version__}\n"
+    assert ul4m4_gpu.__version__ == version("ul4m4-gpu")
+
+    def not_installed(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(version_module, "version", not_installed)
+    assert version_module.installed_version() == "0+unknown"
+
+
+class Stderr:
+    """A stand-in for sys.stderr that says whether it is a terminal (``tty``), as tqdm and
+    :func:`~ul4m4_gpu.cli.common.progress_enabled` see it."""
+
+    def __init__(self, tty=True):
+        self.text, self.tty = "", tty
+
+    def write(self, text):
+        self.text += text
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize("command", ["fit", "impute"])
+def test_quiet_silences_the_progress_bars_not_the_summary(tmp_path, npz_input, monkeypatch,
+                                                         capsys, command):
+    path, _, _ = npz_input
+    bars = {}
+    for extra in ([], ["--quiet"]):
+        terminal = Stderr()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        out = tmp_path / f"out{len(extra)}.npz"
+        assert main([command, str(path), "-o", str(out), "--k", "3", *extra]) == 0
+        bars[bool(extra)] = terminal.text
+        summary = capsys.readouterr().out
+        assert summary.startswith("fitted K=3" if command == "fit" else "filled ")
+    assert "k-means run 1/1" in bars[False]
+    assert bars[True] == ""
+
+
+@pytest.mark.parametrize("command, module, function", [
+    ("demo", "ul4m4_gpu.evaluation.demo", "run_demo"),
+    ("bench-quality", "ul4m4_gpu.evaluation.harness", "evaluate"),
+])
+def test_demo_and_bench_quality_take_quiet(tmp_path, monkeypatch, capsys, command, module,
+                                           function):
+    """Both draw bars only when stderr is a terminal and never with --quiet (demo drew its
+    bar whatever stderr was)."""
+    import importlib
+
+    seen = []
+
+    def record(*args, progress, **kwargs):
+        seen.append(progress)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(importlib.import_module(module), function, record)
+    arguments = [command] + (["--out", str(tmp_path / "q"), "--quick"]
+                             if command == "bench-quality" else [])
+    for terminal, extra in ((False, []), (True, []), (True, ["--quiet"])):
+        monkeypatch.setattr(sys, "stderr", Stderr(tty=terminal))
+        assert main([*arguments, *extra]) == 1
+    assert seen == [False, True, False]
+
+
+FIT_OPTION_VALUES = {"max_iter": 2, "n_init": 3, "tol": 0.25, "batch_size": 7}
+FIT_ARGS = ["--max-iter", "2", "--n-init", "3", "--tol", "0.25", "--batch-size", "7"]
+MODES = {"memory": [], "stream": ["--stream", "--batch-rows", "40"], "workers": ["--workers", "1"]}
+
+
+@pytest.fixture(scope="module")
+def parquet_input(tmp_path_factory):
+    from synthetic import make_data
+    from test_streaming import write_dataset
+
+    x, mask = make_data(n=200)
+    return write_dataset(tmp_path_factory.mktemp("options") / "ds", x, mask, [(0, 120), (120, 200)])
+
+
+def fit_params(params) -> dict:
+    return {name: params[name] for name in FIT_OPTION_VALUES}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fit_options_reach_the_saved_model(parquet_input, tmp_path, mode):
+    model = tmp_path / "model.npz"
+    assert fit_params(UL4M4Imputer().get_params()) != FIT_OPTION_VALUES
+    assert main(["fit", str(parquet_input), "-o", str(model), "--k", "4", *FIT_ARGS,
+                 *MODES[mode]]) == 0
+    fitted = UL4M4Imputer.load(model)
+    assert fit_params(fitted.get_params()) == FIT_OPTION_VALUES
+    assert 1 <= fitted.n_iter_ <= 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_impute_fit_options_reach_the_fit(parquet_input, tmp_path, monkeypatch, mode):
+    """Without --model, impute fits with them (the estimator FitParams.of reads, in every
+    mode); with --model, --batch-size overrides the model's."""
+    from ul4m4_gpu.cli.commands import build_parser
+    from ul4m4_gpu.cli.common import load_model
+    from ul4m4_gpu.core.fit import FitParams
+
+    seen, of = [], FitParams.of
+    monkeypatch.setattr(FitParams, "of", lambda estimator, **sizes: (
+        seen.append(estimator.get_params()), of(estimator, **sizes))[1])
+    out = tmp_path / "out.parquet"
+    assert main(["impute", str(parquet_input), "-o", str(out), "--k", "4", *FIT_ARGS,
+                 *MODES[mode]]) == 0
+    assert [fit_params(params) for params in seen] == [FIT_OPTION_VALUES]
+    assert pq.read_table(out).column("img").null_count == 0
+
+    model = tmp_path / "model.npz"
+    assert main(["fit", str(parquet_input), "-o", str(model), "--k", "4"]) == 0
+    args = build_parser().parse_args(["impute", str(parquet_input), "-o", str(out),
+                                      "--model", str(model), "--batch-size", "9"])
+    assert load_model(args).batch_size == 9

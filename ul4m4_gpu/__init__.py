@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .core.backend import to_numpy
 from .core.completion import greedy_complete
+from .core.version import __version__
 from .io.data import MultiModalArray
 from .datasets import load_mfeat
 from .core.distances import partial_distances
@@ -68,7 +69,6 @@ __all__ = [
     "simulate_missing",
     "uniform_missing_mask",
 ]
-__version__ = "0.1.0"
 
 _LAZY = dict.fromkeys(("FusionClassifier", "FusionModel", "FusionRegressor", "FusionTrainer"),
                       "evaluation.fusion")

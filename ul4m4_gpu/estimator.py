@@ -16,7 +16,6 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import _check_feature_names_in, validate_data
-from tqdm.auto import tqdm
 
 from .core.backend import DEVICES, VALUE_DTYPE, array_module, resolve_device
 from .core.completion import (
@@ -31,6 +30,7 @@ from .core.completion import (
 )
 from .core.fit import FitParams, fit
 from .core.kmeans import PackedRows
+from .core.progress import tqdm
 from .core.normalise import denormalise, normalise
 from .core.sources import ArrayRows
 from .core.state import FittedState

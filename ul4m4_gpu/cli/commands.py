@@ -12,6 +12,9 @@ Parquet file/directory ``--batch-rows`` rows at a time (:mod:`ul4m4_gpu.scale.st
 memory); ``--workers N`` / ``--scheduler ADDRESS`` run on a dask.distributed cluster
 (:class:`~ul4m4_gpu.scale.dask_imputer.DaskUL4M4Imputer`), a LocalCluster of N worker processes
 started for the command or an existing scheduler.
+
+stdout holds a command's result (its summary lines); progress bars go to stderr, only when
+it is a terminal, and never with ``--quiet``.
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from pathlib import Path
 
 from ..core.backend import DEVICES
 from ..core.completion import COMPLETIONS
+from ..core.validation import check_tol
+from ..core.version import __version__
 from ..estimator import UL4M4Imputer
 from .common import (
+    FIT_OPTIONS,
     completion_options,
     imputer_params,
     load_model,
@@ -52,9 +58,10 @@ K_DEFAULT, SEED_DEFAULT = 64, 0
 OUTPUT_NOTE = ("; never one of the inputs. Written to OUTPUT.ul4m4-partial-XXXXXXXX.tmp "
                "first and renamed: a killed run can leave that file behind")
 
-#: (option, smallest value) of the integer options, checked by :func:`check_int_options`.
-INT_OPTIONS = (("--k", 1), ("--seed", 0), ("--max-iter", 1), ("--workers", 1),
-               ("--batch-rows", 1), ("--seeds", 1), ("--n-candidates", 1))
+#: (option, smallest value) of the integer options, checked by :func:`check_number_options`.
+INT_OPTIONS = (("--k", 1), ("--seed", 0), ("--max-iter", 1), ("--n-init", 1),
+               ("--batch-size", 1), ("--workers", 1), ("--batch-rows", 1), ("--seeds", 1),
+               ("--n-candidates", 1))
 
 
 def temperature_option(text: str):
@@ -90,6 +97,36 @@ def _add_common(parser: argparse.ArgumentParser, k_default, when: str = "") -> N
                         help=f"random seed; default {SEED_DEFAULT}" + when)
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where to compute; default auto (GPU if CuPy sees one)")
+    _add_quiet(parser)
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (they are drawn only when stderr is a "
+                             "terminal); the summary is still printed")
+
+
+def _add_fitting(parser: argparse.ArgumentParser, when: str, kept: str) -> None:
+    """--max-iter, --n-init, --tol (:data:`~ul4m4_gpu.cli.common.FIT_OPTIONS`; ``when``
+    ends their help) and --batch-size, which bounds the completion too (``kept``)."""
+    defaults = UL4M4Imputer().get_params()
+    group = parser.add_argument_group(
+        "fitting", "the clustering (see docs/method.md); --batch-size bounds the completion too")
+    group.add_argument("--max-iter", type=int, default=None, metavar="N",
+                       help=f"maximum Lloyd iterations per run; default {defaults['max_iter']}"
+                            + when)
+    group.add_argument("--n-init", type=int, default=None, metavar="N",
+                       help="number of k-means++ runs, the one of lowest inertia kept; "
+                            f"default {defaults['n_init']}" + when)
+    group.add_argument("--tol", type=float, default=None, metavar="TOL",
+                       help="stop once every centre moved less than TOL (partial distance, "
+                            f"normalised space); a float >= 0, default {defaults['tol']:g}"
+                            + when)
+    group.add_argument("--batch-size", type=int, default=None, metavar="N",
+                       help="rows assigned to centres and completed at once, in every mode "
+                            "(bounds the N x K arrays, on the GPU too); default about "
+                            f"2^24 / K{kept}. Not --batch-rows, the rows read per streamed "
+                            "batch or dask partition")
 
 
 def _add_scale(parser: argparse.ArgumentParser) -> None:
@@ -99,8 +136,9 @@ def _add_scale(parser: argparse.ArgumentParser) -> None:
                        help="Parquet input only: read it --batch-rows rows at a time (memory "
                             "bounded independently of the number of rows)")
     group.add_argument("--batch-rows", type=int, default=None, metavar="N",
-                       help="rows per streamed batch (--stream; default 65536) or per dask "
-                            "partition of an .npz input (--workers/--scheduler)")
+                       help="rows read per streamed batch (--stream; default 65536) or per "
+                            "dask partition of an .npz input (--workers/--scheduler). Not "
+                            "--batch-size, the rows computed on at once")
     group.add_argument("--workers", type=int, default=None, metavar="N",
                        help="run on a dask LocalCluster of N worker processes started for "
                             "this command")
@@ -115,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="UL4M4: complete missing modalities of multimodal embeddings by clustering "
                     "with partial centres and greedy completion.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -127,7 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--missing", default="missing_60",
                       help="missing configuration: missing_P, P_NAME_P_NAME..., "
                            "complex_P_P..., drop_K, none; default missing_60")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_completion(demo, " for 'UL4M4 (default)'")
 
     fit = commands.add_parser(
@@ -139,8 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("-o", "--output", type=Path, required=True,
                      help="model file (.npz)" + OUTPUT_NOTE)
     _add_common(fit, 64)
-    fit.add_argument("--max-iter", type=int, default=100,
-                     help="maximum Lloyd iterations; default 100")
+    _add_fitting(fit, "", " (saved in the model)")
     _add_completion(fit, " (saved in the model)")
     _add_scale(fit)
 
@@ -154,8 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("-o", "--output", type=Path, required=True,
                         help="output file, same format as INPUT" + OUTPUT_NOTE)
     impute.add_argument("--model", type=Path, help="a model written by 'ul4m4 fit' (then "
-                                                    "--k and --seed do not apply)")
-    _add_common(impute, None, when=" (fitting on INPUT, without --model)")
+                                                    "--k, --seed, --max-iter, --n-init and "
+                                                    "--tol do not apply)")
+    fitting = " (fitting on INPUT, without --model)"
+    _add_common(impute, None, when=fitting)
+    _add_fitting(impute, fitting, "; with --model, the model's")
     _add_completion(impute, "; with --model, the model's")
     _add_scale(impute)
     quality = commands.add_parser(
@@ -187,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--quick", action="store_true",
                          help="one configuration, one seed, short training (under a minute)")
     quality.add_argument("--device", choices=DEVICES, default="auto")
+    _add_quiet(quality)
     return parser
 
 
@@ -195,20 +236,23 @@ def run_demo_command(args) -> None:
 
     start = time.perf_counter()
     report = run_demo(missing=args.missing, n_clusters=args.k, seed=args.seed,
-                      device=args.device, progress=not args.quiet,
+                      device=args.device, progress=progress_enabled(args),
                       completion=completion_options(args))
     print(report.to_markdown())
     print(f"\ntotal {time.perf_counter() - start:.1f} s")
 
 
-def check_int_options(args) -> None:
+def check_number_options(args) -> None:
     """Raise ``ValueError`` naming the first integer option (:data:`INT_OPTIONS`) given a
-    value below its minimum (``--k`` of bench-quality takes several)."""
+    value below its minimum (``--k`` of bench-quality takes several), or ``--tol`` given a
+    negative value or NaN."""
     for option, minimum in INT_OPTIONS:
         value = getattr(args, option.lstrip("-").replace("-", "_"), None)
         for number in value if isinstance(value, list) else [value]:
             if number is not None and number < minimum:
                 raise ValueError(f"{option} must be >= {minimum}, got {number}")
+    if getattr(args, "tol", None) is not None:
+        check_tol("--tol", args.tol)
 
 
 def check_distinct_paths(args) -> None:
@@ -280,9 +324,12 @@ def run_fit_command(args) -> None:
 
 def run_impute_command(args) -> None:
     mode = _scale_mode(args)
-    if args.model is not None and (args.k is not None or args.seed is not None):
-        raise ValueError("--k and --seed set up a fit on INPUT; they do not apply with --model, "
-                         "which is already fitted")
+    fitting = [f"--{option.replace('_', '-')}"
+               for option in ("k", "seed", *(option for option, _ in FIT_OPTIONS))
+               if getattr(args, option) is not None]
+    if args.model is not None and fitting:
+        raise ValueError(f"{', '.join(fitting)}: options of a fit on INPUT; they do not apply "
+                         "with --model, which is already fitted")
     args.k = K_DEFAULT if args.k is None else args.k
     args.seed = SEED_DEFAULT if args.seed is None else args.seed
     check_output_path(args.output, input_format(args.input), args.input)  # before a long fit
@@ -362,7 +409,7 @@ def main(argv=None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            check_int_options(args)
+            check_number_options(args)
             check_distinct_paths(args)
             COMMANDS[args.command](args)
     except (InputFileError, ValueError, TypeError, RuntimeError, OSError, MemoryError) as error:

@@ -11,26 +11,36 @@ from ..estimator import UL4M4Imputer
 #: The completion options: (option, UL4M4Imputer parameter).
 COMPLETION_OPTIONS = (("completion", "completion"), ("n_candidates", "n_candidates"),
                       ("temperature", "temperature"))
+#: The options of a fit besides --k and --seed (``impute`` refuses them with ``--model``).
+FIT_OPTIONS = (("max_iter", "max_iter"), ("n_init", "n_init"), ("tol", "tol"))
 
-def completion_options(args) -> dict:
-    """The completion parameters given on the command line (those left out are absent)."""
-    return {name: getattr(args, option) for option, name in COMPLETION_OPTIONS
+
+def _given(args, options) -> dict:
+    """The parameters of ``options`` ((option, parameter) pairs) given on the command line
+    (those left out are absent)."""
+    return {name: getattr(args, option) for option, name in options
             if getattr(args, option, None) is not None}
 
 
+def completion_options(args) -> dict:
+    """The completion parameters given on the command line (those left out are absent)."""
+    return _given(args, COMPLETION_OPTIONS)
+
+
 def imputer_params(args) -> dict:
-    """The ``UL4M4Imputer`` parameters a command's options set (completion options only
-    where given, so that a loaded model keeps its own)."""
-    params = completion_options(args)
+    """The ``UL4M4Imputer`` parameters a command's options set: the completion options and
+    ``--batch-size`` only where given (a loaded model keeps its own), and without ``--model``
+    those of the fit (:data:`FIT_OPTIONS` where given)."""
+    params = _given(args, COMPLETION_OPTIONS + (("batch_size", "batch_size"),))
     if getattr(args, "model", None) is None:
-        params.update(n_clusters=args.k, random_state=args.seed, device=args.device)
-        if getattr(args, "max_iter", None) is not None:
-            params["max_iter"] = args.max_iter
+        params.update(n_clusters=args.k, random_state=args.seed, device=args.device,
+                      **_given(args, FIT_OPTIONS))
     params["verbose"] = int(progress_enabled(args))
     return params
 
 
 def progress_enabled(args) -> bool:
+    """Progress bars on stderr: when it is a terminal, unless ``--quiet``."""
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
@@ -48,7 +58,8 @@ def print_filled(args, n_filled, n_rows, report=None) -> None:
 
 
 def load_model(args) -> UL4M4Imputer:
-    """The ``--model`` file, with the completion options given overriding its own."""
+    """The ``--model`` file, with the completion options and ``--batch-size`` given
+    overriding its own."""
     imputer = UL4M4Imputer.load(args.model, device=args.device)
     imputer.set_params(**imputer_params(args))
     imputer._check_params()

@@ -191,7 +191,7 @@ def _dask_parquet(args, client, source, fit_only):
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    from tqdm.auto import tqdm
+    from ..core.progress import tqdm
 
     from ..io.files import IMPUTED_KEY
     from ..scale.streaming import output_schema

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .backend import is_cupy_array, to_device
 from .completion import (

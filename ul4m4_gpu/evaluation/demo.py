@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
-from tqdm.auto import tqdm
+from ..core.progress import tqdm
 
 from ..core.backend import to_numpy
 from .baselines import KNNBaselineImputer, MeanFillImputer

@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import type_of_target
 from torch import nn
-from tqdm.auto import tqdm
+from ..core.progress import tqdm
 
 from ..core.backend import DEVICES, to_numpy
 from ..io.data import MultiModalArray

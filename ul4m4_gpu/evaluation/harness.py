@@ -30,7 +30,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
+from ..core.progress import tqdm
 
 from ..core.backend import array_module, to_numpy
 from .baselines import IterativeBaselineImputer, KNNBaselineImputer, MeanFillImputer

@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from ..core.progress import tqdm
 
 from ..core.backend import array_module, device_module, import_cudf, resolve_device, to_device, to_numpy
 from ..core.completion import TEMPERATURE_SAMPLE_ROWS, CompletionWarning
