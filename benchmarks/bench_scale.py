@@ -14,44 +14,14 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 
 import ul4m4_gpu  # noqa: F401  (sets the OpenMP wait policy before scikit-learn loads)
 from ul4m4_gpu.core.fit import lloyd_loop
 from ul4m4_gpu.core.kmeans import PackedRows
 from ul4m4_gpu.core.sources import ArrayRows
 from ul4m4_gpu.core.normalise import fit_modality_stats, normalise
-
-DIMS = (24, 24, 16)
-K = 16
-
-
-CHUNK = 50_000
-
-
-def make_chunk(index: int, rows: int):
-    """Chunk ``index`` of the data set: (rows, D) float32 values and (rows, M) bool mask,
-    the same wherever it is generated (a worker or the client)."""
-    centres = np.random.default_rng(0).normal(scale=3.0, size=(K, sum(DIMS))).astype(np.float32)
-    rng = np.random.default_rng(1 + index)
-    x = centres[rng.integers(K, size=rows)] + rng.standard_normal((rows, sum(DIMS)), dtype=np.float32)
-    mask = rng.random((rows, len(DIMS))) >= 0.3
-    mask[~mask.any(axis=1), 0] = True
-    return x, mask
-
-
-def chunk_sizes(n: int) -> list[int]:
-    return [min(CHUNK, n - start) for start in range(0, n, CHUNK)]
-
-
-def make_data(n: int):
-    parts = [make_chunk(i, rows) for i, rows in enumerate(chunk_sizes(n))]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def initial_centers(x, mask):
-    return x[:K].copy(), mask[:K].copy()
-
+from bench_front_ends import (CHUNK, DIMS, K, initial_centers, make_data,  # noqa: E402
+                              per_iteration_dask, per_iteration_streamed)
 
 def per_iteration_single(n: int, iters: int, repeats: int) -> float:
     x, mask = make_data(n)
@@ -65,60 +35,6 @@ def per_iteration_single(n: int, iters: int, repeats: int) -> float:
         lloyd_loop(ArrayRows.of_packed(rows), centers, centers_mask, max_iter=iters, tol=0.0)
         times.append((time.perf_counter() - start) / iters)
     return statistics.median(times)
-
-
-def per_iteration_streamed(n: int, iters: int, batch_rows: int) -> float:
-    """Median time between consecutive Lloyd iterations of a streamed fit (seconds) of the
-    rows of :func:`make_data` written to a Parquet file (row groups of ``CHUNK`` rows)."""
-    import tempfile
-    from pathlib import Path
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ul4m4_gpu import MultiModalArray, UL4M4Imputer
-    from ul4m4_gpu.scale.streaming import fit_parquet
-
-    x, mask = make_data(n)
-    data = MultiModalArray(x, mask, DIMS)
-    mean, scale = fit_modality_stats(x, mask, DIMS)
-    init = initial_centers(normalise(x, mask, mean, scale, DIMS), mask)
-    stamps = []
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "rows.parquet"
-        pq.write_table(pa.Table.from_pydict(
-            {name: data.to_arrow().column(name) for name in data.names}), path,
-            row_group_size=CHUNK)
-        imputer = UL4M4Imputer(n_clusters=K, init=init, max_iter=iters, tol=0.0,
-                               temperature=0.1)
-        fit_parquet(path, imputer, batch_rows=batch_rows,
-                    on_iteration=lambda *_: stamps.append(time.perf_counter()))
-    return statistics.median(np.diff(stamps))
-
-
-def per_iteration_dask(n: int, workers: int, iters: int) -> float:
-    """Median time between consecutive Lloyd iterations of a Dask fit (seconds); the chunks
-    are generated on the workers (nothing large travels in the graph)."""
-    import dask
-    import dask.array as da
-    from distributed import Client, LocalCluster
-
-    from ul4m4_gpu.scale.dask_imputer import DaskUL4M4Imputer
-
-    x, mask = make_data(CHUNK)  # the first chunk holds the initial centres
-    mean, scale = fit_modality_stats(x, mask, DIMS)
-    init = initial_centers(normalise(x, mask, mean, scale, DIMS), mask)
-    parts = [dask.delayed(make_chunk, nout=2)(i, rows) for i, rows in enumerate(chunk_sizes(n))]
-    values = da.concatenate([da.from_delayed(p[0], (rows, sum(DIMS)), np.float32)
-                             for p, rows in zip(parts, chunk_sizes(n))])
-    masks = da.concatenate([da.from_delayed(p[1], (rows, len(DIMS)), bool)
-                            for p, rows in zip(parts, chunk_sizes(n))])
-    stamps = []
-    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        imputer = DaskUL4M4Imputer(n_clusters=K, init=init, max_iter=iters, tol=0.0, client=client)
-        imputer.fit((values, masks, DIMS), on_iteration=lambda *_: stamps.append(time.perf_counter()))
-    return statistics.median(np.diff(stamps))
 
 
 def main() -> None:
