@@ -18,6 +18,8 @@ from .progress import tqdm
 
 from .backend import is_cupy_array, to_device
 from .completion import (
+    DEFAULT_COMPLETION,
+    DEFAULT_N_CANDIDATES,
     DEFAULT_TEMPERATURE,
     CenterPairs,
     CompletionRule,
@@ -57,8 +59,8 @@ class FitParams:
     random_state: object = None
     ddof: int = 0
     verbose: int = 0
-    completion: str = "nearest"
-    n_candidates: int = 5
+    completion: str = DEFAULT_COMPLETION
+    n_candidates: int = DEFAULT_N_CANDIDATES
     temperature: object = "auto"
     seed_sample_size: int | None = None
     temperature_sample_size: int | None = None

@@ -38,6 +38,7 @@ import numpy as np
 from .backend import array_module, device_module, to_device, to_numpy
 from .kmeans import ClusterStats, PackedRows, assign_rows
 from .normalise import Moments, normalise
+from .validation import default_modality_names
 
 
 class RowSource(Protocol):
@@ -92,7 +93,7 @@ class ArrayRows:
     @classmethod
     def of_packed(cls, rows: PackedRows, batch_size: int | None = None) -> "ArrayRows":
         """A source over rows that are normalised already (the low-level functions)."""
-        source = cls(rows.z, rows.mask, rows.dims, [f"m{m}" for m in range(len(rows.dims))],
+        source = cls(rows.z, rows.mask, rows.dims, default_modality_names(len(rows.dims)),
                      batch_size)
         source.rows = rows
         return source
