@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .core.completion import greedy_complete
 from .io.data import MultiModalArray
+from .io.files import read_table, write_table
 from .datasets import load_mfeat
 from .core.distances import partial_distances
 from .estimator import UL4M4Imputer
@@ -51,9 +52,11 @@ __all__ = [
     "partial_distances",
     "pattern_groups",
     "pattern_groups_mask",
+    "read_table",
     "regression_scores",
     "simulate_missing",
     "uniform_missing_mask",
+    "write_table",
 ]
 __version__ = "0.1.0"
 
