@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthetic import K, make_data
-from test_streaming import write_dataset
+from test_streaming import FLAGS, hive_rows, write_dataset, write_hive_dataset
 from ul4m4_gpu import UL4M4Imputer
 from ul4m4_gpu.core.backend import gpu_available
 from ul4m4_gpu.cli.commands import main
@@ -33,7 +33,7 @@ def assert_same_output(got, expected, exact):
     """Same schema, passthrough and flags; modality values bit-identical when ``exact``,
     else equal to float round-off (fits that accumulate sums differently)."""
     assert got.schema.equals(expected.schema, check_metadata=True)
-    for name in ("id", "tag", "imputed"):
+    for name in ("id", "tag", *FLAGS):
         assert got.column(name).equals(expected.column(name))
     for name in ("img", "txt", "aud"):
         if exact:
@@ -117,18 +117,45 @@ def test_parquet_partitions_are_runs_of_row_groups(tmp_path, monkeypatch):
     holding PARTITION_BYTES at least (here three 10-row groups), every column included."""
     pytest.importorskip("dask.dataframe")
     from ul4m4_gpu.cli import dask_commands as cli_dask
-    from ul4m4_gpu.scale.streaming import ParquetSource
+    from ul4m4_gpu.io.parquet import ParquetDataset
 
     x, mask = make_data(n=130)
     data = write_dataset(tmp_path / "ds", x, mask, [(0, 100), (100, 130)], row_group_size=10)
     group_bytes = pq.ParquetFile(data / "part-000.parquet").metadata.row_group(0).total_byte_size
     monkeypatch.setattr(cli_dask, "PARTITION_BYTES", 3 * group_bytes)
-    assert cli_dask._row_group_runs(data / "part-000.parquet") == [
-        [0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
-    frame = cli_dask._parquet_frame(ParquetSource.open(data))
+    source = ParquetDataset.open(data)
+    runs = source.row_group_runs(3 * group_bytes)
+    assert [(run.fragment.path.rsplit("/", 1)[1], run.groups) for run in runs] == [
+        ("part-000.parquet", [0, 1, 2]), ("part-000.parquet", [3, 4, 5]),
+        ("part-000.parquet", [6, 7, 8]), ("part-000.parquet", [9]),
+        ("part-001.parquet", [0, 1, 2])]
+    frame = cli_dask._parquet_frame(source)
     assert frame.npartitions == 4 + 1  # part-000: 4 runs; part-001: 3 groups, 1 run
     got = pa.Table.from_pandas(frame.compute(scheduler="sync"), preserve_index=False)
     assert got.equals(pq.read_table(data).replace_schema_metadata())
+
+
+def test_hive_dataset_in_memory_streamed_and_on_workers(tmp_path):
+    """A hive-partitioned directory: ``impute --workers 1`` reads partitions of it with the
+    keys as columns, in sorted relative path order, and writes what the in-memory command
+    writes; --stream the same schema and flags (values to round-off, batches differ)."""
+    pytest.importorskip("distributed")
+    x, mask = make_data(n=600)
+    data = write_hive_dataset(tmp_path / "hive", x, mask, row_group_size=100)
+    model = tmp_path / "model.npz"
+    assert main(["fit", str(data), "-o", str(model), "--k", str(K)]) == 0
+    outputs = {}
+    for mode, extra in (("memory", []), ("stream", ["--stream"]), ("dask", ["--workers", "1"])):
+        outputs[mode] = tmp_path / f"{mode}.parquet"
+        assert main(["impute", str(data), "-o", str(outputs[mode]), "--model", str(model),
+                     *extra]) == 0
+    memory, stream, dask = (pq.read_table(outputs[m]) for m in ("memory", "stream", "dask"))
+    assert dask.schema.equals(memory.schema, check_metadata=True) and dask.equals(memory)
+    assert_same_output(stream, memory, exact=False)
+    direct = hive_rows(data)
+    assert memory.column_names == [*direct.column_names, *FLAGS]
+    for name in ("id", "tag", "split", "day"):
+        assert memory.column(name).equals(direct.column(name))
 
 
 @pytest.fixture

@@ -338,6 +338,34 @@ def test_streamed_fit_reads_row_groups_with_cudf(device_cudf, tmp_path):
     assert gpu_out.passthrough.equals(cpu_out.passthrough)
 
 
+def test_cudf_batches_of_a_hive_dataset_come_in_dataset_order(device_cudf, tmp_path):
+    """With cuDF, a device read of a hive-partitioned directory goes row group by row group
+    in data set order (sorted relative paths: k=a before k=b), the modality columns read by
+    cuDF, the others (the key included) by pyarrow; expected: pyarrow reading each file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ul4m4_gpu.io.parquet import GpuBatch, ParquetDataset
+
+    table, _, _ = list_table(seed=3, n=50)
+    folder = tmp_path / "hive"
+    for key, rows in (("b", table.slice(0, 20)), ("a", table.slice(20))):
+        (folder / f"k={key}").mkdir(parents=True)
+        pq.write_table(rows, folder / f"k={key}" / "part.parquet", row_group_size=8)
+    expected = pa.concat_tables(
+        pq.ParquetFile(folder / f"k={key}" / "part.parquet").read().append_column(
+            "k", pa.array([key] * n)) for key, n in (("a", 30), ("b", 20)))
+    n_rows = 0
+    for offset, batch in ParquetDataset.open(folder).batches(5, device="cuda"):
+        assert isinstance(batch, GpuBatch) and offset == n_rows
+        rows = expected.slice(offset, len(batch))
+        assert (batch.modalities.to_arrow().to_pylist()
+                == rows.select(["m0", "m1", "m2"]).to_pylist())
+        assert batch.passthrough.equals(rows.select(["tag", "k"]))
+        n_rows += len(batch)
+    assert n_rows == 50
+
+
 def test_dask_cudf_partitions_are_read_and_completed_like_pandas_ones(device_cudf, device_cupy):
     """The per-partition steps of DaskUL4M4Imputer on a cuDF partition (as on dask-cuda
     workers) agree with the same partition as pandas: layout, device unpacking, completion."""

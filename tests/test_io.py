@@ -145,7 +145,8 @@ def test_parquet_round_trip(tmp_path):
     out = tmp_path / "out.parquet"
     write_table(table, completed, out)
     written = pq.read_table(out)
-    assert written.column_names == ["id", "emb", "label", "txt", "tags", "score", "imputed"]
+    assert written.column_names == ["id", "emb", "label", "txt", "tags", "score",
+                                    "imputed_emb", "imputed_txt"]
     for name in ("id", "label", "tags", "score"):
         assert written.schema.field(name) == source.schema.field(name)
         assert written.column(name).equals(source.column(name))
@@ -154,8 +155,9 @@ def test_parquet_round_trip(tmp_path):
         assert written.column(name).null_count == 0
         np.testing.assert_array_equal(np.array(written.column(name).to_pylist()),
                                       completed.to_numpy()[m])
-    assert written.schema.field("imputed").type == pa.list_(pa.bool_())
-    np.testing.assert_array_equal(np.array(written.column("imputed").to_pylist()), ~expected_mask)
+    for m, name in enumerate(("imputed_emb", "imputed_txt")):
+        assert written.schema.field(name).type == pa.bool_()
+        assert written.column(name).to_pylist() == (~expected_mask[:, m]).tolist()
 
     again = read_table(out)
     assert again.data.names == ("emb", "txt") and again.data.mask.all()
@@ -174,6 +176,70 @@ def test_parquet_directory_reads_files_in_sorted_order(tmp_path):
     assert table.passthrough.column("id").to_pylist() == list(range(10, 10 + N))
     direct = read_table(_write(tmp_path / "whole.parquet", source))
     np.testing.assert_array_equal(table.data.values, direct.data.values)
+
+
+def _with_keys(table: pa.Table, **keys) -> pa.Table:
+    """``table`` with a constant int32 column per key, as hive partitioning reads them."""
+    for key, value in keys.items():
+        table = table.append_column(key, pa.array([value] * table.num_rows, pa.int32()))
+    return table
+
+
+def test_hive_partitioned_directory_reads_its_keys_as_passthrough_columns(tmp_path):
+    """Files below KEY=VALUE directories, nested, in sorted relative path order (compared as
+    strings: month=10 before month=2), their keys int32 columns after the files' own; other
+    subdirectories and files are not read. Expected: pyarrow reading each file."""
+    source = _parquet_input()
+    folder = _hive(tmp_path / "hive", {"year=2024/month=1/part-0.parquet": source.slice(5),
+                                       "year=2023/month=2/part-0.parquet": source.slice(3, 2),
+                                       "year=2023/month=10/part-1.parquet": source.slice(1, 2),
+                                       "year=2023/month=10/part-0.parquet": source.slice(0, 1)})
+    _hive(folder / "backup", {"old.parquet": source})  # not KEY=VALUE: not read
+    (folder / "year=2023" / "notes.txt").write_text("ignored")
+    expected = pa.concat_tables(
+        _with_keys(pq.ParquetFile(folder / name).read(), year=year, month=month)
+        for name, year, month in [("year=2023/month=10/part-0.parquet", 2023, 10),
+                                  ("year=2023/month=10/part-1.parquet", 2023, 10),
+                                  ("year=2023/month=2/part-0.parquet", 2023, 2),
+                                  ("year=2024/month=1/part-0.parquet", 2024, 1)])
+    table = read_table(folder)
+    assert table.data.names == ("emb", "txt")
+    assert table.order == ("id", "emb", "label", "txt", "tags", "score", "year", "month")
+    assert table.passthrough.equals(expected.drop_columns(["emb", "txt"]))
+    whole = MultiModalArray.from_arrow(expected, columns=["emb", "txt"])
+    np.testing.assert_array_equal(table.data.values, whole.values)
+    np.testing.assert_array_equal(table.data.mask, whole.mask)
+
+    write_table(table, _complete(table.data), tmp_path / "out.parquet")
+    written = pq.read_table(tmp_path / "out.parquet")
+    assert written.column_names == [*table.order, "imputed_emb", "imputed_txt"]
+    for name in ("year", "month"):
+        assert written.column(name).equals(expected.column(name))
+
+
+def test_flags_of_earlier_outputs_are_dropped_on_read(tmp_path):
+    """The ``imputed`` list<bool> column of older versions and the bool ``imputed_<m>`` of a
+    modality m are an earlier output's flags: not passthrough, replaced by new ones. A bool
+    ``imputed_<name>`` for a name that is no modality is passthrough."""
+    source = _parquet_input()
+    earlier = (source.append_column("imputed", pa.array([[True, False]] * N))
+               .append_column("imputed_txt", pa.array([True] * N))
+               .append_column("imputed_label", pa.array([False] * N)))
+    path = _write(tmp_path / "earlier.parquet", earlier)
+    table = read_table(path)
+    assert table.passthrough.column_names == ["id", "label", "tags", "score", "imputed_label"]
+    write_table(table, _complete(table.data), tmp_path / "out.parquet")
+    written = pq.read_table(tmp_path / "out.parquet")
+    assert written.column_names == ["id", "emb", "label", "txt", "tags", "score",
+                                    "imputed_label", "imputed_emb", "imputed_txt"]
+    assert written.column("imputed_txt").to_pylist() == [i == 4 for i in range(N)]
+
+
+def test_read_table_and_write_table_are_public():
+    import ul4m4_gpu
+
+    assert ul4m4_gpu.read_table is read_table and ul4m4_gpu.write_table is write_table
+    assert {"read_table", "write_table"} <= set(ul4m4_gpu.__all__)
 
 
 def _write(path, table: pa.Table):
@@ -223,6 +289,14 @@ def _two_part_dir(folder):
     return folder
 
 
+def _hive(folder, files: dict):
+    """A directory holding ``{relative path: table}`` as Parquet files, subdirectories made."""
+    for name, table in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, folder / name)
+    return folder
+
+
 ONES = np.ones((N, 2))
 PARTLY_NAN = np.where(np.eye(N, 2, dtype=bool), np.nan, 1.0)
 
@@ -263,7 +337,20 @@ BAD_INPUTS = {
     "ragged lists": (lambda d: _write(d / "rag.parquet", pa.table({"a": [[1.0], [1.0, 2.0]]})),
                      "same non-zero length"),
     "empty directory": (lambda d: (d / "empty").mkdir() or d / "empty", "no .parquet files"),
-    "schema mismatch": (lambda d: _two_part_dir(d / "parts"), "Schema at index 1 was different"),
+    "schema mismatch": (lambda d: _two_part_dir(d / "parts"),
+                        "b.parquet: its schema (x: list<element: double>, y: int64) differs "
+                        "from that of a.parquet (x: list<element: double>)"),
+    "unreadable part": (lambda d: _bytes(_two_part_dir(d / "parts") / "b.parquet",
+                                         b"junk").parent, "parts: b.parquet: Could not open"),
+    "flag name taken": (lambda d: _write(d / "taken.parquet", pa.table({
+        "x": [[1.0]], "imputed_x": [1]})), "column 'imputed_x' holds int64, but the output "
+                                           "writes the bool imputed flags of modality 'x'"),
+    "partition key is a column": (lambda d: _hive(d / "hive", {"id=3/a.parquet": pa.table(
+        {"x": [[1.0]], "id": [1]})}), "partition keys ['id'] are also columns of the files"),
+    "hive files of different schemas": (lambda d: _hive(d / "hive", {
+        "k=1/a.parquet": pa.table({"x": [[1.0]]}), "k=2/a.parquet": pa.table({"x": [[1]]})}),
+        "k=2/a.parquet: its schema (x: list<element: int64>) differs from that of "
+        "k=1/a.parquet"),
 }
 
 

@@ -16,6 +16,8 @@ from ul4m4_gpu.scale.streaming import ParquetSource, fit_parquet, transform_parq
 from synthetic import DIMS, K, explicit_init, make_data
 
 NAMES = ("img", "txt", "aud")
+#: The output's flag columns of NAMES.
+FLAGS = ("imputed_img", "imputed_txt", "imputed_aud")
 
 
 def list_column(block, observed, value_type=pa.float32()):
@@ -29,7 +31,7 @@ def list_column(block, observed, value_type=pa.float32()):
 def write_dataset(directory, x, mask, bounds, dims=DIMS, names=NAMES, row_group_size=None):
     """One Parquet file per [start, stop) of ``bounds``: passthrough ``id`` (int) and ``tag``
     (string) columns around the modality columns; ``txt`` stored as list<double>."""
-    directory.mkdir()
+    directory.mkdir(parents=True)
     offsets = np.concatenate([[0], np.cumsum(dims)])
     for i, (start, stop) in enumerate(bounds):
         rows = slice(start, stop)
@@ -42,6 +44,32 @@ def write_dataset(directory, x, mask, bounds, dims=DIMS, names=NAMES, row_group_
         pq.write_table(pa.table(columns), directory / f"part-{i:03d}.parquet",
                        row_group_size=row_group_size)
     return directory
+
+
+#: A hive-partitioned layout of the 600 rows of make_data: {directory: rows [start, stop)}.
+HIVE_PARTS = {"split=train/day=2": (0, 150), "split=train/day=10": (150, 151),
+              "split=test/day=1": (151, 420), "split=test/day=3": (420, 600)}
+#: Its directories in row order: sorted relative paths (strings: day=10 before day=2).
+HIVE_ORDER = ("split=test/day=1", "split=test/day=3", "split=train/day=10", "split=train/day=2")
+
+
+def write_hive_dataset(directory, x, mask, row_group_size=None):
+    """:data:`HIVE_PARTS` as ``directory/split=.../day=.../part-000.parquet`` files."""
+    for subdirectory, bounds in HIVE_PARTS.items():
+        write_dataset(directory / subdirectory, x, mask, [bounds], row_group_size=row_group_size)
+    return directory
+
+
+def hive_rows(directory) -> pa.Table:
+    """Every row of a :func:`write_hive_dataset` directory, read by pyarrow file by file in
+    :data:`HIVE_ORDER`, with the keys ``split`` (string) and ``day`` (int32) appended."""
+    tables = []
+    for subdirectory in HIVE_ORDER:
+        table = pq.ParquetFile(directory / subdirectory / "part-000.parquet").read()
+        split, day = (part.split("=")[1] for part in subdirectory.split("/"))
+        tables.append(table.append_column("split", pa.array([split] * table.num_rows))
+                      .append_column("day", pa.array([int(day)] * table.num_rows, pa.int32())))
+    return pa.concat_tables(tables)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +139,7 @@ def test_streamed_transform_writes_what_the_in_memory_path_writes(dataset, tmp_p
     got = pq.read_table(tmp_path / "streamed.parquet")
     assert got.schema.equals(expected.schema, check_metadata=True)
     assert got.equals(expected)  # values bit-identical, passthrough and flags too
-    assert got.column_names == ["id", "img", "tag", "txt", "aud", "imputed"]
+    assert got.column_names == ["id", "img", "tag", "txt", "aud", *FLAGS]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["memory.parquet", "streamed.parquet"]
 
 
@@ -125,7 +153,7 @@ def test_streamed_fit_then_transform_matches_fit_transform(dataset, tmp_path):
     write_table(table, reference.fit_transform(table.data), tmp_path / "ref.parquet")
     got, expected = pq.read_table(tmp_path / "out.parquet"), pq.read_table(tmp_path / "ref.parquet")
     assert got.schema.equals(expected.schema, check_metadata=True)
-    for name in ("id", "tag", "imputed"):
+    for name in ("id", "tag", *FLAGS):
         assert got.column(name).equals(expected.column(name))
     for name in NAMES:  # centres agree to round-off (float64 vs float32 centre sums)
         np.testing.assert_allclose(np.stack(got.column(name).to_numpy(zero_copy_only=False)),
@@ -144,12 +172,11 @@ def test_transform_matches_modality_columns_by_name(dataset, tmp_path):
     pq.write_table(table.select(["id", "aud", "tag", "img", "txt"]), tmp_path / "shuffled.parquet")
     transform_parquet(tmp_path / "shuffled.parquet", tmp_path / "out.parquet", fitted)
     expected, got = pq.read_table(tmp_path / "in_order.parquet"), pq.read_table(tmp_path / "out.parquet")
-    for name in ("id", "tag", *NAMES):
+    for name in ("id", "tag", *NAMES, *FLAGS):
         assert got.column(name).equals(expected.column(name)), name
-    flags = dict(zip(("aud", "img", "txt"), np.stack(got.column("imputed").to_numpy(
-        zero_copy_only=False)).T))  # the flags follow the file's modality order
-    for m, name in enumerate(NAMES):
-        np.testing.assert_array_equal(flags[name], ~mask[:, m])
+    assert got.column_names[-3:] == ["imputed_aud", "imputed_img", "imputed_txt"]  # file order
+    for m, name in enumerate(FLAGS):
+        np.testing.assert_array_equal(got.column(name).to_numpy(), ~mask[:, m])
     pq.write_table(table.rename_columns(["id", "image", "tag", "txt", "aud"]),
                    tmp_path / "renamed.parquet")
     with pytest.raises(ValueError, match=r"missing: \['img'\], unexpected: \['image'\]"):
@@ -255,7 +282,7 @@ def test_streamed_fit_and_transform_of_a_soft_rule_equal_the_in_memory_ones(
     write_table(table, reference.transform(table.data), tmp_path / "memory.parquet")
     transform_parquet(path, tmp_path / "streamed.parquet", reference, batch_rows=37)
     got, expected = pq.read_table(tmp_path / "streamed.parquet"), pq.read_table(tmp_path / "memory.parquet")
-    for name in ("id", "tag", "imputed"):
+    for name in ("id", "tag", *FLAGS):
         assert got.column(name).equals(expected.column(name))
     for name in NAMES:  # soft weights of scores from GEMMs blocked by the batch: round-off
         np.testing.assert_allclose(np.stack(got.column(name).to_numpy(zero_copy_only=False)),
@@ -263,3 +290,54 @@ def test_streamed_fit_and_transform_of_a_soft_rule_equal_the_in_memory_ones(
                                    rtol=1e-5, atol=1e-5)
     whole = reference.completion_report_
     np.testing.assert_array_equal(whole.filled, (~mask).sum(axis=0))
+
+
+def test_hive_batches_come_in_sorted_path_order_at_their_global_offsets(tmp_path):
+    """Batches of a hive-partitioned directory (row groups of 7 rows, batches of 5) are the
+    rows pyarrow reads file by file in sorted relative path order, keys included, each at
+    its global row offset; the whole-table read agrees."""
+    x, mask = make_data()
+    path = write_hive_dataset(tmp_path / "hive", x, mask, row_group_size=7)
+    expected = hive_rows(path)
+    source = ParquetSource.open(path)
+    assert source.files == [path / d / "part-000.parquet" for d in HIVE_ORDER]
+    assert source.modalities == NAMES and source.keys == ("split", "day")
+    assert source.order == ("id", "img", "tag", "txt", "aud", "split", "day")
+    assert source.n_rows == 600
+    n_batches = 0
+    for offset, batch in source.batches(5):
+        assert 0 < batch.num_rows <= 5
+        assert batch.equals(expected.slice(offset, batch.num_rows))
+        n_batches += 1
+    assert n_batches >= 600 // 5 and offset + batch.num_rows == 600
+    assert source.read().equals(expected)
+    assert source.read(["day", "id"]).equals(expected.select(["day", "id"]))
+
+
+def test_streamed_fit_and_transform_of_a_hive_dataset_equal_the_in_memory_ones(tmp_path):
+    """fit_parquet / transform_parquet on a hive-partitioned directory: the in-memory fit and
+    output (bit for bit with a hard pick), the keys written as passthrough columns; the
+    output read again has its flags replaced, not doubled."""
+    x, mask = make_data()
+    path = write_hive_dataset(tmp_path / "hive", x, mask)
+    table = read_table(path)
+    params = dict(n_clusters=K, init=explicit_init(x, mask), device="cpu", completion="paper",
+                  n_candidates=1)
+    reference = UL4M4Imputer(**params).fit(table.data)
+    streamed = fit_parquet(path, UL4M4Imputer(**params), batch_rows=37)
+    assert_same_fit(streamed, reference)
+    write_table(table, reference.transform(table.data), tmp_path / "memory.parquet")
+    transform_parquet(path, tmp_path / "streamed.parquet", reference, batch_rows=37)
+    got, expected = pq.read_table(tmp_path / "streamed.parquet"), pq.read_table(tmp_path / "memory.parquet")
+    assert got.schema.equals(expected.schema, check_metadata=True) and got.equals(expected)
+    assert got.column_names == ["id", "img", "tag", "txt", "aud", "split", "day", *FLAGS]
+    direct = hive_rows(path)
+    for name in ("id", "split", "day"):
+        assert got.column(name).equals(direct.column(name))
+    for m, name in enumerate(FLAGS):
+        assert got.column(name).to_pylist() == direct.column(NAMES[m]).is_null().to_pylist()
+
+    transform_parquet(tmp_path / "streamed.parquet", tmp_path / "again.parquet", reference)
+    again = pq.read_table(tmp_path / "again.parquet")
+    assert again.column_names == got.column_names
+    assert not any(any(again.column(name).to_pylist()) for name in FLAGS)  # all observed

@@ -16,6 +16,7 @@ from .core.backend import to_numpy
 from .core.completion import greedy_complete
 from .core.version import __version__
 from .io.data import MultiModalArray
+from .io.files import read_table, write_table
 from .datasets import load_mfeat
 from .core.distances import partial_distances
 from .estimator import UL4M4Imputer
@@ -65,9 +66,11 @@ __all__ = [
     "partial_distances",
     "pattern_groups",
     "pattern_groups_mask",
+    "read_table",
     "regression_scores",
     "simulate_missing",
     "uniform_missing_mask",
+    "write_table",
 ]
 
 _LAZY = dict.fromkeys(("FusionClassifier", "FusionModel", "FusionRegressor", "FusionTrainer"),

@@ -1,13 +1,17 @@
 """``ul4m4 fit`` / ``ul4m4 impute`` on a dask.distributed cluster (``--workers N`` or
 ``--scheduler ADDRESS``), with :class:`~ul4m4_gpu.scale.dask_imputer.DaskUL4M4Imputer`.
 
-Parquet input becomes a dask DataFrame whose partitions are runs of consecutive row groups
-of one file (about ``PARTITION_BYTES`` each, as ``dask.dataframe.read_parquet`` sizes them),
-each read on a worker by pyarrow into pyarrow-backed columns (list columns stay lists).
-Every column of the files is a plain column, a pandas index stored in them included
+Parquet input, opened by the one Parquet reader (:class:`~ul4m4_gpu.io.parquet.ParquetDataset`:
+a file or a directory, hive-partitioned or not), becomes a dask DataFrame whose partitions
+are runs of consecutive row groups of one file (about ``PARTITION_BYTES`` each, as
+``dask.dataframe.read_parquet`` sizes them), each read on a worker by pyarrow into
+pyarrow-backed columns (list columns stay lists). Every column of the files is a plain
+column, a pandas index stored in them included, and so is every partition key
 (passthrough, as in the in-memory and ``--stream`` paths; ``dask.dataframe.read_parquet``
-would make it the index, and fails when asked for it as a column). The output is written
-partition by partition. ``.npz`` input is read whole and split into row chunks.
+would make a stored index the index, and fails when asked for it as a column). The output
+is written partition by partition, with the schema of the other paths
+(:func:`~ul4m4_gpu.io.files.output_schema`). ``.npz`` input is read whole and split into
+row chunks.
 """
 
 from __future__ import annotations
@@ -15,10 +19,15 @@ from __future__ import annotations
 import contextlib
 import logging
 
-import numpy as np
-
 from .common import imputer_params, load_model, print_filled, print_fitted, progress_enabled
-from ..io.files import InputFileError, atomic_write, read_table, write_table
+from ..io.files import (
+    InputFileError,
+    atomic_write,
+    flag_names,
+    output_schema,
+    read_table,
+    write_table,
+)
 
 #: Result partitions a distributed ``impute`` keeps in flight while writing the output.
 WRITE_WINDOW = 4
@@ -76,9 +85,9 @@ def run_dask_command(args, fit_only: bool) -> None:
     if args.scheduler is not None:
         _check_scheduler_address(args.scheduler)
     if parquet:
-        from ..scale.streaming import ParquetSource
+        from ..io.parquet import ParquetDataset
 
-        source = ParquetSource.open(args.input)
+        source = ParquetDataset.open(args.input)
     else:
         table = read_table(args.input, device="cpu")
     with _dask_client(args) as client:
@@ -137,51 +146,31 @@ def _n_workers(client) -> int:
 
 
 def _parquet_frame(source):
-    """A dask DataFrame of the columns ``source.order`` of a Parquet dataset, in dataset
-    order: one partition per :func:`_row_group_runs` run (:func:`_read_row_groups`), or one
-    empty partition when the files hold no row group."""
+    """A dask DataFrame of the columns ``source.order`` of a
+    :class:`~ul4m4_gpu.io.parquet.ParquetDataset`, in data set order: one partition per
+    run of row groups (:meth:`~ul4m4_gpu.io.parquet.ParquetDataset.row_group_runs` of
+    ``PARTITION_BYTES``), read by :func:`_read_run`; one empty partition when the files
+    hold no row group."""
     import dask.dataframe as dd
     import pandas as pd
 
-    pieces = [(str(file), run) for file in source.files for run in _row_group_runs(file)]
     columns = list(source.order)
     meta = source.schema.empty_table().select(columns).to_pandas(types_mapper=pd.ArrowDtype,
                                                                  ignore_metadata=True)
-    return dd.from_map(_read_row_groups, pieces or [(str(source.files[0]), [])],
-                       columns=columns, meta=meta, label="read-parquet-row-groups")
+    runs = source.row_group_runs(PARTITION_BYTES)
+    if not runs:
+        return dd.from_pandas(meta, npartitions=1)
+    return dd.from_map(_read_run, runs, columns=columns, meta=meta,
+                       label="read-parquet-row-groups")
 
 
-def _row_group_runs(file) -> list[list[int]]:
-    """The row groups of one Parquet file cut into runs of consecutive ones, each run
-    closed once it holds ``PARTITION_BYTES`` uncompressed bytes."""
-    import pyarrow.parquet as pq
-
-    metadata = pq.ParquetFile(file).metadata
-    runs, run, size = [], [], 0
-    for group in range(metadata.num_row_groups):
-        run.append(group)
-        size += metadata.row_group(group).total_byte_size
-        if size >= PARTITION_BYTES:
-            runs.append(run)
-            run, size = [], 0
-    return runs + ([run] if run else [])
-
-
-def _read_row_groups(piece, columns):
-    """One partition: for ``piece = (file, row groups)``, those row groups' ``columns`` as
+def _read_run(run, columns):
+    """One partition: the ``columns`` of a :class:`~ul4m4_gpu.io.parquet.RowGroupRun` as
     pyarrow-backed pandas columns with a RangeIndex, the file's pandas metadata ignored.
     Raises :class:`InputFileError` naming the file."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
-    from ..io.files import READ_ERRORS, one_line
-
-    file, groups = piece
-    try:
-        table = pq.ParquetFile(file).read_row_groups(groups, columns=columns)
-    except READ_ERRORS as exc:
-        raise InputFileError(f"cannot read {file}: {one_line(exc)}") from None
-    return table.to_pandas(types_mapper=pd.ArrowDtype, ignore_metadata=True)
+    return run.read(columns).to_pandas(types_mapper=pd.ArrowDtype, ignore_metadata=True)
 
 
 def _dask_parquet(args, client, source, fit_only):
@@ -193,19 +182,16 @@ def _dask_parquet(args, client, source, fit_only):
     import pyarrow.parquet as pq
     from ..core.progress import tqdm
 
-    from ..io.files import IMPUTED_KEY
-    from ..scale.streaming import output_schema
-
     frame = _parquet_frame(source)
     model = _fit_or_load(args, client, frame[list(source.modalities)], fit_only)
     if fit_only:
         return
     names = list(source.modalities)
-    flags_type = pd.ArrowDtype(pa.list_(pa.bool_()))
-    meta = frame._meta.assign(**{IMPUTED_KEY: pd.Series([], dtype=flags_type)})
-    flagged = frame.map_partitions(_with_imputed_flags, names, meta=meta)
+    flags = flag_names(names)
+    meta = frame._meta.assign(**{flag: pd.Series([], dtype=bool) for flag in flags})
+    flagged = frame.map_partitions(_with_flag_columns, names, meta=meta)
     parts = model.transform(flagged).to_delayed()
-    schema = output_schema(source)
+    schema = output_schema(source.schema, source.order, names)
     counts = [0]
 
     def write(tmp):
@@ -219,7 +205,7 @@ def _dask_parquet(args, client, source, fit_only):
                 part = pending.pop(0).result(timeout=model.timeout)
                 out = pa.Table.from_pandas(part, preserve_index=False)
                 out = out.select(list(schema.names)).cast(schema)
-                counts[0] += int(pc.sum(pc.list_flatten(out.column(IMPUTED_KEY))).as_py() or 0)
+                counts[0] += sum(int(pc.sum(out.column(flag)).as_py() or 0) for flag in flags)
                 writer.write_table(out)
                 bar.update(1)
 
@@ -227,16 +213,9 @@ def _dask_parquet(args, client, source, fit_only):
     print_filled(args, counts[0], source.n_rows)
 
 
-def _with_imputed_flags(frame, names):
-    """One partition plus an ``imputed`` list<bool> column: the modality cells that are
-    null (missing) before completion."""
-    import pandas as pd
-
-    from ..io.files import IMPUTED_KEY, bool_lists
-
-    flags = (pd.concat([frame[name].isna() for name in names], axis=1).to_numpy(dtype=bool)
-             if len(frame) else np.zeros((0, len(names)), dtype=bool))
-    out = frame.copy()
-    out[IMPUTED_KEY] = pd.Series(pd.arrays.ArrowExtensionArray(bool_lists(flags)),
-                                 index=frame.index)
-    return out
+def _with_flag_columns(frame, names):
+    """One partition plus the flag columns of the modalities ``names``
+    (:func:`~ul4m4_gpu.io.files.flag_names`, bool): True where the modality's cell is null
+    (missing) before completion."""
+    return frame.assign(**{flag: frame[name].isna().to_numpy(dtype=bool)
+                           for name, flag in zip(names, flag_names(names))})

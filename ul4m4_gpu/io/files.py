@@ -1,4 +1,5 @@
-"""Reading and writing the user data files of the ``ul4m4`` command line.
+"""Reading and writing the user data files of the ``ul4m4`` command line, also public as
+:func:`ul4m4_gpu.read_table` and :func:`ul4m4_gpu.write_table`.
 
 Input formats
 -------------
@@ -10,22 +11,29 @@ Input formats
     modality, in file order. Every other array (ids, labels, 1-D or string arrays) is
     passthrough, written back unchanged.
 Parquet
-    A ``.parquet`` file, or a directory of ``.parquet`` files read as one dataset in sorted
-    file-name order. Every column of lists of numbers (list, large_list or fixed_size_list
-    of integers or floats) is a modality, null where missing; every other column, lists of
-    booleans or strings included, is passthrough (the rule of
-    :mod:`ul4m4_gpu.io.list_columns`, for every reader).
+    A ``.parquet`` file, or a directory of ``.parquet`` files read as one data set in sorted
+    relative path order, hive-partitioned subdirectories (``year=2024/part-0.parquet``, at
+    any depth) included, their keys read as extra passthrough columns after the files' own
+    (the layout of :mod:`ul4m4_gpu.io.parquet`, the one Parquet reader). Every column of
+    lists of numbers (list, large_list or fixed_size_list of integers or floats) is a
+    modality, null where missing; every other column, lists of booleans or strings
+    included, is passthrough (the rule of :mod:`ul4m4_gpu.io.list_columns`, for every
+    reader).
 
 Output (:func:`write_table`)
 ----------------------------
 The input's format, with every modality filled, in its original position and under its
 original name (npz: (N, d_m) float32 arrays; parquet: ``list<float>`` columns), the
-passthrough arrays/columns unchanged, and a last ``imputed`` entry: (N, M) bool in npz, a
-``list<bool>`` column of M flags per row in parquet. No ``mask`` is written. An ``imputed``
-array or column of the input is dropped, as the output holds a new one. Every output is
-written to ``NAME.ul4m4-partial-XXXXXXXX.tmp`` beside it and renamed into place
-(:func:`atomic_write`): a failed write leaves nothing; only a killed process can leave
-that temporary file behind.
+passthrough arrays/columns unchanged, and flags saying which slots were imputed: in npz a
+last ``imputed`` (N, M) bool array; in parquet one last ``bool`` column per modality, named
+``imputed_<modality>`` (:func:`flag_names`), in modality order (:func:`output_schema`, the
+one schema of the in-memory, streamed and Dask outputs). No ``mask`` is written. The flags
+of an earlier output are dropped on read, as the output holds new ones: an npz ``imputed``
+array; a parquet ``imputed`` column (the ``list<bool>`` of older versions) and every bool
+``imputed_<modality>`` column of a modality of the file (a column so named of another type
+is refused). Every output is written to ``NAME.ul4m4-partial-XXXXXXXX.tmp`` beside it and
+renamed into place (:func:`atomic_write`): a failed write leaves nothing; only a killed
+process can leave that temporary file behind.
 """
 
 from __future__ import annotations
@@ -44,14 +52,17 @@ import numpy as np
 
 from ..core.backend import resolve_device, to_numpy
 from .data import MultiModalArray
-from .list_columns import is_numeric_list_type
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 MASK_KEY = "mask"
 MODALITIES_KEY = "modalities"
+#: The npz output's (N, M) bool flags; in Parquet, the ``list<bool>`` flag column of older
+#: versions (dropped on read).
 IMPUTED_KEY = "imputed"
+#: The Parquet output's flag column of modality ``m`` is ``IMPUTED_PREFIX + m``.
+IMPUTED_PREFIX = "imputed_"
 
 # What a malformed or unreadable file raises while it is read; pyarrow's errors derive
 # from these too (ArrowInvalid from ValueError, ArrowIOError from OSError, ...).
@@ -77,7 +88,8 @@ class Table:
         metadata.
     fmt : ``"npz"`` or ``"parquet"``, the format the output must have too.
     order : the names of the modalities and passthrough entries in file order (without
-        ``mask`` and ``imputed``); the output keeps this order and appends ``imputed``.
+        ``mask`` and an earlier output's flags); the output keeps this order and appends
+        the flags.
     path : the file or directory that was read.
     """
 
@@ -90,12 +102,26 @@ class Table:
 
 # ---------------------------------------------------------------------------- reading
 def read_table(path, device: str = "cpu", widths=None) -> Table:
-    """Read an ``.npz`` file, a ``.parquet`` file or a directory of ``.parquet`` files.
+    """Read an ``.npz`` file, a ``.parquet`` file or a directory of ``.parquet`` files
+    (hive-partitioned or not) into memory, as the ``ul4m4`` command line does; see the
+    module docstring for the layouts.
 
-    ``device`` (``"auto"``, ``"cpu"`` or ``"cuda"``) is where ``Table.data`` lives.
-    ``widths`` (optional ``{name: d_m}``, a fitted model's) lets a Parquet modality column
-    be null in every row. Raises :class:`InputFileError`, with a one-line message naming the
-    file and the problem, for any problem with the file.
+    device : ``"auto"``, ``"cpu"`` or ``"cuda"``, where ``Table.data`` lives.
+    widths : optional ``{name: d_m}`` (a fitted model's), so that a Parquet modality column
+        may be null in every row.
+
+    Returns a :class:`Table`: ``.data``, a :class:`~ul4m4_gpu.io.data.MultiModalArray` of
+    the N rows and M modalities (values (N, D) float32, NaN where missing; mask (N, M)
+    bool, True where observed), and ``.passthrough``, the other columns (a
+    ``pyarrow.Table`` of N rows for Parquet, partition keys included; ``{key: array}`` for
+    npz). Raises :class:`InputFileError`, a ``ValueError`` with a one-line message naming
+    the file and the problem, for any problem with the file.
+
+    Example::
+
+        table = ul4m4_gpu.read_table("data/")          # a directory of .parquet files
+        imputer = ul4m4_gpu.UL4M4Imputer(n_clusters=64).fit(table.data)
+        ul4m4_gpu.write_table(table, imputer.transform(table.data), "completed.parquet")
     """
     path = Path(path)
     device = resolve_device(device)
@@ -105,6 +131,8 @@ def read_table(path, device: str = "cpu", widths=None) -> Table:
         if input_format(path) == "npz":
             return _read_npz(path, device)
         return _read_parquet(path, device, widths)
+    except InputFileError:
+        raise
     except READ_ERRORS as exc:
         raise InputFileError(f"cannot read {path}: {one_line(exc)}") from exc
 
@@ -243,41 +271,16 @@ def _npz_modality_names(arrays: dict[str, np.ndarray]) -> list[str]:
 
 
 def _read_parquet(path: Path, device: str, widths) -> Table:
-    """Read a parquet file or directory; see the module docstring for the layout."""
-    table = _read_parquet_dataset(path)
-    if table.num_rows == 0:
+    """Read a parquet file or directory with :class:`~ul4m4_gpu.io.parquet.ParquetDataset`."""
+    from .parquet import ParquetDataset  # which imports this module
+
+    dataset = ParquetDataset.open(path)
+    if dataset.n_rows == 0:
         raise ValueError("the data set has 0 rows")
-    if IMPUTED_KEY in table.column_names:
-        table = table.drop_columns([IMPUTED_KEY])
-    names = [field.name for field in table.schema if is_numeric_list_type(field.type)]
-    if not names:
-        raise ValueError("no column of lists of numbers to read as a modality")
+    table = dataset.read()
+    names = list(dataset.modalities)
     data = MultiModalArray.from_arrow(table, columns=names, device=device, widths=widths)
-    return Table(data, table.drop_columns(names), "parquet", tuple(table.column_names), path)
-
-
-def _read_parquet_dataset(path: Path) -> pa.Table:
-    """One parquet file, or the ``*.parquet`` files of a directory concatenated in sorted
-    order (they must share one schema)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if not path.is_dir():
-        return pq.read_table(path)
-    files = sorted(path.glob("*.parquet"))
-    if not files:
-        raise ValueError("the directory holds no .parquet files")
-    return pa.concat_tables([_read_parquet_part(file) for file in files])
-
-
-def _read_parquet_part(file: Path) -> pa.Table:
-    """One file of a parquet directory; errors name the file."""
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(file)
-    except READ_ERRORS as exc:
-        raise ValueError(f"{file.name}: {exc}") from exc
+    return Table(data, table.drop_columns(names), "parquet", dataset.order, path)
 
 
 def one_line(exc: BaseException) -> str:
@@ -290,7 +293,8 @@ def write_table(table: Table, completed: MultiModalArray, path) -> None:
     """Write ``completed`` with the passthrough of ``table`` to ``path``, atomically.
 
     completed : the filled modalities of ``table.data`` (same rows, names and dims; on any
-        device). Its ``imputed`` (N, M) bool is written as ``imputed``; when it is ``None``
+        device). Its ``imputed`` (N, M) bool is written as the flags (npz: ``imputed``;
+        parquet: one ``imputed_<modality>`` bool column per modality); when it is ``None``
         the slots missing in ``table.data`` are marked imputed.
     path : a file with the input's suffix (``.npz`` or ``.parquet``), else
         :class:`OutputFileError`. The file is written to a temporary name in the same
@@ -305,7 +309,8 @@ def write_table(table: Table, completed: MultiModalArray, path) -> None:
     else:
         import pyarrow.parquet as pq
 
-        output = parquet_output(table, completed, imputed)
+        schema = output_schema(table.passthrough.schema, table.order, table.data.names)
+        output = parquet_output(table.passthrough, completed, imputed, schema)
         atomic_write(path, lambda tmp: pq.write_table(output, str(tmp)))
 
 
@@ -358,30 +363,39 @@ def _save_npz(file: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
-def parquet_output(table: Table, completed: MultiModalArray, imputed: np.ndarray) -> pa.Table:
-    """The Arrow table to write: ``list<float>`` modalities and passthrough columns in file
-    order, then ``imputed`` ``list<bool>``; schema metadata of the input."""
+def flag_names(modalities) -> tuple[str, ...]:
+    """The Parquet output's flag column of each modality: ``imputed_<name>``, in order."""
+    return tuple(f"{IMPUTED_PREFIX}{name}" for name in modalities)
+
+
+def output_schema(fields: pa.Schema, order, modalities) -> pa.Schema:
+    """The schema of the Parquet output, the same in memory, streamed and on Dask: the
+    columns ``order`` (input order), each modality of ``modalities`` as ``list<float>``
+    and the others as in ``fields`` (the input's schema, whose metadata it keeps), then one
+    ``bool`` column per modality, :func:`flag_names` of ``modalities``: True where that
+    modality of the row was imputed."""
+    import pyarrow as pa
+
+    columns = [pa.field(name, pa.list_(pa.float32())) if name in modalities
+               else fields.field(name) for name in order]
+    flags = [pa.field(flag, pa.bool_()) for flag in flag_names(modalities)]
+    return pa.schema(columns + flags, metadata=fields.metadata)
+
+
+def parquet_output(passthrough: pa.Table, completed: MultiModalArray, imputed: np.ndarray,
+                   schema: pa.Schema) -> pa.Table:
+    """The rows to write, with the :func:`output_schema` ``schema``: the filled modalities
+    of ``completed`` as ``list<float>``, the other columns from ``passthrough`` (same
+    rows), and the flag column of modality m from ``imputed[:, m]`` ((N, M) bool, the
+    modalities in the order of ``completed.names``)."""
     import pyarrow as pa
 
     filled = completed.to_arrow()
-    fields, columns = [], []
-    for name in table.order:
-        source = filled if name in completed.names else table.passthrough
-        fields.append(source.schema.field(name))
-        columns.append(source.column(name))
-    fields.append(pa.field(IMPUTED_KEY, pa.list_(pa.bool_())))
-    columns.append(bool_lists(imputed))
-    schema = pa.schema(fields, metadata=table.passthrough.schema.metadata)
+    flags = dict(zip(flag_names(completed.names), np.ascontiguousarray(imputed.T)))
+    columns = [filled.column(name) if name in completed.names
+               else pa.array(flags[name]) if name in flags
+               else passthrough.column(name) for name in schema.names]
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def bool_lists(flags: np.ndarray) -> pa.Array:
-    """A ``list<bool>`` Arrow array with one list of M flags per row of (N, M) ``flags``."""
-    import pyarrow as pa
-
-    n, m = flags.shape
-    offsets = pa.array(np.arange(0, n * m + 1, m, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(flags).reshape(-1)))
 
 
 #: Name of the temporary file an output is written to, beside it, before it is renamed

@@ -1,14 +1,17 @@
 """Out-of-core UL4M4 on a Parquet dataset: fit and transform without loading it whole.
 
-The dataset is a ``.parquet`` file or a directory of ``.parquet`` files read as one dataset
-in sorted file-name order (the layout of :mod:`ul4m4_gpu.io.files`: every column of lists of
-numbers is a modality, null where missing; every other column is passthrough; an input
-``imputed`` column is dropped). Each batch becomes a :class:`~ul4m4_gpu.io.data.MultiModalArray`
-on the estimator's device, is processed and dropped. On the CPU, and on the GPU without
-cuDF, it is read ``batch_rows`` rows at a time with
-``pyarrow.parquet.ParquetFile.iter_batches`` and moved to the device. On the GPU with cuDF
-installed, ``cudf.read_parquet`` decodes the modality columns of one row group at a time
-straight into GPU memory, they are unpacked there
+The dataset is a ``.parquet`` file or a directory of ``.parquet`` files, hive-partitioned
+subdirectories (``year=2024/part-0.parquet``) included, opened and read by the one Parquet
+reader, :class:`~ul4m4_gpu.io.parquet.ParquetDataset` (exported here as
+:class:`ParquetSource`; its docstring gives the layout: every column of lists of numbers
+is a modality, null where missing; every other column, the partition keys included, is
+passthrough; an earlier output's flag columns are dropped; rows in sorted relative file
+path order). Each batch becomes a :class:`~ul4m4_gpu.io.data.MultiModalArray` on the
+estimator's device, is processed and dropped; its offset, the global number of its first
+row, names the rows of an error. On the CPU, and on the GPU without cuDF, it is read
+``batch_rows`` rows at a time with ``pyarrow.dataset``, file after file, and moved to the
+device. On the GPU with cuDF installed, ``cudf.read_parquet`` decodes the modality columns
+of one row group at a time straight into GPU memory, they are unpacked there
 (:func:`~ul4m4_gpu.io.list_columns.cudf_list_to_dense`) and the row group is processed
 ``batch_rows`` rows at a time; the other (passthrough) columns are read on the host by
 pyarrow, for transform only. What goes through the host: the labels (one int64 per row,
@@ -39,8 +42,9 @@ in one go); on larger data the sampled seeds, and so the fit, differ.
 Transform (:func:`transform_parquet`) completes each batch with ``UL4M4Imputer.transform``
 and appends it with a ``pyarrow.parquet.ParquetWriter`` to a temporary file beside the output,
 renamed into place at the end (nothing is left behind on failure). The columns, their order,
-types and the schema metadata are those of :func:`ul4m4_gpu.io.files.write_table`, with the last
-``imputed`` ``list<bool>`` column, and the values are those of the in-memory path.
+types and the schema metadata are those of :func:`ul4m4_gpu.io.files.write_table`
+(:func:`~ul4m4_gpu.io.files.output_schema`), ending with one ``imputed_<modality>`` bool
+column per modality, and the values are those of the in-memory path.
 
 Memory: besides the labels, the peak is a few (batch_rows, D) arrays, the (sample, D) seeding
 sample and (K, D) statistics — independent of N. pyarrow decodes whole pages/row groups, so
@@ -54,13 +58,11 @@ from __future__ import annotations
 import functools
 import operator
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
 from ..core.progress import tqdm
 
-from ..core.backend import array_module, device_module, import_cudf, resolve_device, to_device, to_numpy
+from ..core.backend import array_module, device_module, resolve_device, to_device, to_numpy
 from ..core.completion import TEMPERATURE_SAMPLE_ROWS, CompletionWarning
 from ..core.fit import FitParams, default_seed_sample, fit
 from ..core.normalise import Moments
@@ -68,142 +70,19 @@ from ..core.sources import BatchedRows
 from ..core.validation import check_finite_observed, check_int, in_fitted_order
 from ..estimator import UL4M4Imputer
 from ..io.data import MultiModalArray
-from ..io.files import (
-    IMPUTED_KEY,
-    READ_ERRORS,
-    InputFileError,
-    Table,
-    atomic_write,
-    check_output_path,
-    one_line,
-    parquet_output,
-)
-from ..io.list_columns import arrow_list_to_dense, cudf_list_to_dense, is_numeric_list_type
+from ..io.files import atomic_write, check_output_path, output_schema, parquet_output
+from ..io.list_columns import arrow_list_to_dense, cudf_list_to_dense
+from ..io.parquet import GpuBatch, ParquetDataset
 
 #: Default rows per streamed batch.
 DEFAULT_BATCH_ROWS = 65536
 
+#: The Parquet reader, under the name this module has always exported
+#: (``ParquetSource.open(path)``; attributes ``files``, ``schema``, ``modalities``,
+#: ``order``, ``n_rows``, ``path``, ...).
+ParquetSource = ParquetDataset
+
 __all__ = ["ParquetSource", "fit_parquet", "transform_parquet", "DEFAULT_BATCH_ROWS"]
-
-
-# ---------------------------------------------------------------------------- the source
-@dataclass
-class ParquetSource:
-    """A Parquet file or directory read batch by batch.
-
-    files : the ``.parquet`` files in order; schema : their common Arrow schema (metadata of
-    the first file); modalities : the modality column names in file order; order : every
-    column but ``imputed`` in file order; n_rows : total rows; path : what was opened.
-    """
-
-    files: list
-    schema: object
-    modalities: tuple
-    order: tuple
-    n_rows: int
-    path: Path
-
-    @classmethod
-    def open(cls, path) -> "ParquetSource":
-        """Open ``path``; raises :class:`~ul4m4_gpu.io.files.InputFileError` (one line, naming the
-        file) for any problem."""
-        import pyarrow.parquet as pq
-
-        path = Path(path)
-        try:
-            if not path.exists():
-                raise FileNotFoundError("no such file or directory")
-            if path.is_dir():
-                files = sorted(path.glob("*.parquet"))
-                if not files:
-                    raise ValueError("the directory holds no .parquet files")
-            elif path.suffix.lower() == ".parquet":
-                files = [path]
-            else:
-                raise ValueError(f"streaming reads Parquet only: expected a .parquet file or a "
-                                 f"directory of .parquet files, got suffix {path.suffix!r}")
-            schema, n_rows = None, 0
-            for file in files:
-                try:
-                    meta = pq.ParquetFile(file)
-                    file_schema = meta.schema_arrow
-                except READ_ERRORS as exc:
-                    raise ValueError(f"{file.name}: {exc}") from exc
-                if schema is None:
-                    schema = file_schema
-                elif not file_schema.equals(schema, check_metadata=False):
-                    raise ValueError(f"{file.name}: its schema differs from that of "
-                                     f"{files[0].name}")
-                n_rows += meta.metadata.num_rows
-            repeated = sorted({name for name in schema.names if schema.names.count(name) > 1})
-            if repeated:
-                raise ValueError(f"column names {repeated} appear more than once")
-            order = tuple(name for name in schema.names if name != IMPUTED_KEY)
-            modalities = tuple(f.name for f in schema if f.name != IMPUTED_KEY
-                               and is_numeric_list_type(f.type))
-            if not modalities:
-                raise ValueError("no column of lists of numbers to read as a modality")
-        except READ_ERRORS as exc:
-            raise InputFileError(f"cannot read {path}: {one_line(exc)}") from exc
-        return cls(files, schema, modalities, order, n_rows, path)
-
-    def batches(self, batch_rows: int, device: str = "cpu", columns=None) -> Iterator:
-        """Yield ``(global row offset, batch)`` batches of at most ``batch_rows`` rows of
-        ``columns`` (default: every column but ``imputed``), in order: ``pyarrow.Table``
-        batches, or :class:`GpuBatch` when ``device`` is ``"cuda"`` and cuDF is installed."""
-        cudf = import_cudf() if device == "cuda" else None
-        columns = self.order if columns is None else columns
-        offset = 0
-        for file in self.files:
-            try:
-                for batch in (_arrow_batches(file, columns, batch_rows) if cudf is None else
-                              _cudf_batches(cudf, file, columns, self.modalities, batch_rows)):
-                    yield offset, batch
-                    offset += len(batch)
-            except (*READ_ERRORS, RuntimeError) as exc:  # cuDF's reader raises RuntimeError
-                raise InputFileError(f"cannot read {self.path}: {file.name}: "
-                                     f"{one_line(exc)}") from exc
-
-
-def _arrow_batches(file, columns, batch_rows: int):
-    """Non-empty ``pyarrow.Table`` batches of one file, read on the host."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows, columns=list(columns)):
-        if batch.num_rows:
-            yield pa.Table.from_batches([batch])
-
-
-@dataclass
-class GpuBatch:
-    """A batch read with cuDF: ``modalities``, a cuDF DataFrame of the modality columns on
-    the GPU, and ``passthrough``, a ``pyarrow.Table`` of the other columns on the host (they
-    never go through the GPU, whatever their types)."""
-
-    modalities: object
-    passthrough: object
-
-    def __len__(self) -> int:
-        return len(self.modalities)
-
-
-def _cudf_batches(cudf, file, columns, modalities, batch_rows: int):
-    """Non-empty :class:`GpuBatch` batches of one file: one row group at a time, its
-    modality columns decoded on the GPU by cuDF and the rest read on the host by pyarrow,
-    sliced into ``batch_rows`` rows."""
-    import pyarrow.parquet as pq
-
-    on_gpu = [c for c in columns if c in modalities]
-    on_host = [c for c in columns if c not in modalities]
-    reader = pq.ParquetFile(file)
-    for group in range(reader.num_row_groups):
-        frame = cudf.read_parquet(file, columns=on_gpu, row_groups=[group],
-                                  use_pandas_metadata=False)
-        passthrough = reader.read_row_group(group, columns=on_host)
-        for start in range(0, len(frame), batch_rows):
-            yield GpuBatch(frame.iloc[start:start + batch_rows],
-                           passthrough.slice(start, batch_rows))
 
 
 def _dense_column(batch, name: str, d: int | None, offset: int):
@@ -312,23 +191,12 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
 
 
 # ---------------------------------------------------------------------------- transform
-def output_schema(source: ParquetSource):
-    """The Arrow schema :func:`ul4m4_gpu.io.files.write_table` writes for this input: modalities
-    as ``list<float>``, passthrough fields unchanged, then ``imputed`` ``list<bool>``; the
-    input's schema metadata."""
-    import pyarrow as pa
-
-    fields = [pa.field(name, pa.list_(pa.float32())) if name in source.modalities
-              else source.schema.field(name) for name in source.order]
-    fields.append(pa.field(IMPUTED_KEY, pa.list_(pa.bool_())))
-    return pa.schema(fields, metadata=source.schema.metadata)
-
-
 def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
                       batch_rows: int = DEFAULT_BATCH_ROWS) -> int:
     """Complete every missing modality of the Parquet file or directory ``path_in`` with the
     fitted ``imputer`` and write the ``.parquet`` file ``path_out`` batch by batch (atomic:
-    a temporary file renamed at the end). Output columns as :func:`ul4m4_gpu.io.files.write_table`.
+    a temporary file renamed at the end). Output columns as :func:`ul4m4_gpu.io.files.write_table`:
+    :func:`~ul4m4_gpu.io.files.output_schema`, ending with the ``imputed_<modality>`` flags.
 
     Returns the number of imputed modality slots; sets ``imputer.completion_report_`` to
     the report of the whole file (the sum over batches).
@@ -344,7 +212,7 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
     fitted_dims = dict(zip(in_fitted_order(names, imputer.modality_names_, str(source.path)),
                            imputer.dims_))
     dims = tuple(fitted_dims[name] for name in names)
-    schema = output_schema(source)
+    schema = output_schema(source.schema, source.order, names)
     filled = 0
     seen_warnings = set()
     reports = []
@@ -368,11 +236,8 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
                         warnings.warn(w.message, w.category, stacklevel=3)
                 passthrough = (batch.passthrough if isinstance(batch, GpuBatch)
                                else batch.drop_columns(list(names)))
-                batch_table = Table(data, passthrough.replace_schema_metadata(schema.metadata),
-                                    "parquet", source.order, source.path)
                 imputed = to_numpy(completed.imputed)
-                out = parquet_output(batch_table, completed, imputed)
-                writer.write_table(out.cast(schema))
+                writer.write_table(parquet_output(passthrough, completed, imputed, schema))
                 filled += int(imputed.sum())
                 bar.update(len(batch))
             if source.n_rows == 0:
