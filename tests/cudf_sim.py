@@ -4,7 +4,8 @@ a machine without a GPU). Each call mirrors the cuDF API documented at
 docs.rapids.ai/api/cudf/stable:
 
 * ``read_parquet(path, columns=, row_groups=, use_pandas_metadata=)``;
-* ``DataFrame``: ``len``, ``columns``, ``index``, ``df[name]`` (get and set), ``iloc[a:b]``,
+* ``DataFrame``: ``len``, ``columns``, ``index``, ``df[name]`` (get; set from a Series or a
+  device array, a new name appending the column, as cuDF does), ``iloc[a:b]``,
   ``copy()``, ``drop(columns=)``, ``to_arrow(preserve_index=)``, ``DataFrame.from_arrow``;
 * ``Series``: ``len``, ``dtype`` (a ``ListDtype``, with ``element_type`` and ``to_arrow()``,
   for list columns), ``null_count``,
@@ -151,8 +152,12 @@ class DataFrame:
         return _Rows(self)
 
     def __setitem__(self, name, series):
-        position = self._table.column_names.index(name)
-        self._table = self._table.set_column(position, name, series._array)
+        column = series._array if isinstance(series, Series) else pa.array(series.get())
+        if name in self._table.column_names:
+            position = self._table.column_names.index(name)
+            self._table = self._table.set_column(position, name, column)
+        else:
+            self._table = self._table.append_column(name, column)
 
     def copy(self):
         return DataFrame(self._table, self.index)

@@ -229,6 +229,7 @@ def user_files(tmp_path, npz_input):
     (tmp_path / "parts").mkdir()
     pq.write_table(table.slice(0, 60), tmp_path / "parts" / "a.parquet")
     pq.write_table(table.slice(60), tmp_path / "parts" / "b.parquet")
+    (tmp_path / "parts" / "year=2024").mkdir()  # a hive partition, empty so far
     (tmp_path / "link.npz").symlink_to(path)
     os.link(path, tmp_path / "hard.npz")
     return tmp_path
@@ -249,6 +250,9 @@ SAME_PATH_CASES = [
     (["impute", "in.parquet", "-o", "in.parquet", "--stream"], "it is the INPUT"),
     (["impute", "in.parquet", "-o", "in.parquet", "--workers", "2"], "it is the INPUT"),
     (["impute", "parts", "-o", "parts/c.parquet", "--stream"], "inside the INPUT directory"),
+    (["impute", "parts", "-o", "parts/year=2024/c.parquet"], "inside the INPUT directory"),
+    (["fit", "parts", "-o", "parts/year=2024/../a.parquet", "--workers", "2"],
+     "inside the INPUT directory"),
 ]
 
 

@@ -105,6 +105,33 @@ def test_a_number_temperature_is_used_as_given_and_a_hard_pick_ignores_it():
                                rtol=1e-6, atol=1e-6)
 
 
+def test_an_auto_temperature_after_set_params_changed_the_rule_warns(tmp_path):
+    """τ="auto" was chosen for the fit's rule: transform under another rule warns (and still
+    uses the fitted τ), the same rule or a number does not, nor does the saved model."""
+    imp, data = fitted(("nearest", 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompletionWarning)
+        imp.transform(data)
+        imp.save(tmp_path / "model.npz")
+        UL4M4Imputer.load(tmp_path / "model.npz").transform(data)
+    for change in ({"n_candidates": 4}, {"completion": "overlap"}):
+        changed = clone_fitted(imp, **change)
+        with pytest.warns(CompletionWarning, match=r"temperature_=.* was chosen at fit for "
+                                                   r"completion='nearest', n_candidates=3"):
+            changed.transform(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompletionWarning)
+        clone_fitted(imp, n_candidates=4, temperature=0.5).transform(data)
+        clone_fitted(imp, n_candidates=1).transform(data)  # a hard pick has no τ
+
+
+def clone_fitted(imp, **params):
+    """A copy of the fitted ``imp`` with ``params`` set after the fit."""
+    import copy
+
+    return copy.deepcopy(imp).set_params(**params)
+
+
 def blind_share_by_hand(imp, data):
     """Share of hard-pick fills whose source centre shares no observed modality with its
     row, from the sources and masks directly."""

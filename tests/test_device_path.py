@@ -390,13 +390,16 @@ def test_dask_cudf_partitions_are_read_and_completed_like_pandas_ones(device_cud
     mask[:, -1] = True
     model = UL4M4Imputer(n_clusters=3, random_state=0, device="cpu").fit(
         MultiModalArray(values, mask, dims, columns))
-    shipped = (model.fitted_state(labels=False), model.get_params())  # what transform ships
-    completed = {device: _complete_frame(frame, shipped, columns, dims, "auto")
+    shipped = (model.fitted_state(labels=False), model.get_params(), {})  # what is shipped
+    completed = {device: _complete_frame(frame, shipped, columns, dims, "auto", True)
                  for device, frame in frames.items()}
     for name in columns:
         np.testing.assert_allclose(
             np.stack(completed["cuda"][name].to_arrow().to_pylist()),
             np.stack(completed["cpu"][name].to_list()), rtol=1e-6)
+        flags = f"missingindicator_{name}"
+        np.testing.assert_array_equal(to_numpy(completed["cuda"][flags].values),
+                                      completed["cpu"][flags].to_numpy())
 
 
 def pa_nulls(n):

@@ -64,7 +64,8 @@ def dask_frame(table, npartitions):
 def data():
     x, mask = make_data()
     init = explicit_init(x, mask)
-    reference = UL4M4Imputer(n_clusters=K, init=init, device="cpu")
+    # random_state seeds the rows held out to choose temperature="auto"
+    reference = UL4M4Imputer(n_clusters=K, init=init, device="cpu", random_state=0)
     reference.fit(MultiModalArray(x, mask, DIMS))
     assert reference.n_iter_ >= 4  # so that the fault test kills a worker mid-fit
     return x, mask, init, reference
@@ -122,7 +123,8 @@ def test_normalisation_statistics_match(client, ddof):
 def test_transform_equals_single_machine(client, data, tmp_path):
     x, mask, init, reference = data
     X = as_dask(x, mask, 90)
-    imp = DaskUL4M4Imputer(n_clusters=K, init=init, client=client, timeout=60).fit(X)
+    imp = DaskUL4M4Imputer(n_clusters=K, init=init, random_state=0, client=client,
+                           timeout=60).fit(X)
     out = imp.transform(X)
     assert isinstance(out, DaskMultiModalArray) and out.values.chunks == X[0].chunks
     completed = out.compute(client=client, timeout=60)
@@ -405,3 +407,155 @@ def test_a_soft_rule_fits_its_temperature_and_completes_as_the_single_machine(cl
                                reference.transform(MultiModalArray(x, mask, DIMS)).values,
                                rtol=1e-5, atol=1e-5)
     assert imp.to_local(device="cpu", labels=False).temperature_ == imp.temperature_
+
+
+# ---------------------------------------------------------------------------- 2-D inputs
+# A 2-D dask array or a dask DataFrame of numeric columns, split by ``modalities`` as the
+# single-machine imputer splits them; the output follows the input's type.
+COLUMN_GROUPS = [list(DIMS), [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11]],
+                 [[7, 8, 9, 10, 11], [2, 0, 1, 3], [6, 4, 5]]]
+
+
+@pytest.mark.parametrize("modalities", COLUMN_GROUPS)
+@pytest.mark.parametrize("add_indicator", [False, True])
+def test_a_2d_dask_array_fits_and_completes_as_the_single_machine(client, data, modalities,
+                                                                   add_indicator):
+    """k-means++ on a seed sample holding every row is the single-machine seeding: the same
+    fit; every block completes as the gathered model does, in a dask array of the input's
+    row chunks, observed values bit for bit."""
+    x = data[0].astype(np.float64)  # NaN where a modality is missing
+    params = dict(n_clusters=K, random_state=3, modalities=modalities,
+                  add_indicator=add_indicator)
+    reference = UL4M4Imputer(**params, device="cpu").fit(x)
+    imp = DaskUL4M4Imputer(**params, seed_sample_size=len(x), client=client, timeout=60)
+    imp.fit(da.from_array(x, chunks=(150, 5)))  # column chunks are merged
+    np.testing.assert_allclose(imp.cluster_centers_, reference.cluster_centers_, atol=2e-6)
+    np.testing.assert_array_equal(gather(client, imp.labels_), reference.labels_)
+    assert imp.n_iter_ == reference.n_iter_ and imp.dims_ == reference.dims_
+    assert imp.n_features_in_ == reference.n_features_in_ == x.shape[1]
+    np.testing.assert_array_equal(imp.get_feature_names_out(),
+                                  reference.get_feature_names_out())
+
+    out = imp.transform(da.from_array(x, chunks=(200, -1)))
+    assert isinstance(out, da.Array) and out.chunks[0] == (200, 200, 200)
+    assert out.shape == (len(x), x.shape[1] + add_indicator * len(DIMS))
+    assert out.dtype == np.float64
+    completed = gather(client, out)
+    assert isinstance(completed, np.ndarray) and completed.dtype == np.float64
+    np.testing.assert_array_equal(completed, imp.to_local().transform(x))
+    np.testing.assert_allclose(completed, reference.transform(x), atol=1e-5)
+    observed = ~np.isnan(x)
+    np.testing.assert_array_equal(completed[:, :x.shape[1]][observed], x[observed])
+
+
+def test_a_2d_dask_array_without_modalities_has_a_modality_per_column(client):
+    x = make_data(n=120)[0]
+    imp = DaskUL4M4Imputer(n_clusters=3, random_state=0, client=client, timeout=60)
+    imp.fit(da.from_array(x, chunks=(40, -1)))
+    assert imp.dims_ == (1,) * x.shape[1]
+    assert imp.modality_names_ == tuple(f"x{j}" for j in range(x.shape[1]))
+    completed = gather(client, imp.transform(da.from_array(x, chunks=(50, -1))))
+    assert completed.dtype == np.float32 and not np.isnan(completed).any()
+    np.testing.assert_array_equal(completed, imp.to_local().transform(x))
+
+
+def test_empty_row_blocks_are_skipped(client, data):
+    x = data[0]
+    X = da.from_array(x, chunks=((0, 300, 0, 300), (12,)))
+    imp = DaskUL4M4Imputer(n_clusters=K, random_state=1, modalities=list(DIMS),
+                           seed_sample_size=len(x), client=client, timeout=60).fit(X)
+    reference = UL4M4Imputer(n_clusters=K, random_state=1, modalities=list(DIMS),
+                             device="cpu").fit(x)
+    assert imp.n_iter_ == reference.n_iter_
+    completed = gather(client, imp.transform(X))
+    assert completed.shape == x.shape
+    np.testing.assert_array_equal(completed, imp.to_local().transform(x))
+
+
+def wide_frame(x):
+    """A pandas DataFrame of x's 12 columns, labelled c0..c11, a string passthrough column
+    between them and a non-default index."""
+    frame = pd.DataFrame(x, columns=[f"c{j}" for j in range(x.shape[1])],
+                         index=pd.Index(np.arange(len(x)) * 3 + 7, name="row"))
+    frame.insert(5, "tag", [f"t{i % 4}" for i in range(len(x))])
+    return frame
+
+
+@pytest.mark.parametrize("modalities", [
+    {"img": ["c0", "c1", "c2", "c3"], "txt": ["c4", "c5", "c6"],
+     "aud": ["c7", "c8", "c9", "c10", "c11"]},
+    None])
+def test_a_dask_frame_of_numeric_columns_completes_in_its_own_type(client, data, modalities):
+    """Index, column order, dtypes and the passthrough column kept; the fills of the
+    gathered model; the names of the modalities' columns recorded as scikit-learn does."""
+    frame = wide_frame(data[0])
+    ddf = dd.from_pandas(frame, npartitions=3)
+    imp = DaskUL4M4Imputer(n_clusters=K, random_state=2, modalities=modalities,
+                           add_indicator=True, seed_sample_size=len(frame), client=client,
+                           timeout=60).fit(ddf)
+    local_frame = ddf.compute()  # as dask holds it (its string dtype)
+    reference = UL4M4Imputer(n_clusters=K, random_state=2, modalities=modalities,
+                             add_indicator=True, device="cpu").fit(local_frame)
+    np.testing.assert_allclose(imp.cluster_centers_, reference.cluster_centers_, atol=2e-6)
+    assert imp.modality_names_ == reference.modality_names_
+    np.testing.assert_array_equal(imp.feature_names_in_, reference.feature_names_in_)
+    np.testing.assert_array_equal(imp.get_feature_names_out(),
+                                  reference.get_feature_names_out())
+
+    out = imp.transform(ddf)
+    assert isinstance(out, dd.DataFrame)
+    completed = out.compute()
+    pd.testing.assert_frame_equal(completed, imp.to_local().transform(local_frame))
+    assert list(completed.columns) == list(frame.columns) + [
+        f"missingindicator_{name}" for name in imp.modality_names_]
+    pd.testing.assert_index_equal(completed.index, frame.index)
+    assert (completed["tag"] == frame["tag"]).all()
+    values = frame.drop(columns="tag").to_numpy()
+    filled = completed[frame.columns.drop("tag")].to_numpy()
+    assert not np.isnan(filled).any()
+    np.testing.assert_array_equal(filled[~np.isnan(values)], values[~np.isnan(values)])
+
+
+def test_list_frame_output_gains_the_indicators(client, data):
+    x, mask, _, _ = data
+    imp = DaskUL4M4Imputer(n_clusters=K, random_state=0, add_indicator=True, client=client,
+                           timeout=60)
+    ddf = dask_frame(list_table(x, mask), 2)
+    completed = imp.fit(ddf).transform(ddf).compute()
+    for m, name in enumerate(NAMES):
+        assert completed[f"missingindicator_{name}"].dtype == bool
+        np.testing.assert_array_equal(completed[f"missingindicator_{name}"], ~mask[:, m])
+
+
+def test_2d_input_errors_are_named(client, data):
+    x = data[0].copy()
+    X = da.from_array(x, chunks=(150, -1))
+    imp = DaskUL4M4Imputer(n_clusters=K, modalities=list(DIMS), random_state=0,
+                           client=client, timeout=60).fit(X)
+    with pytest.raises(ValueError, match=r"modalities \[4, 3, 5\] sum to 12 but X has 11 "
+                                         "columns"):
+        imp.transform(X[:, :11])
+    per_column = DaskUL4M4Imputer(n_clusters=K, random_state=0, client=client,
+                                  timeout=60).fit(X)
+    with pytest.raises(ValueError, match="X has 11 features, but DaskUL4M4Imputer is "
+                                         "expecting 12 features"):
+        per_column.transform(X[:, :11])
+    x[160, 1] = np.nan  # row 10 of the second block partly NaN in modality m0
+    x[160, 0] = 1.0
+    with pytest.raises(ValueError, match=r"^partition 1 \(rows numbered within the "
+                                         r"partition, which starts at global row 150\): "
+                                         r"modality 'm0': rows \[10\] \(1 in all\) are "
+                                         "partly NaN"):
+        DaskUL4M4Imputer(n_clusters=K, modalities=list(DIMS), client=client,
+                         timeout=60).fit(da.from_array(x, chunks=(150, -1)))
+    with pytest.raises(ValueError, match="carries its own modalities"):
+        DaskUL4M4Imputer(n_clusters=K, modalities=[2, 2, 8], client=client).fit(
+            as_dask(data[0], data[1], 200))
+    with pytest.raises(ValueError, match="Expected a 2-D dask array, got 1-D"):
+        DaskUL4M4Imputer(n_clusters=K, client=client).fit(da.zeros(10, chunks=5))
+    with pytest.raises(ValueError, match=r"modalities \[4, 4\] sum to 8 but X has 12 "
+                                         "columns"):
+        DaskUL4M4Imputer(n_clusters=K, modalities=[4, 4], client=client).fit(X)
+    with pytest.raises(TypeError, match="must hold numbers"):
+        DaskUL4M4Imputer(n_clusters=K, client=client).fit(
+            da.from_array(np.full((8, 2), "a")))

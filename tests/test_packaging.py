@@ -5,6 +5,7 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -37,13 +38,28 @@ def test_readme_starts_with_the_demo_and_test_commands_and_ci_runs_the_latter():
     assert commands[1] in ci.splitlines()
 
 
+def readme_example(*markers) -> str:
+    """The one ```python block of README.md that contains every one of ``markers``."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    (example,) = [b for b in blocks if all(marker in b for marker in markers)]
+    return example
+
+
+def run_readme_example(*markers) -> dict:
+    """Run that block here, its warnings silenced; returns its namespace."""
+    namespace = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(readme_example(*markers), "README.md", "exec"), namespace)
+    return namespace
+
+
 def test_readme_dask_example_runs(tmp_path):
     pytest.importorskip("distributed")
     import subprocess
     import sys
 
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    (example,) = [b for b in blocks if "DaskUL4M4Imputer" in b]
+    example = readme_example("DaskUL4M4Imputer", "LocalCluster")
     script = tmp_path / "example.py"
     script.write_text(example + "        assert completed.mask.all() and local.n_clusters == 32\n")
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
@@ -51,20 +67,52 @@ def test_readme_dask_example_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def test_readme_dask_dataframe_example_runs():
+    """The README's dask DataFrame of numeric columns: same columns back, every slot filled,
+    the passthrough column and the observed values unchanged."""
+    pytest.importorskip("distributed")
+    namespace = run_readme_example("modalities=groups")
+    wide, completed = namespace["wide"], namespace["completed"]
+    assert list(completed.columns) == list(wide.columns)
+    assert (completed["label"] == wide["label"]).all()
+    values, filled = wide.drop(columns="label").to_numpy(), completed.drop(columns="label")
+    assert not filled.isna().any().any()
+    observed = ~np.isnan(values)
+    np.testing.assert_array_equal(filled.to_numpy()[observed], values[observed])
+
+
+def test_readme_read_table_example_runs(tmp_path, monkeypatch):
+    """The README's ``read_table`` / ``write_table`` example, on a directory of two Parquet
+    files (one in a hive partition): every row back, filled, with its imputed flags."""
+    import pyarrow.parquet as pq
+
+    from ul4m4_gpu import load_mfeat, simulate_missing, hide_modalities
+
+    data, _ = load_mfeat(device="cpu")
+    data = hide_modalities(data, simulate_missing(len(data), data.names, "missing_50",
+                                                  random_state=0))
+    table = data.to_arrow()
+    (tmp_path / "data" / "part=1").mkdir(parents=True)
+    pq.write_table(table.slice(0, 1200), tmp_path / "data" / "a.parquet")
+    pq.write_table(table.slice(1200), tmp_path / "data" / "part=1" / "b.parquet")
+    monkeypatch.chdir(tmp_path)
+    run_readme_example("read_table")
+    out = pq.read_table(tmp_path / "completed.parquet")
+    assert out.num_rows == len(data)
+    assert out.column_names == [*data.names, "part", *(f"imputed_{n}" for n in data.names)]
+    for m, name in enumerate(data.names):
+        np.testing.assert_array_equal(out.column(f"imputed_{name}").to_numpy(),
+                                      ~data.mask[:, m])
+
+
 def test_readme_scikit_learn_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    (example,) = [b for b in blocks if "GridSearchCV" in b]
-    namespace = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        exec(compile(example, "README.md", "exec"), namespace)
+    namespace = run_readme_example("GridSearchCV")
     assert namespace["scores"].min() > 0.8
     assert namespace["search"].best_params_["impute__n_clusters"] in (8, 16)
 
 
 def test_readme_python_api_example_runs(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    (example,) = [b for b in blocks if "UL4M4Imputer.load" in b]
+    example = readme_example("UL4M4Imputer.load")
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(example, "README.md", "exec"), namespace)

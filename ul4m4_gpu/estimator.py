@@ -44,8 +44,8 @@ from .io.data import MultiModalArray
 from .io.inputs import (
     INDICATOR_PREFIX,
     OUTPUT_TYPES,
+    column_names,
     completed_output,
-    feature_names,
     read_input,
 )
 from .io.model_file import read_model, write_model
@@ -116,6 +116,7 @@ class UL4M4Base(BaseEstimator):
         self.dims_, self.modality_names_ = tuple(state.dims), tuple(state.names)
         self.n_iter_, self.inertia_ = int(state.n_iter), float(state.inertia)
         self.temperature_ = float(state.rule.temperature)
+        self._temperature_chosen_for = (state.rule.completion, state.rule.n_candidates)
         if state.labels is not None:
             self.labels_ = state.labels
         return self
@@ -133,11 +134,56 @@ class UL4M4Base(BaseEstimator):
         """The rule ``transform`` applies: the completion parameters, with the fitted τ
         where ``temperature="auto"``."""
         temperature = self.temperature_ if self.temperature == "auto" else self.temperature
+        chosen_for = getattr(self, "_temperature_chosen_for", None)
+        if (self.temperature == "auto" and self.n_candidates > 1 and chosen_for is not None
+                and chosen_for != (self.completion, self.n_candidates)):
+            warnings.warn(
+                f"temperature_={self.temperature_:.4g} was chosen at fit for completion="
+                f"{chosen_for[0]!r}, n_candidates={chosen_for[1]}, not for the current "
+                f"completion={self.completion!r}, n_candidates={self.n_candidates}; fit "
+                "again, or set temperature to a number", CompletionWarning, stacklevel=3)
         return CompletionRule(self.completion, self.n_candidates, float(temperature))
 
     def _local_params(self) -> dict:
         """The parameters an in-memory ``UL4M4Imputer`` takes, with their values here."""
         return {name: getattr(self, name) for name in UL4M4Imputer._get_param_names()
+                if hasattr(self, name)}
+
+    def _check_features(self, features, n_features: int, output_names, reset: bool) -> None:
+        """scikit-learn's checks of the feature counts and names (``reset``: fit records
+        them). features : what they read from a 2-D input (``ImputerInput.features``), or
+        None for an input keyed by modality, whose modalities are matched by name (fit
+        records its ``n_features`` = D and no names). output_names : the D names of the
+        output's modality columns, recorded by fit for :meth:`get_feature_names_out`."""
+        if features is not None:
+            validate_data(self, features, reset=reset, skip_check_array=True)
+        elif reset:
+            self.n_features_in_ = int(n_features)
+            self.__dict__.pop("feature_names_in_", None)
+        if reset:
+            self._feature_names_out = list(output_names)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """(D [+ M],) object array of the output column names: the input's column labels
+        (``x<j>`` for an array), or ``<modality>_<j>`` for inputs keyed by modality; then
+        ``missingindicator_<modality>`` with ``add_indicator``. ``input_features`` must
+        equal ``feature_names_in_`` where it is set."""
+        self._check_fitted()
+        if input_features is not None:
+            _check_feature_names_in(self, input_features)
+        names = list(getattr(self, "_feature_names_out", None) or  # else a model file's
+                     column_names(self.modality_names_, self.dims_))
+        if self.add_indicator:
+            names += [INDICATOR_PREFIX + name for name in self.modality_names_]
+        return np.asarray(names, dtype=object)
+
+    #: What fit learns of the input's columns; it travels with the fitted state to the
+    #: single-machine imputers of ``to_local`` and of the Dask blocks.
+    _INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_", "_feature_names_out")
+
+    def _input_attributes(self) -> dict:
+        """The :attr:`_INPUT_ATTRIBUTES` this fitted estimator holds."""
+        return {name: getattr(self, name) for name in self._INPUT_ATTRIBUTES
                 if hasattr(self, name)}
 
     def _check_fitted(self) -> None:
@@ -215,7 +261,8 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
     n_iter_ : int; inertia_ : float, Σ squared partial distances of assigned rows.
     dims_ : tuple of M ints; modality_names_ : tuple of M strings; device_ : "cpu" | "cuda".
     temperature_ : float, the τ used by ``transform`` (chosen at fit for the ``completion``
-        and ``n_candidates`` of the fit when ``temperature="auto"``).
+        and ``n_candidates`` of the fit when ``temperature="auto"``; ``transform`` warns
+        when ``set_params`` has changed them since).
     completion_report_ : :class:`~ul4m4_gpu.core.completion.CompletionReport` of the last
         ``transform``: per modality, the slots filled, the share of their weight drawn from
         centres sharing no observed modality with the row, the share whose best score is 0.
@@ -266,13 +313,8 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         if data.n_samples == 0:
             raise ValueError("empty input: X has 0 rows")
         check_finite_modalities(data.values, data.mask, data.dims, data.names)
-        if inp.columns is not None:  # a 2-D input: scikit-learn's checks of its columns
-            validate_data(self, inp.features(), reset=reset, skip_check_array=True)
-        elif reset:  # keyed by modality: transform matches the modalities by name
-            self.n_features_in_ = inp.n_features
-            self.__dict__.pop("feature_names_in_", None)
-        if reset:
-            self._feature_names_out = list(feature_names(inp, add_indicator=False))
+        self._check_features(None if inp.columns is None else inp.features(), inp.n_features,
+                             inp.feature_names(), reset)
         return inp
 
     # ------------------------------------------------------------------ fitting
@@ -288,21 +330,6 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         data = self._read(X, reset=True).data
         source = ArrayRows(data.values, data.mask, data.dims, data.names, self.batch_size)
         return self._apply_state(fit(source, FitParams.of(self)))
-
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        """(D [+ M],) object array of the output column names: the input's column labels
-        (``x<j>`` for an array), or ``<modality>_<j>`` for inputs keyed by modality; then
-        ``missingindicator_<modality>`` with ``add_indicator``. ``input_features`` must
-        equal ``feature_names_in_`` where it is set."""
-        self._check_fitted()
-        if input_features is not None:
-            _check_feature_names_in(self, input_features)
-        names = list(getattr(self, "_feature_names_out", None) or [
-            name if d == 1 else f"{name}_{j}"  # a model fitted elsewhere (a file, a stream)
-            for name, d in zip(self.modality_names_, self.dims_) for j in range(d)])
-        if self.add_indicator:
-            names += [INDICATOR_PREFIX + name for name in self.modality_names_]
-        return np.asarray(names, dtype=object)
 
     def _uncarried(self) -> list[str]:
         return self.fitted_state(labels=False).uncarried()

@@ -50,6 +50,7 @@ from ..io.files import (
     read_table,
     write_table,
 )
+from ..io.parquet import in_data_set
 
 #: Defaults of --k and --seed; ``impute`` applies them only when it fits (no --model).
 K_DEFAULT, SEED_DEFAULT = 64, 0
@@ -257,8 +258,9 @@ def check_number_options(args) -> None:
 
 def check_distinct_paths(args) -> None:
     """Raise :class:`OutputFileError` when the ``--output`` of a command (fit, impute, in
-    every mode) would replace one of its inputs: INPUT, a ``.parquet`` file in an INPUT
-    directory (read as part of the data set), or ``--model``. Paths are compared resolved
+    every mode) would replace one of its inputs: INPUT, a ``.parquet`` file that an INPUT
+    directory would read as part of its data set (:func:`~ul4m4_gpu.io.parquet.in_data_set`,
+    hive subdirectories included), or ``--model``. Paths are compared resolved
     (symbolic links, ``..``) and, where both exist, with ``os.path.samefile`` (hard links);
     call it before anything is read or written."""
     output = getattr(args, "output", None)
@@ -271,8 +273,7 @@ def check_distinct_paths(args) -> None:
                 output.exists() and source.exists() and os.path.samefile(output, source)):
             raise OutputFileError(f"cannot write {output}: it is the {option} {source}, which "
                                   "would be replaced; choose another output path")
-        if (source.is_dir() and output.suffix.lower() == ".parquet"
-                and output.resolve().parent == source.resolve()):
+        if source.is_dir() and in_data_set(source, output):
             raise OutputFileError(f"cannot write {output}: it is inside the {option} directory "
                                   f"{source}, whose .parquet files are the data set; choose "
                                   "another output path")

@@ -37,7 +37,7 @@ from .data import MultiModalArray
 from .list_columns import is_numeric_list_type, pandas_to_arrow, with_filled_columns
 
 #: The values of ``output_type``: "input" follows the input (table above); the others
-#: convert the (N, D [+ M]) result, in the order of :func:`feature_names`.
+#: convert the (N, D [+ M]) result, in the order of ``get_feature_names_out()``.
 OUTPUT_TYPES = ("input", "multimodal", "numpy", "cupy", "pandas")
 INDICATOR_PREFIX = "missingindicator_"
 
@@ -69,6 +69,10 @@ class ImputerInput:
         """D, the number of modality columns (Σ d_m)."""
         return int(sum(self.data.dims))
 
+    def feature_names(self) -> list[str]:
+        """The D names of the output's modality columns (:func:`column_names`)."""
+        return column_names(self.data.names, self.data.dims, self.columns, self.feature_labels)
+
     def features(self):
         """What scikit-learn's checks of feature names and counts read from a 2-D input: the
         modality columns of a DataFrame, the array itself, or an empty (0, D) placeholder
@@ -88,14 +92,14 @@ def read_input(X, modalities, device: str) -> ImputerInput:
 
         check_array(X, accept_sparse=False, input_name="X")  # raises: dense data is required
     if isinstance(X, MultiModalArray):
-        _no_groups(modalities, "a MultiModalArray", X.dims)
+        check_carries_modalities(modalities, "a MultiModalArray", X.dims)
         return ImputerInput(X.to(device), "multimodal", X)
     if isinstance(X, Mapping):
-        _no_groups(modalities, "a dict of modalities")
+        check_carries_modalities(modalities, "a dict of modalities")
         return ImputerInput(MultiModalArray.from_dict(X, device=device), "dict", X)
     module = type(X).__module__
     if module.startswith("pyarrow"):
-        _no_groups(modalities, "an Arrow table")
+        check_carries_modalities(modalities, "an Arrow table")
         return ImputerInput(MultiModalArray.from_arrow(X, device=device), "arrow", X)
     if module.startswith(("pandas", "cudf")) and hasattr(X, "columns"):
         if modalities is None and _has_list_columns(X):
@@ -116,7 +120,7 @@ def _of_arrays(items) -> bool:
     return bool(items) and all(hasattr(item, "ndim") for item in items)
 
 
-def _no_groups(modalities, what: str, dims=None) -> None:
+def check_carries_modalities(modalities, what: str, dims=None) -> None:
     """``ValueError`` unless ``modalities`` is None (or, for a MultiModalArray, its own
     widths): such inputs carry their modalities."""
     if modalities is None or (dims is not None and as_widths(modalities) == tuple(dims)):
@@ -143,6 +147,21 @@ def _has_list_columns(frame) -> bool:
 def _read_frame(frame, modalities, device: str) -> ImputerInput:
     """A DataFrame of numeric columns: the modalities' columns by label (every numeric
     column its own modality when ``modalities`` is None); other columns pass through."""
+    columns, names = frame_modalities(frame, modalities)
+    blocks = [frame.iloc[:, positions].to_numpy(dtype=_float_of(frame.dtypes.iloc[positions]),
+                                                na_value=np.nan)
+              for positions in columns]
+    data = MultiModalArray.from_modalities(blocks, names=names, device=device)
+    labels = frame.columns[np.sort(np.concatenate(columns))]
+    return ImputerInput(data, "frame", frame, columns, tuple(str(label) for label in labels))
+
+
+def frame_modalities(frame, modalities) -> tuple[tuple, tuple]:
+    """``(columns, names)`` of :func:`~ul4m4_gpu.io.columns.modality_columns` for a pandas
+    DataFrame of numeric columns (its labels and dtypes only: an empty frame, a dask
+    DataFrame's meta, will do): every numeric, non-bool column its own modality, named by
+    its label, when ``modalities`` is None. Raises ``TypeError`` for a cuDF frame and for a
+    modality column that does not hold numbers, ``ValueError`` when there is no modality."""
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     if is_cudf(frame):
@@ -163,12 +182,7 @@ def _read_frame(frame, modalities, device: str) -> ImputerInput:
             if not is_numeric_dtype(dtype) or is_bool_dtype(dtype):
                 raise TypeError(f"column {labels[position]!r} of a modality must hold numbers, "
                                 f"got dtype {dtype}")
-    blocks = [frame.iloc[:, positions].to_numpy(dtype=_float_of(frame.dtypes.iloc[positions]),
-                                                na_value=np.nan)
-              for positions in columns]
-    data = MultiModalArray.from_modalities(blocks, names=names, device=device)
-    feature_labels = tuple(str(label) for label in labels[np.sort(np.concatenate(columns))])
-    return ImputerInput(data, "frame", frame, columns, feature_labels)
+    return columns, names
 
 
 def _float_of(dtypes) -> np.dtype:
@@ -195,30 +209,32 @@ def _read_matrix(X, modalities, device: str) -> ImputerInput:
 
         X = matrix = check_array(X, dtype="numeric", ensure_all_finite="allow-nan",
                                  input_name="X")
-    spec = modalities if modalities is not None else [1] * matrix.shape[1]
-    columns, names = modality_columns(spec, matrix.shape[1])
-    if modalities is None:
-        names = tuple(f"x{j}" for j in range(matrix.shape[1]))
+    columns, names = matrix_modalities(matrix.shape[1], modalities)
     data = MultiModalArray.from_modalities([matrix[:, positions] for positions in columns],
                                            names=names, device=device)
     return ImputerInput(data, kind, X, columns)
 
 
-def feature_names(inp: ImputerInput, add_indicator: bool) -> np.ndarray:
-    """The (D [+ M],) names of the output columns: a DataFrame's column labels, ``x<j>``
-    (j the column's position) for an array or a tensor, ``<modality>_<j>`` (the name alone
-    when d_m = 1) for the other inputs; then ``missingindicator_<modality>``."""
-    data = inp.data
-    if inp.feature_labels is not None:
-        names = list(inp.feature_labels)
-    elif inp.columns is not None:
-        names = [f"x{position}" for position in inp.output_positions()]
-    else:
-        names = [name if d == 1 else f"{name}_{j}" for name, d in zip(data.names, data.dims)
-                 for j in range(d)]
-    if add_indicator:
-        names += [INDICATOR_PREFIX + name for name in data.names]
-    return np.asarray(names, dtype=object)
+def matrix_modalities(n_columns: int, modalities) -> tuple[tuple, tuple]:
+    """``(columns, names)`` of :func:`~ul4m4_gpu.io.columns.modality_columns` for an (N, D)
+    array of ``n_columns`` = D columns: each column its own modality, named ``x<j>``, when
+    ``modalities`` is None."""
+    if modalities is None:
+        columns, _ = modality_columns([1] * n_columns, n_columns)
+        return columns, tuple(f"x{j}" for j in range(n_columns))
+    return modality_columns(modalities, n_columns)
+
+
+def column_names(names, dims, columns=None, feature_labels=None) -> list[str]:
+    """The D names of the modality columns of an output: ``feature_labels`` (a DataFrame's
+    column labels) when given, else ``x<j>`` for a 2-D input split by ``columns`` (j the
+    column's position), else ``<modality>_<j>`` (the name alone when d_m = 1) for the
+    ``names`` and ``dims`` of an input keyed by modality."""
+    if feature_labels is not None:
+        return list(feature_labels)
+    if columns is not None:
+        return [f"x{position}" for position in np.sort(np.concatenate(columns))]
+    return [name if d == 1 else f"{name}_{j}" for name, d in zip(names, dims) for j in range(d)]
 
 
 def completed_output(inp: ImputerInput, completed: MultiModalArray, add_indicator: bool,
@@ -226,7 +242,7 @@ def completed_output(inp: ImputerInput, completed: MultiModalArray, add_indicato
     """The completion ``completed`` (the modalities of ``inp.data``, every slot filled) in
     the type ``output_type`` asks for (see the module docstring); observed values are the
     input's own, bit for bit. ``names``: the output column labels of ``output_type="pandas"``
-    (:func:`feature_names`)."""
+    (:func:`column_names`)."""
     missing = completed.imputed
     if output_type == "multimodal" or (output_type == "input" and inp.kind == "multimodal"):
         return completed
@@ -265,8 +281,7 @@ def _matrix_output(inp: ImputerInput, completed, missing, add_indicator: bool):
             source = inp.original[:, positions] if len(positions) < inp.original.shape[1] \
                 else inp.original
         source = to_device(source, completed.device)
-        dtype = source.dtype if source.dtype.kind == "f" and source.dtype.itemsize >= 4 \
-            else np.dtype(np.float64)
+        dtype = output_float(source.dtype)
         # packed column of each output column: the rank of its position in the packing
         packed_of = xp.asarray(np.argsort(np.concatenate(inp.columns)))
         packed_missing = xp.repeat(missing, list(completed.dims), axis=1)[:, packed_of]
@@ -275,6 +290,13 @@ def _matrix_output(inp: ImputerInput, completed, missing, add_indicator: bool):
     if add_indicator:
         matrix = xp.concatenate([matrix, missing.astype(matrix.dtype)], axis=1)
     return matrix
+
+
+def output_float(dtype) -> np.dtype:
+    """The dtype of a completed column of input dtype ``dtype``: its own for float32 and
+    wider floats, float64 for integers and narrower floats."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype.kind == "f" and dtype.itemsize >= 4 else np.dtype(np.float64)
 
 
 def _frame_output(inp: ImputerInput, completed, missing, add_indicator: bool):
@@ -323,8 +345,7 @@ def _keyed_output(inp: ImputerInput, completed, missing, add_indicator: bool):
     for m, original in enumerate(originals):
         block = to_device(original, completed.device)
         block = block.reshape(-1, 1) if block.ndim == 1 else block
-        dtype = block.dtype if block.dtype.kind == "f" and block.dtype.itemsize >= 4 \
-            else np.dtype(np.float64)
+        dtype = output_float(block.dtype)
         out = block.astype(dtype, copy=True)
         rows = missing[:, m]
         out[rows] = completed.modality(m)[rows].astype(dtype)

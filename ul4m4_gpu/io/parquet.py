@@ -242,6 +242,17 @@ def _directory_files(directory: Path) -> list[Path]:
     return files
 
 
+def in_data_set(directory: Path, file: Path) -> bool:
+    """Whether a ``.parquet`` ``file`` would be read as part of the data set ``directory``:
+    it lies in it or in one of its ``KEY=VALUE`` subdirectories at any depth (paths
+    resolved; the suffix compared in any case, to refuse more rather than less)."""
+    try:
+        parts = Path(file).resolve().relative_to(Path(directory).resolve()).parts
+    except ValueError:
+        return False
+    return Path(file).suffix.lower() == ".parquet" and all("=" in part for part in parts[:-1])
+
+
 def _relative(root: Path, file: Path) -> str:
     return file.relative_to(root).as_posix()
 

@@ -24,25 +24,28 @@ import uuid
 
 from sklearn.base import clone
 
-from ..core.backend import VALUE_DTYPE, array_module, is_cupy_array, to_numpy
+from ..core.backend import VALUE_DTYPE, array_module, is_cudf, to_numpy
 from ..core.completion import DEFAULT_COMPLETION, DEFAULT_N_CANDIDATES, TEMPERATURE_SAMPLE_ROWS
 from ..core.fit import FitParams, default_seed_sample, fit
 from ..core.state import FittedState
 from ..core.validation import check_int
 from ..estimator import UL4M4Base, UL4M4Imputer
 from ..io.data import MultiModalArray
+from ..io.inputs import INDICATOR_PREFIX
 from ..io.list_columns import with_filled_columns
 from .dask_partitions import (
+    DaskInput,
     DaskMultiModalArray,
-    _check_column_labels,
     _completed_meta,
     _frame_block,
+    _in_partition,
     _move,
     _prepare_block,
-    dask_arrays,
-    is_dask_frame,
+    block_device,
+    grouped_meta,
     output_meta,
     partitions_of,
+    read_dask_input,
 )
 from .dask_rows import DaskRows
 from .dask_session import Session
@@ -57,48 +60,77 @@ def _timeout(value) -> None:
 
 
 # ---------------------------------------------------------------------------- worker tasks
-def _local_model(state: FittedState, params: dict, device: str) -> UL4M4Imputer:
-    """The single-machine imputer holding ``state`` on ``device`` (a block's)."""
-    return UL4M4Imputer.from_state(state, **{**params, "device": device, "verbose": 0})
+def _local_model(model, device: str) -> UL4M4Imputer:
+    """The single-machine imputer of ``model`` = (FittedState, parameters, input
+    attributes) on ``device`` (a block's)."""
+    state, params, attributes = model
+    local = UL4M4Imputer.from_state(state, **{**params, "device": device, "verbose": 0})
+    local.__dict__.update(attributes)
+    return local
 
 
-def _device_of(values) -> str:
-    return "cuda" if is_cupy_array(values) else "cpu"
+def _block_location(block_info):
+    """(index, first global row or None) of the block ``dask.array.map_blocks`` describes in
+    ``block_info`` ("?" and None in a direct call)."""
+    if block_info is None:
+        return "?", None
+    start = block_info[0]["array-location"][0][0]
+    return block_info[0]["chunk-location"][0], None if math.isnan(start) else int(start)
 
 
 def _complete_block(values, mask, model, dims, names, device, block_info=None):
-    """Completed (n, D) float32 values of one block: ``UL4M4Imputer.transform`` on it.
-    ``block_info`` (filled by ``dask.array.map_blocks``) locates the block for errors."""
-    index, offset = "?", None  # a direct call, outside map_blocks
-    if block_info is not None:
-        index = block_info[0]["chunk-location"][0]
-        start = block_info[0]["array-location"][0][0]
-        offset = None if math.isnan(start) else int(start)  # NaN: unknown row chunks
+    """Completed (n, D) float32 values of one block of ``(values, mask)`` arrays:
+    ``UL4M4Imputer.transform`` on it."""
+    index, offset = _block_location(block_info)
     values, mask = _prepare_block(values, mask, dims, names, device, index, offset)
     if values.shape[0] == 0:
         return values
-    local = _local_model(*model, _device_of(values))
+    local = _local_model(model, block_device(values, device))
     return local.transform(MultiModalArray(values, mask, dims, names)).values
+
 
 def _missing_block(mask, device):
     return ~_move(mask, device)
+
 
 def _all_true_block(mask, device):
     mask = _move(mask, device)
     return array_module(mask).ones(mask.shape, dtype=bool)
 
-def _complete_frame(frame, model, columns, dims, device, partition_info=None):
-    """One DataFrame partition with its modality columns completed (other columns and the
-    index kept), typed as :func:`~ul4m4_gpu.io.list_columns.with_filled_columns` says. ``partition_info`` (filled by
+
+def _complete_grouped(block, model, device, meta, block_info=None, partition_info=None):
+    """One row block of a 2-D array, or one partition of a DataFrame of numeric columns,
+    completed by ``UL4M4Imputer.transform`` (its output follows the block's type: an array
+    of the same kind, a DataFrame with its index and other columns); ``meta`` is the empty
+    result of an empty block."""
+    if block.shape[0] == 0:
+        return meta
+    if partition_info is not None:
+        index, offset = partition_info["number"], None
+    else:
+        index, offset = _block_location(block_info)
+    with _in_partition(index, offset, local=True):
+        return _local_model(model, block_device(block, device)).transform(block)
+
+
+def _complete_frame(frame, model, columns, dims, device, add_indicator, partition_info=None):
+    """One DataFrame partition with its modality list columns completed (other columns and
+    the index kept), typed as :func:`~ul4m4_gpu.io.list_columns.with_filled_columns` says,
+    then the bool indicators when ``add_indicator``. ``partition_info`` (filled by
     ``map_partitions``; None in a direct call: "?") numbers the partition in errors; its
     global rows are not known without a pass over the partitions' lengths."""
     index = "?" if partition_info is None else partition_info["number"]
     values, mask = _frame_block(frame, list(columns), tuple(dims), device, index)
     if values.shape[0] == 0:
-        return _completed_meta(frame, columns)
-    local = _local_model(*model, _device_of(values))
+        return _completed_meta(frame, columns, add_indicator)
+    local = _local_model(model, block_device(values, device))
     completed = local.transform(MultiModalArray(values, mask, dims, columns))
-    return with_filled_columns(frame, completed.to_arrow(), columns)
+    out = with_filled_columns(frame, completed.to_arrow(), columns)
+    if add_indicator:
+        missing = ~mask if is_cudf(out) else to_numpy(~mask)
+        for m, name in enumerate(columns):
+            out[INDICATOR_PREFIX + name] = missing[:, m]
+    return out
 
 
 # ---------------------------------------------------------------------------- the estimator
@@ -125,35 +157,54 @@ class DaskUL4M4Imputer(UL4M4Base):
         least N rows the seeding is exactly the single-machine one. ``temperature="auto"``
         is chosen on a uniform sample of 2,000 rows.
 
-    Input ``X`` (fit and transform): a tuple ``(values, mask, dims)`` or ``(values, mask,
-    dims, names)`` of dask arrays chunked by rows — values (N, D) float, mask (N, M) bool
-    with the same row chunks —, a :class:`DaskMultiModalArray`, or a dask DataFrame with one
-    list column per modality (null = missing): pyarrow-backed list columns
-    (``pd.ArrowDtype(pa.list_(...))``), or object columns of lists when dask's
-    ``dataframe.convert-string`` option was off as the frame was built (otherwise dask turns
-    them into strings). Column labels must be strings. As in Parquet files
-    (:mod:`ul4m4_gpu.io.files`), every column of lists of numbers (list, large_list or
-    fixed_size_list of integers or floats) is a modality; other columns, lists of strings
-    or booleans included (such as an earlier output's ``imputed`` flags), are ignored by fit
-    and passed through by transform, which returns every modality column as
-    ``list<float32>``.
+    modalities : None, list of ints, list of lists of ints, or dict name → columns
+        As for :class:`UL4M4Imputer`: which columns of a 2-D dask array or of a dask
+        DataFrame of numeric columns form each modality (None: each column its own).
+    add_indicator : bool, default False
+        Append the (N, M) missing-modality indicators to the output of a 2-D array or a
+        DataFrame, named ``missingindicator_<modality>``.
+
+    Input ``X`` (fit and transform), and what ``transform`` returns (the input's type, as
+    :class:`UL4M4Imputer`'s ``output_type="input"``; the observed values bit for bit):
+
+    * a 2-D dask array (NumPy or CuPy chunks), NaN where missing, split by ``modalities``
+      → a dask array of the same chunk type and row chunks, (N, D [+ M]), float (float64
+      for integers);
+    * a dask DataFrame of numeric columns (its other columns pass through) → a dask
+      DataFrame with the same index, columns and dtypes, the modality columns filled;
+    * a dask DataFrame with one list column per modality (null = missing): pyarrow-backed
+      list columns (``pd.ArrowDtype(pa.list_(...))``), or object columns of lists when
+      dask's ``dataframe.convert-string`` option was off as the frame was built
+      (otherwise dask turns them into strings). Column labels must be strings. As in
+      Parquet files (:mod:`ul4m4_gpu.io.files`), every column of lists of numbers is a
+      modality; other columns, lists of strings or booleans included, are ignored by fit
+      and passed through by transform → a dask DataFrame with every modality column as
+      ``list<float32>``. With ``modalities=None``, a frame whose meta holds a list-typed
+      or object column is read this way, else by its numeric columns;
+    * a tuple ``(values, mask, dims)`` or ``(values, mask, dims, names)`` of dask arrays
+      chunked by rows (values (N, D) float, mask (N, M) bool with the same row chunks) or
+      a :class:`DaskMultiModalArray` → a :class:`DaskMultiModalArray` (values (N, D)
+      float32, mask all True, ``imputed`` the input's ~mask) on ``device``.
 
     Attributes
     ----------
     cluster_centers_ (K, D) float32, centers_mask_ (K, M) bool, mean_, scale_ (D,) float64:
     NumPy arrays on the client, same meaning as :class:`UL4M4Imputer`'s. labels_ : (N,) int64
     dask array (kept on the workers). n_iter_, inertia_, dims_, modality_names_; device_:
-    "cpu" or "cuda", where the partitions were; n_samples_fit_: N.
+    "cpu" or "cuda", where the partitions were; n_samples_fit_: N; n_features_in_,
+    feature_names_in_: as :class:`UL4M4Imputer`'s.
     """
 
     _parameter_checks = {**UL4M4Base._parameter_checks, "timeout": _timeout,
+                         "add_indicator": UL4M4Imputer._parameter_checks["add_indicator"],
                          "seed_sample_size": lambda value: check_int(
                              "seed_sample_size", value, allow_none=True)}
 
     def __init__(self, n_clusters=64, max_iter=100, tol=1e-6, n_init=1, init="k-means++",
                  random_state=None, device="auto", batch_size=None, ddof=0, verbose=0,
                  completion=DEFAULT_COMPLETION, n_candidates=DEFAULT_N_CANDIDATES,
-                 temperature="auto", client=None, timeout=600, seed_sample_size=None):
+                 temperature="auto", modalities=None, add_indicator=False, client=None,
+                 timeout=600, seed_sample_size=None):
         self.n_clusters = n_clusters
         self.max_iter = max_iter
         self.tol = tol
@@ -167,6 +218,8 @@ class DaskUL4M4Imputer(UL4M4Base):
         self.completion = completion
         self.n_candidates = n_candidates
         self.temperature = temperature
+        self.modalities = modalities
+        self.add_indicator = add_indicator
         self.client = client
         self.timeout = timeout
         self.seed_sample_size = seed_sample_size
@@ -204,7 +257,8 @@ class DaskUL4M4Imputer(UL4M4Base):
         self._check_params()
         client = self._get_client()
         session = Session(client, float(self.timeout))
-        rows = DaskRows(session, partitions_of(X, self.device, session), self.device,
+        inp = read_dask_input(X, self.modalities)
+        rows = DaskRows(session, partitions_of(inp, self.device, session), self.device,
                         self.batch_size)
         params = FitParams.of(self, seed_sample_size=self.seed_sample_size or
                               default_seed_sample(self.n_clusters),
@@ -218,47 +272,66 @@ class DaskUL4M4Imputer(UL4M4Base):
             rows.release()
             raise
         self._apply_state(state)
+        self._check_features(inp.features, sum(state.dims),
+                             inp.feature_names(state.dims, state.names), reset=True)
         self.device_, self.n_samples_fit_, self.client_ = rows.rows_device, rows.n_rows, client
         return self
 
     # ------------------------------------------------------------------ completion
     def _completion_model(self):
-        """What the blocks complete with: the fitted state (host arrays, no labels) and the
-        single-machine parameters."""
-        return self.fitted_state(labels=False).to("cpu", labels=False), self._local_params()
+        """What the blocks complete with (:func:`_local_model`): the fitted state (host
+        arrays, no labels), the single-machine parameters and the input attributes."""
+        return (self.fitted_state(labels=False).to("cpu", labels=False), self._local_params(),
+                self._input_attributes())
 
     def transform(self, X):
         """Fill every missing modality of distributed ``X`` (lazy).
 
-        Returns, for array input, a :class:`DaskMultiModalArray` (values (N, D) float32 with
-        the observed values unchanged, mask all True, imputed = the input's ~mask) with the
-        input's row chunks; for a dask DataFrame, a dask DataFrame with the modality columns
-        completed as ``list<float32>`` columns (other columns and the index kept). Each block
-        is completed by ``UL4M4Imputer.transform`` with the fitted centres, so the result
-        equals ``self.to_local().transform`` on the gathered data.
+        Returns the input's type (see the class docstring) with the input's row chunks or
+        partitions. Each block is completed by ``UL4M4Imputer.transform`` with the fitted
+        centres, so the result equals ``self.to_local().transform`` on the gathered data.
         """
         import dask
-        import dask.array as da
 
         self._check_fitted()
+        inp = read_dask_input(X, self.modalities)
+        self._check_features(inp.features, None, None, reset=False)
         model = dask.delayed(self._completion_model(), name=f"ul4m4-model-{uuid.uuid4().hex}")
-        if is_dask_frame(X):
-            _check_column_labels(X)
+        if inp.kind in ("matrix", "frame"):
+            return self._transform_grouped(inp, model)
+        if inp.kind == "list-frame":
             missing = [n for n in self.modality_names_ if n not in X.columns]
             if missing:
                 raise ValueError(f"X lacks the modality columns {missing} seen in fit")
+            meta = _completed_meta(X._meta, self.modality_names_, self.add_indicator)
             return X.map_partitions(_complete_frame, model, tuple(self.modality_names_),
-                                    tuple(self.dims_), self.device,
-                                    meta=_completed_meta(X._meta, self.modality_names_))
-        values, mask, dims, names = dask_arrays(X)
+                                    tuple(self.dims_), self.device, self.add_indicator,
+                                    meta=meta)
+        return self._transform_arrays(inp, model)
+
+    def _transform_grouped(self, inp: DaskInput, model):
+        """A "matrix" or "frame" input completed block by block, in its own type."""
+        meta = grouped_meta(inp, self.add_indicator)
+        if inp.kind == "frame":
+            return inp.X.map_partitions(_complete_grouped, model, self.device, meta,
+                                        meta=meta)
+        return inp.X.map_blocks(_complete_grouped, model, self.device, meta,
+                                chunks=(inp.X.chunks[0], (meta.shape[1],)), dtype=meta.dtype,
+                                meta=meta, name=f"ul4m4-complete-{uuid.uuid4().hex}")
+
+    def _transform_arrays(self, inp: DaskInput, model) -> DaskMultiModalArray:
+        """``(values, mask, dims, names)`` arrays completed into a DaskMultiModalArray."""
+        import dask.array as da
+
+        values, mask, dims, names = inp.X
         if dims != tuple(self.dims_):
             raise ValueError(f"X has modality dims {dims} but the imputer was fitted on "
                              f"{tuple(self.dims_)}")
-        like = values._meta
         completed = da.map_blocks(
             _complete_block, values, mask, model, dims, names, self.device,
             dtype=VALUE_DTYPE, chunks=values.chunks,
-            meta=output_meta(self.device, like, 2, VALUE_DTYPE), name=f"ul4m4-complete-{uuid.uuid4().hex}")
+            meta=output_meta(self.device, values._meta, 2, VALUE_DTYPE),
+            name=f"ul4m4-complete-{uuid.uuid4().hex}")
         bool_meta = output_meta(self.device, mask._meta, 2, bool)
         imputed = mask.map_blocks(_missing_block, self.device, dtype=bool, meta=bool_meta)
         observed = mask.map_blocks(_all_true_block, self.device, dtype=bool, meta=bool_meta)
@@ -278,8 +351,10 @@ class DaskUL4M4Imputer(UL4M4Base):
             session = Session(self.client_, float(self.timeout))
             gathered = session.result(self.client_.compute(self.labels_), "gathering labels_")
             state = dataclasses.replace(state, labels=to_numpy(gathered))
-        return UL4M4Imputer.from_state(state, **{**self._local_params(),
-                                                 "device": device or self.device})
+        local = UL4M4Imputer.from_state(state, **{**self._local_params(),
+                                                  "device": device or self.device})
+        local.__dict__.update(self._input_attributes())
+        return local
 
     @classmethod
     def from_local(cls, local: UL4M4Imputer, client) -> "DaskUL4M4Imputer":
@@ -291,6 +366,7 @@ class DaskUL4M4Imputer(UL4M4Base):
         params["init"] = params["init"] if isinstance(params["init"], str) else "k-means++"
         model = cls(**params, client=client)
         model._apply_state(local.fitted_state(labels=False).to("cpu", labels=False))
+        model.__dict__.update(local._input_attributes())
         model.device_, model.client_ = "cpu", client
         return model
 

@@ -1,6 +1,9 @@
-"""The inputs of the Dask imputer: row blocks of dask arrays or of a dask DataFrame whose
-list columns are unpacked by the rules of :meth:`MultiModalArray.from_dataframe`, validated
-on the workers, and the completed DataFrame partitions of its transform.
+"""The inputs of the Dask imputer, validated on the workers: row blocks of a 2-D dask array
+or of a dask DataFrame of numeric columns, split into modalities as the single-machine
+imputer splits them (:func:`~ul4m4_gpu.io.inputs.read_input`, the ``modalities``
+parameter); of ``(values, mask, dims)`` dask arrays; or of a dask DataFrame whose list
+columns are unpacked by the rules of :meth:`MultiModalArray.from_dataframe`; and the
+completed DataFrame partitions of its transform.
 
 Each row block becomes a delayed (values, mask) pair computed from the input's graph, so a
 partition lost with its worker is recomputed from lineage. Errors about a block name it and
@@ -20,12 +23,22 @@ from ..core.backend import (
     array_module,
     device_module,
     is_cudf,
+    is_cupy_array,
     resolve_device,
     to_device,
     to_numpy,
 )
 from ..core.validation import check_finite_modalities
 from ..io.data import MultiModalArray
+from ..io.inputs import (
+    INDICATOR_PREFIX,
+    check_carries_modalities,
+    column_names,
+    frame_modalities,
+    matrix_modalities,
+    output_float,
+    read_input,
+)
 from ..io.list_columns import (
     with_filled_columns,
     arrow_list_to_dense,
@@ -86,16 +99,21 @@ def _move(x, device: str):
 
 
 @contextlib.contextmanager
-def _in_partition(index, offset):
+def _in_partition(index, offset, local: bool = False):
     """Re-raise a ``ValueError`` / ``TypeError`` about one row block with the block named:
     "partition 2 (global rows from 400): ...", where ``offset``, the block's first global
     row, numbers the rows of the message in the whole data; "partition 2 (rows numbered
-    within the partition): ..." where it is None (unknown)."""
+    within the partition): ..." where it is None (unknown) or the message numbers them
+    within the block (``local``; "..., which starts at global row 400" when known)."""
     try:
         yield
     except (ValueError, TypeError) as error:
-        where = ("rows numbered within the partition" if offset is None
-                 else f"global rows from {offset}")
+        if offset is None:
+            where = "rows numbered within the partition"
+        elif local:
+            where = f"rows numbered within the partition, which starts at global row {offset}"
+        else:
+            where = f"global rows from {offset}"
         kind = TypeError if isinstance(error, TypeError) else ValueError
         raise kind(f"partition {index} ({where}): {error}") from None
 
@@ -119,6 +137,28 @@ def _prepare_block(values, mask, dims, names, device, index, offset):
         values = values.astype(VALUE_DTYPE, copy=False)
         check_finite_modalities(values, mask, dims, names, offset or 0)
     return values, mask
+
+
+def block_device(block, device: str) -> str:
+    """The concrete device a block is processed on: ``device`` (the imputer's parameter)
+    when "cpu" / "cuda", else the block's own (CuPy or cuDF: "cuda")."""
+    if device != "auto":
+        return resolve_device(device)
+    return "cuda" if is_cupy_array(block) or is_cudf(block) else "cpu"
+
+
+def _grouped_block(block, modalities, dims, names, device, index, offset):
+    """(values (n, D) float32, mask (n, M) bool) of one row block of a 2-D array or one
+    partition of a DataFrame of numeric columns, split into modalities by
+    :func:`~ul4m4_gpu.io.inputs.read_input` (NaN marks missing) on :func:`block_device`;
+    errors name the block as :func:`_prepare_block`'s do."""
+    where = block_device(block, device)
+    if block.shape[0] == 0:  # read_input refuses empty inputs
+        xp = device_module(where)
+        return xp.empty((0, sum(dims)), dtype=VALUE_DTYPE), xp.empty((0, len(dims)), dtype=bool)
+    with _in_partition(index, offset, local=True):
+        data = read_input(block, modalities, where).data
+    return _prepare_block(data.values, data.mask, dims, names, device, index, offset)
 
 
 def _frame_device(frame, device: str) -> str:
@@ -281,23 +321,112 @@ def dask_arrays(X):
     return values, mask, dims, names
 
 
-def partitions_of(X, device: str, session) -> Partitions:
-    """The row blocks of ``X`` (the input of ``DaskUL4M4Imputer.fit``) as delayed, validated
-    (values, mask) pairs; ``device`` as the imputer's parameter."""
-    import dask
+@dataclass(frozen=True)
+class DaskInput:
+    """An input of the Dask imputer, classified on the client from its metadata alone.
+
+    kind : "matrix" (a 2-D dask array, NaN where missing), "frame" (a dask DataFrame of
+        numeric columns), "list-frame" (a dask DataFrame of list columns) or "arrays" (a
+        ``(values, mask, dims[, names])`` tuple or a :class:`DaskMultiModalArray`).
+    X : the input: a matrix rechunked to one column chunk; the arrays as
+        ``(values, mask, dims, names)`` (:func:`dask_arrays`).
+    modalities : the imputer's parameter (for "matrix" and "frame").
+    dims, names : the modalities, or None for a "list-frame" (its partitions tell them).
+    columns : for "matrix" and "frame", the M (d_m,) positions of each modality's columns.
+    feature_labels : for "frame", the labels of its modality columns in frame order.
+    """
+
+    kind: str
+    X: object
+    modalities: object = None
+    dims: tuple | None = None
+    names: tuple | None = None
+    columns: tuple | None = None
+    feature_labels: tuple | None = None
+
+    @property
+    def features(self):
+        """What scikit-learn's feature checks read (as ``ImputerInput.features``): the
+        empty meta of a frame's modality columns, a (0, D) array for a matrix, else None."""
+        if self.kind == "frame":
+            return self.X._meta.iloc[:0, np.sort(np.concatenate(self.columns))]
+        if self.kind == "matrix":
+            return np.empty((0, self.X.shape[1]))
+        return None
+
+    def feature_names(self, dims, names) -> list[str]:
+        """The output's D modality column names (:func:`~ul4m4_gpu.io.inputs.column_names`)
+        for the fitted ``dims`` and ``names``."""
+        return column_names(names, dims, self.columns, self.feature_labels)
+
+
+def read_dask_input(X, modalities) -> DaskInput:
+    """Classify ``X`` (the input of ``DaskUL4M4Imputer``) from its metadata; raises
+    ``TypeError`` / ``ValueError`` naming the problem. A dask DataFrame is read by its list
+    columns when ``modalities`` is None and its meta holds a list-typed or object column,
+    by its numeric columns otherwise."""
+    import dask.array as da
 
     if is_dask_frame(X):
-        return _frame_partitions(X, device, session)
+        meta = X._meta
+        if modalities is None and (_numeric_list_columns(meta) or any(
+                dtype == object for dtype in meta.dtypes)):
+            _check_column_labels(X)
+            return DaskInput("list-frame", X)
+        columns, names = frame_modalities(meta, modalities)
+        labels = meta.columns[np.sort(np.concatenate(columns))]
+        return DaskInput("frame", X, modalities, tuple(len(c) for c in columns), names,
+                         columns, tuple(str(label) for label in labels))
+    if isinstance(X, da.Array):
+        if X.ndim != 2:
+            raise ValueError(f"Expected a 2-D dask array, got {X.ndim}-D of shape {X.shape}")
+        if X.dtype.kind not in "biuf":
+            raise TypeError(f"X must hold numbers, got dtype {X.dtype}")
+        columns, names = matrix_modalities(X.shape[1], modalities)
+        X = X if X.numblocks[1] == 1 else X.rechunk({1: -1})
+        return DaskInput("matrix", X, modalities, tuple(len(c) for c in columns), names,
+                         columns)
     values, mask, dims, names = dask_arrays(X)
-    offsets = None
-    if not any(math.isnan(c) for c in values.chunks[0]):
-        offsets = np.concatenate([[0], np.cumsum(values.chunks[0])]).astype(int).tolist()
+    if modalities is not None:
+        check_carries_modalities(modalities, "a tuple of dask arrays or a DaskMultiModalArray",
+                                 dims)
+    return DaskInput("arrays", (values, mask, dims, names), dims=dims, names=names)
+
+
+def partitions_of(inp: DaskInput, device: str, session) -> Partitions:
+    """The row blocks of ``inp`` (the input of ``DaskUL4M4Imputer.fit``) as delayed,
+    validated (values, mask) pairs; ``device`` as the imputer's parameter."""
+    import dask
+
+    if inp.kind == "list-frame":
+        return _frame_partitions(inp.X, device, session)
+    if inp.kind == "frame":
+        grouped = dask.delayed(_grouped_block, pure=False)
+        blocks = [grouped(part, inp.modalities, inp.dims, inp.names, device, i, None)
+                  for i, part in enumerate(inp.X.to_delayed())]
+        return Partitions(blocks, inp.dims, inp.names, None)
+    if inp.kind == "matrix":
+        blocks = inp.X.to_delayed().ravel()
+        offsets = _row_offsets(inp.X)
+        grouped = dask.delayed(_grouped_block, pure=False)
+        blocks = [grouped(block, inp.modalities, inp.dims, inp.names, device, i, offsets[i])
+                  for i, block in enumerate(blocks)]
+        return Partitions(blocks, inp.dims, inp.names, inp.X._meta if device == "auto" else None)
+    values, mask, dims, names = inp.X
+    offsets = _row_offsets(values)
     prepare = dask.delayed(_prepare_block, pure=False)
-    blocks = [prepare(v, m, dims, names, device, i,
-                      None if offsets is None else offsets[i])
+    blocks = [prepare(v, m, dims, names, device, i, offsets[i])
               for i, (v, m) in enumerate(zip(values.to_delayed().ravel(),
                                              mask.to_delayed().ravel()))]
     return Partitions(blocks, dims, names, values._meta if device == "auto" else None)
+
+
+def _row_offsets(array) -> list:
+    """The first global row of each row block of a dask array (None for each where the
+    row chunks are unknown)."""
+    if any(math.isnan(c) for c in array.chunks[0]):
+        return [None] * array.numblocks[0]
+    return np.concatenate([[0], np.cumsum(array.chunks[0])]).astype(int).tolist()
 
 
 def _frame_partitions(frame, device: str, session) -> Partitions:
@@ -334,7 +463,8 @@ def _frame_partitions(frame, device: str, session) -> Partitions:
             "the DataFrame has no columns of lists of numbers to read as modalities; note "
             "that dask turns object columns of Python lists into strings unless "
             "dask.config.set({'dataframe.convert-string': False}) is set when the frame is "
-            "built: prefer pyarrow list dtypes, e.g. pd.ArrowDtype(pa.list_(pa.float32()))"
+            "built: prefer pyarrow list dtypes, e.g. pd.ArrowDtype(pa.list_(pa.float32())); "
+            "for numeric columns, pass modalities=..."
         )
     offsets = np.concatenate([[0], np.cumsum([part[0] for part in gathered])]).tolist()
     block = dask.delayed(_frame_block, pure=False)
@@ -361,9 +491,32 @@ def output_meta(device: str, like, ndim: int, dtype):
         return np.empty((0,) * ndim, dtype=dtype)
 
 
-def _completed_meta(frame, columns):
-    """``frame`` (typically an empty meta) with its modality columns typed as completed."""
+def _completed_meta(frame, columns, add_indicator: bool = False):
+    """``frame`` (typically an empty meta) with its modality columns typed as completed,
+    then the bool indicator columns when ``add_indicator``."""
     import pyarrow as pa
 
     empty = pa.array([None] * len(frame), pa.list_(pa.float32()))
-    return with_filled_columns(frame, pa.table({name: empty for name in columns}), columns)
+    out = with_filled_columns(frame, pa.table({name: empty for name in columns}), columns)
+    if add_indicator:
+        for name in columns:
+            out[INDICATOR_PREFIX + name] = np.zeros(len(out), dtype=bool)
+    return out
+
+
+def grouped_meta(inp: DaskInput, add_indicator: bool):
+    """The empty result of completing a "matrix" or "frame" input: a (0, D [+ M]) array of
+    the matrix's chunk type and :func:`~ul4m4_gpu.io.inputs.output_float` dtype; the
+    frame's meta with its modality columns kept (a float column stays of its dtype, as
+    ``UL4M4Imputer`` keeps it) and the bool indicators appended."""
+    from dask.array.utils import meta_from_array
+
+    n_indicators = len(inp.names) if add_indicator else 0
+    if inp.kind == "matrix":
+        meta = meta_from_array(inp.X._meta, ndim=2, dtype=output_float(inp.X.dtype))
+        return meta.reshape(0, inp.X.shape[1] + n_indicators)
+    out = inp.X._meta.copy()
+    if add_indicator:
+        for name in inp.names:
+            out[INDICATOR_PREFIX + name] = np.zeros(len(out), dtype=bool)
+    return out
