@@ -145,8 +145,7 @@ def test_report_counts_fills_blind_sources_and_zero_scores_as_the_sources_say():
     imp, data = fitted(("paper", 1), k=12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CompletionWarning)
-        imp.transform(data)
-    report = imp.completion_report_
+        _, report = imp.transform(data, return_report=True)
     np.testing.assert_array_equal(report.filled, (~data.mask).sum(axis=0))
     share, rows, modalities = blind_share_by_hand(imp, data)
     assert report.overall_blind_share == pytest.approx(share)
@@ -179,16 +178,16 @@ def with_pair_and_single_centres(completion):
 def test_a_hard_pick_drawing_many_fills_from_blind_centres_warns_once_naming_the_share():
     paper, data = with_pair_and_single_centres("paper")
     with pytest.warns(CompletionWarning, match=r"\d+% of the fills came from centres") as caught:
-        paper.transform(data)
+        _, report = paper.transform(data, return_report=True)
     assert sum("of the fills" in str(w.message) for w in caught) == 1
     share, _, _ = blind_share_by_hand(paper, data)
     assert share > 0.10
-    assert paper.completion_report_.overall_blind_share == pytest.approx(share)
+    assert report.overall_blind_share == pytest.approx(share)
     nearest, _ = with_pair_and_single_centres("nearest")
     with warnings.catch_warnings():
         warnings.simplefilter("error", CompletionWarning)
-        nearest.transform(data)
-    assert nearest.completion_report_.overall_blind_share == 0.0
+        _, report = nearest.transform(data, return_report=True)
+    assert report.overall_blind_share == 0.0
 
 
 def test_rows_observing_nothing_take_no_part_in_the_fit_and_get_the_mean():
@@ -199,11 +198,11 @@ def test_rows_observing_nothing_take_no_part_in_the_fit_and_get_the_mean():
         imp = UL4M4Imputer(n_clusters=5, random_state=0, completion="overlap").fit(data)
     assert (imp.labels_[[4, 40, 90]] == -1).all()
     with pytest.warns(CompletionWarning, match="3 rows observe no modality"):
-        out = imp.transform(data)
+        out, report = imp.transform(data, return_report=True)
     np.testing.assert_allclose(out.values[[4, 40, 90]], np.tile(imp.mean_, (3, 1)), rtol=1e-6)
     assert (imp.imputation_sources(data)[[4, 40, 90]] == -1).all()
-    assert imp.completion_report_.rows_without_modality == 3
-    np.testing.assert_array_equal(imp.completion_report_.mean_filled, [3, 3, 3])
+    assert report.rows_without_modality == 3
+    np.testing.assert_array_equal(report.mean_filled, [3, 3, 3])
 
 
 def test_a_model_file_without_completion_parameters_is_read_as_the_paper_rule(tmp_path):

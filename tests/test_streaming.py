@@ -280,7 +280,9 @@ def test_streamed_fit_and_transform_of_a_soft_rule_equal_the_in_memory_ones(
     streamed = fit_parquet(path, UL4M4Imputer(**params), batch_rows=37)
     assert streamed.temperature_ == reference.temperature_
     write_table(table, reference.transform(table.data), tmp_path / "memory.parquet")
-    transform_parquet(path, tmp_path / "streamed.parquet", reference, batch_rows=37)
+    filled, whole = transform_parquet(path, tmp_path / "streamed.parquet", reference,
+                                      batch_rows=37, return_report=True)
+    assert filled == int((~mask).sum())
     got, expected = pq.read_table(tmp_path / "streamed.parquet"), pq.read_table(tmp_path / "memory.parquet")
     for name in ("id", "tag", *FLAGS):
         assert got.column(name).equals(expected.column(name))
@@ -288,7 +290,6 @@ def test_streamed_fit_and_transform_of_a_soft_rule_equal_the_in_memory_ones(
         np.testing.assert_allclose(np.stack(got.column(name).to_numpy(zero_copy_only=False)),
                                    np.stack(expected.column(name).to_numpy(zero_copy_only=False)),
                                    rtol=1e-5, atol=1e-5)
-    whole = reference.completion_report_
     np.testing.assert_array_equal(whole.filled, (~mask).sum(axis=0))
 
 
@@ -327,7 +328,9 @@ def test_streamed_fit_and_transform_of_a_hive_dataset_equal_the_in_memory_ones(t
     streamed = fit_parquet(path, UL4M4Imputer(**params), batch_rows=37)
     assert_same_fit(streamed, reference)
     write_table(table, reference.transform(table.data), tmp_path / "memory.parquet")
-    transform_parquet(path, tmp_path / "streamed.parquet", reference, batch_rows=37)
+    filled, whole = transform_parquet(path, tmp_path / "streamed.parquet", reference,
+                                      batch_rows=37, return_report=True)
+    assert filled == int((~mask).sum())
     got, expected = pq.read_table(tmp_path / "streamed.parquet"), pq.read_table(tmp_path / "memory.parquet")
     assert got.schema.equals(expected.schema, check_metadata=True) and got.equals(expected)
     assert got.column_names == ["id", "img", "tag", "txt", "aud", "split", "day", *FLAGS]

@@ -263,9 +263,6 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
     temperature_ : float, the τ used by ``transform`` (chosen at fit for the ``completion``
         and ``n_candidates`` of the fit when ``temperature="auto"``; ``transform`` warns
         when ``set_params`` has changed them since).
-    completion_report_ : :class:`~ul4m4_gpu.core.completion.CompletionReport` of the last
-        ``transform``: per modality, the slots filled, the share of their weight drawn from
-        centres sharing no observed modality with the row, the share whose best score is 0.
     n_features_in_ : int, D, the modality columns seen at fit; feature_names_in_ : their
         labels, for a DataFrame with string labels.
     """
@@ -335,7 +332,7 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         return self.fitted_state(labels=False).uncarried()
 
     # ------------------------------------------------------------------ completion
-    def transform(self, X):
+    def transform(self, X, return_report: bool = False):
         """Fill every missing modality of ``X``.
 
         Returns the completion in the type ``output_type`` asks for (by default the input's:
@@ -344,22 +341,30 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         ``imputed`` (N, M) bool equal to the input's ``~mask``, modalities in ``X``'s order.
         ``X``'s modalities are matched to the fitted ones by name (see
         :func:`~ul4m4_gpu.core.validation.in_fitted_order`). A row observing no modality
-        is filled with the training mean. Sets ``completion_report_``; warns when a hard
-        pick (``n_candidates=1``) draws more than 10 % of its fills from centres sharing no
-        observed modality with the row.
+        is filled with the training mean. Warns when a hard pick (``n_candidates=1``) draws
+        more than 10 % of its fills from centres sharing no observed modality with the row.
+        The estimator is not changed (scikit-learn's rule for ``transform``).
+
+        return_report : also return the
+            :class:`~ul4m4_gpu.core.completion.CompletionReport` of this completion, as
+            ``(completed, report)`` (like ``return_std`` of scikit-learn's Gaussian
+            processes): per modality, the slots filled, the share of their weight drawn
+            from centres sharing no observed modality with the row, the share whose best
+            score is 0.
         """
         self._check_fitted()
         inp = self._read(X, reset=False)
-        data, values, _, given = self._complete(inp.data)
+        data, values, _, given, report = self._complete(inp.data)
         xp = array_module(data.values)
         completed = MultiModalArray(values, xp.ones_like(data.mask), data.dims, data.names,
                                     imputed=~data.mask)
         completed = completed if given == data.names else completed.select(given)
         # scikit-learn's set_output (or set_config) wraps a NumPy result itself
         wrapped = _get_output_config("transform", self)["dense"] != "default"
-        return completed_output(inp, completed, self.add_indicator,
-                                "numpy" if wrapped else self.output_type,
-                                self.get_feature_names_out())
+        output = completed_output(inp, completed, self.add_indicator,
+                                  "numpy" if wrapped else self.output_type,
+                                  self.get_feature_names_out())
+        return (output, report) if return_report else output
 
     def imputation_sources(self, X):
         """(N, M) int64 index of the best-scoring centre each missing slot of ``X`` is
@@ -367,12 +372,13 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         slots and for slots filled with the training mean. Columns in ``X``'s modality
         order."""
         self._check_fitted()
-        data, _, sources, given = self._complete(self._read(X, reset=False).data)
+        data, _, sources, given, _ = self._complete(self._read(X, reset=False).data)
         return sources[:, [data.index(name) for name in given]]
 
     def _complete(self, data: MultiModalArray):
         """(``data`` in the fitted modality order, its completed (N, D) values, its (N, M)
-        sources, ``data``'s own modality names); sets ``completion_report_`` and warns."""
+        sources, ``data``'s own modality names, the completion's
+        :class:`~ul4m4_gpu.core.completion.CompletionReport`); warns as the report calls for."""
         self._check_params()
         given = data.names
         data = data.matched_to(self.modality_names_, self.dims_)
@@ -389,9 +395,8 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
                 rows, pairs, self._completion_rule(), values, centers_x,
                 self.mean_.astype(VALUE_DTYPE), self.batch_size, progress=bar,
                 names=data.names)
-        self.completion_report_ = report
         self._warn_completion(report)
-        return data, values, sources, given
+        return data, values, sources, given, report
 
     def _warn_completion(self, report) -> None:
         """The ``CompletionWarning``s a completion report calls for."""

@@ -347,9 +347,9 @@ def run_impute_command(args) -> None:
         else:
             imputer = fit_parquet(args.input, UL4M4Imputer(**imputer_params(args)),
                                   batch_rows=_batch_rows(args))
-        n_filled = transform_parquet(args.input, args.output, imputer,
-                                     batch_rows=_batch_rows(args))
-        print_filled(args, n_filled, source.n_rows, getattr(imputer, "completion_report_", None))
+        n_filled, report = transform_parquet(args.input, args.output, imputer,
+                                             batch_rows=_batch_rows(args), return_report=True)
+        print_filled(args, n_filled, source.n_rows, report)
         return
     if args.model is not None:
         imputer = load_model(args)
@@ -358,10 +358,10 @@ def run_impute_command(args) -> None:
     else:
         table = read_table(args.input, device=args.device)
         imputer = UL4M4Imputer(**imputer_params(args)).fit(table.data)
-    completed = imputer.transform(table.data)
+    completed, report = imputer.transform(table.data, return_report=True)
     write_table(table, completed, args.output)
     n_filled = int((~table.data.mask).sum())
-    print_filled(args, n_filled, table.data.n_samples, imputer.completion_report_)
+    print_filled(args, n_filled, table.data.n_samples, report)
 
 
 def _items(value: str, option: str) -> list[str]:

@@ -316,8 +316,7 @@ def _frame_output(inp: ImputerInput, completed, missing, add_indicator: bool):
                 out[label] = column.astype(frame.dtypes.iloc[position], copy=False)
             packed += 1
     if add_indicator:
-        for m, name in enumerate(completed.names):
-            out[INDICATOR_PREFIX + name] = flags[:, m]
+        append_indicators(out, completed.names, flags)
     return out
 
 
@@ -337,8 +336,7 @@ def _keyed_output(inp: ImputerInput, completed, missing, add_indicator: bool):
             return out
         out = with_filled_columns(inp.original, table, completed.names)
         if add_indicator:
-            for m, name in enumerate(completed.names):
-                out[INDICATOR_PREFIX + name] = flags[:, m]
+            append_indicators(out, completed.names, flags)
         return out
     originals = list(inp.original.values()) if inp.kind == "dict" else list(inp.original)
     filled = []
@@ -355,6 +353,14 @@ def _keyed_output(inp: ImputerInput, completed, missing, add_indicator: bool):
         filled += [to_numpy(missing[:, m]) for m in range(completed.n_modalities)]
         keys += [INDICATOR_PREFIX + name for name in completed.names]
     return dict(zip(keys, filled)) if inp.kind == "dict" else filled
+
+
+def append_indicators(frame, names, flags) -> None:
+    """Append to the pandas or cuDF DataFrame ``frame``, in place, a bool column
+    ``missingindicator_<name>`` per modality of ``names``, from the (n, M) bool ``flags``
+    (on the frame's device)."""
+    for m, name in enumerate(names):
+        frame[INDICATOR_PREFIX + name] = flags[:, m]
 
 
 def _bool_array(flags):

@@ -31,7 +31,7 @@ from ..core.state import FittedState
 from ..core.validation import check_int
 from ..estimator import UL4M4Base, UL4M4Imputer
 from ..io.data import MultiModalArray
-from ..io.inputs import INDICATOR_PREFIX
+from ..io.inputs import append_indicators
 from ..io.list_columns import with_filled_columns
 from .dask_partitions import (
     DaskInput,
@@ -127,9 +127,7 @@ def _complete_frame(frame, model, columns, dims, device, add_indicator, partitio
     completed = local.transform(MultiModalArray(values, mask, dims, columns))
     out = with_filled_columns(frame, completed.to_arrow(), columns)
     if add_indicator:
-        missing = ~mask if is_cudf(out) else to_numpy(~mask)
-        for m, name in enumerate(columns):
-            out[INDICATOR_PREFIX + name] = missing[:, m]
+        append_indicators(out, columns, ~mask if is_cudf(out) else to_numpy(~mask))
     return out
 
 

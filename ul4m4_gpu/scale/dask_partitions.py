@@ -31,7 +31,7 @@ from ..core.backend import (
 from ..core.validation import check_finite_modalities
 from ..io.data import MultiModalArray
 from ..io.inputs import (
-    INDICATOR_PREFIX,
+    append_indicators,
     check_carries_modalities,
     column_names,
     frame_modalities,
@@ -400,18 +400,17 @@ def partitions_of(inp: DaskInput, device: str, session) -> Partitions:
 
     if inp.kind == "list-frame":
         return _frame_partitions(inp.X, device, session)
-    if inp.kind == "frame":
+    if inp.kind in ("frame", "matrix"):
+        if inp.kind == "frame":  # the partitions' global rows are not known here
+            parts = inp.X.to_delayed()
+            offsets, meta = [None] * len(parts), None
+        else:
+            parts, offsets = inp.X.to_delayed().ravel(), _row_offsets(inp.X)
+            meta = inp.X._meta if device == "auto" else None
         grouped = dask.delayed(_grouped_block, pure=False)
-        blocks = [grouped(part, inp.modalities, inp.dims, inp.names, device, i, None)
-                  for i, part in enumerate(inp.X.to_delayed())]
-        return Partitions(blocks, inp.dims, inp.names, None)
-    if inp.kind == "matrix":
-        blocks = inp.X.to_delayed().ravel()
-        offsets = _row_offsets(inp.X)
-        grouped = dask.delayed(_grouped_block, pure=False)
-        blocks = [grouped(block, inp.modalities, inp.dims, inp.names, device, i, offsets[i])
-                  for i, block in enumerate(blocks)]
-        return Partitions(blocks, inp.dims, inp.names, inp.X._meta if device == "auto" else None)
+        blocks = [grouped(part, inp.modalities, inp.dims, inp.names, device, i, offsets[i])
+                  for i, part in enumerate(parts)]
+        return Partitions(blocks, inp.dims, inp.names, meta)
     values, mask, dims, names = inp.X
     offsets = _row_offsets(values)
     prepare = dask.delayed(_prepare_block, pure=False)
@@ -499,8 +498,7 @@ def _completed_meta(frame, columns, add_indicator: bool = False):
     empty = pa.array([None] * len(frame), pa.list_(pa.float32()))
     out = with_filled_columns(frame, pa.table({name: empty for name in columns}), columns)
     if add_indicator:
-        for name in columns:
-            out[INDICATOR_PREFIX + name] = np.zeros(len(out), dtype=bool)
+        append_indicators(out, columns, np.zeros((len(out), len(columns)), dtype=bool))
     return out
 
 
@@ -517,6 +515,5 @@ def grouped_meta(inp: DaskInput, add_indicator: bool):
         return meta.reshape(0, inp.X.shape[1] + n_indicators)
     out = inp.X._meta.copy()
     if add_indicator:
-        for name in inp.names:
-            out[INDICATOR_PREFIX + name] = np.zeros(len(out), dtype=bool)
+        append_indicators(out, inp.names, np.zeros((0, len(inp.names)), dtype=bool))
     return out

@@ -192,14 +192,15 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
 
 # ---------------------------------------------------------------------------- transform
 def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
-                      batch_rows: int = DEFAULT_BATCH_ROWS) -> int:
+                      batch_rows: int = DEFAULT_BATCH_ROWS, return_report: bool = False):
     """Complete every missing modality of the Parquet file or directory ``path_in`` with the
     fitted ``imputer`` and write the ``.parquet`` file ``path_out`` batch by batch (atomic:
     a temporary file renamed at the end). Output columns as :func:`ul4m4_gpu.io.files.write_table`:
     :func:`~ul4m4_gpu.io.files.output_schema`, ending with the ``imputed_<modality>`` flags.
 
-    Returns the number of imputed modality slots; sets ``imputer.completion_report_`` to
-    the report of the whole file (the sum over batches).
+    Returns the number of imputed modality slots; with ``return_report``, also the
+    :class:`~ul4m4_gpu.core.completion.CompletionReport` of the whole file (the sum over
+    batches; None for a file of 0 rows): ``(filled, report)``. ``imputer`` is not changed.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -226,8 +227,8 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
                 data = _batch_data(batch, names, dims, imputer.device_, offset)
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    completed = imputer.transform(data)
-                reports.append(imputer.completion_report_)
+                    completed, report = imputer.transform(data, return_report=True)
+                reports.append(report)
                 for w in caught:  # once per message for the whole dataset
                     if issubclass(w.category, CompletionWarning):
                         continue  # said once for the whole file, below
@@ -244,7 +245,7 @@ def transform_parquet(path_in, path_out, imputer: UL4M4Imputer,
                 writer.write_table(pa.Table.from_pylist([], schema=schema))
 
     atomic_write(path_out, write)
-    if reports:
-        imputer.completion_report_ = functools.reduce(operator.add, reports)
-        imputer._warn_completion(imputer.completion_report_)
-    return filled
+    report = functools.reduce(operator.add, reports) if reports else None
+    if report is not None:
+        imputer._warn_completion(report)
+    return (filled, report) if return_report else filled
