@@ -431,3 +431,34 @@ def test_gpu_benchmark_runs_end_to_end(cupy_sim, tmp_path):
     figures = json.loads(out.read_text())
     for key in ("s_per_iter", "gemm_fraction", "completion_rows_per_s", "ours_complete_s_per_iter"):
         assert math.isfinite(figures[key]) and figures[key] > 0, key
+
+
+def test_a_cupy_array_comes_back_as_cupy_in_memory_and_from_dask(device_cupy):
+    """Output follows the input on the device too: an (N, D) CuPy array with NaN gives a
+    CuPy array, and a dask array of CuPy chunks a dask array of CuPy chunks, holding the
+    NumPy input's completion; observed values bit for bit."""
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    from ul4m4_gpu.scale.dask_imputer import DaskUL4M4Imputer
+
+    x, _ = clustered(n=90, seed=6)  # NaN where a modality is missing
+    params = dict(n_clusters=4, random_state=0, modalities=list(DIMS))
+    cpu = UL4M4Imputer(**params, device="cpu").fit(x)
+    expected = cpu.transform(x)
+    gpu_x = device_cupy.asarray(x)
+    out = UL4M4Imputer(**params, device="auto").fit(gpu_x).transform(gpu_x)
+    assert isinstance(out, device_cupy.ndarray) and out.dtype == x.dtype
+    np.testing.assert_allclose(to_numpy(out), expected, rtol=1e-5, atol=1e-5)
+    observed = ~np.isnan(x)
+    np.testing.assert_array_equal(to_numpy(out)[observed], x[observed])
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        X = da.from_array(gpu_x, chunks=(40, -1), asarray=False)
+        imp = DaskUL4M4Imputer(**params, seed_sample_size=len(x), client=client).fit(X)
+        result = imp.transform(X)
+        assert isinstance(result._meta, device_cupy.ndarray)
+        gathered = client.compute(result).result(timeout=60)
+    assert isinstance(gathered, device_cupy.ndarray)
+    np.testing.assert_allclose(to_numpy(gathered), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(to_numpy(gathered)[observed], x[observed])
