@@ -117,8 +117,10 @@ def test_an_auto_temperature_after_set_params_changed_the_rule_warns(tmp_path):
     for change in ({"n_candidates": 4}, {"completion": "overlap"}):
         changed = clone_fitted(imp, **change)
         with pytest.warns(CompletionWarning, match=r"temperature_=.* was chosen at fit for "
-                                                   r"completion='nearest', n_candidates=3"):
+                                                   r"completion='nearest', n_candidates=3") \
+                as caught:
             changed.transform(data)
+        assert sum("was chosen at fit" in str(w.message) for w in caught) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error", CompletionWarning)
         clone_fitted(imp, n_candidates=4, temperature=0.5).transform(data)

@@ -18,6 +18,7 @@ pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
 
 from ul4m4_gpu import MultiModalArray, UL4M4Imputer  # noqa: E402
+from ul4m4_gpu.core.completion import CompletionWarning  # noqa: E402
 from ul4m4_gpu.core.backend import gpu_available  # noqa: E402
 from ul4m4_gpu.scale.dask_imputer import DaskMultiModalArray, DaskUL4M4Imputer  # noqa: E402
 from ul4m4_gpu.core.normalise import fit_modality_stats  # noqa: E402
@@ -559,3 +560,14 @@ def test_2d_input_errors_are_named(client, data):
     with pytest.raises(TypeError, match="must hold numbers"):
         DaskUL4M4Imputer(n_clusters=K, client=client).fit(
             da.from_array(np.full((8, 2), "a")))
+
+
+def test_a_stale_auto_temperature_is_said_on_the_client(client, data):
+    x, mask, init, _ = data
+    X = as_dask(x, mask, 200)
+    imp = DaskUL4M4Imputer(n_clusters=K, init=init, random_state=0, client=client,
+                           timeout=60).fit(X)
+    imp.set_params(n_candidates=3)
+    with pytest.warns(CompletionWarning, match="was chosen at fit for completion='nearest', "
+                                               "n_candidates=5"):
+        imp.transform(X)

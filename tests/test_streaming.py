@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ul4m4_gpu import UL4M4Imputer
+from ul4m4_gpu.core.completion import CompletionWarning
 from ul4m4_gpu.io.files import InputFileError, OutputFileError, read_table, write_table
 from ul4m4_gpu.scale.streaming import ParquetSource, fit_parquet, transform_parquet
 from synthetic import DIMS, K, explicit_init, make_data
@@ -344,3 +345,15 @@ def test_streamed_fit_and_transform_of_a_hive_dataset_equal_the_in_memory_ones(t
     again = pq.read_table(tmp_path / "again.parquet")
     assert again.column_names == got.column_names
     assert not any(any(again.column(name).to_pylist()) for name in FLAGS)  # all observed
+
+
+def test_a_stale_auto_temperature_is_said_once_by_the_streamed_transform(dataset, tmp_path):
+    """The batches' CompletionWarnings are gathered into one for the whole file; the
+    warning that temperature_ was chosen for another rule must not be lost among them."""
+    path, x, mask = dataset
+    fitted = UL4M4Imputer(n_clusters=K, random_state=0, device="cpu").fit(read_table(path).data)
+    fitted.set_params(n_candidates=3)
+    with pytest.warns(CompletionWarning) as caught:
+        transform_parquet(path, tmp_path / "out.parquet", fitted, batch_rows=40)
+    stale = [w for w in caught if "was chosen at fit for" in str(w.message)]
+    assert len(stale) == 1

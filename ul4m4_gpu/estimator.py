@@ -134,6 +134,12 @@ class UL4M4Base(BaseEstimator):
         """The rule ``transform`` applies: the completion parameters, with the fitted τ
         where ``temperature="auto"``."""
         temperature = self.temperature_ if self.temperature == "auto" else self.temperature
+        return CompletionRule(self.completion, self.n_candidates, float(temperature))
+
+    def _warn_stale_temperature(self) -> None:
+        """Warn, once per completion, when ``temperature="auto"`` chose ``temperature_`` at
+        fit for another ``completion`` / ``n_candidates`` than the current ones (changed
+        by ``set_params`` since); the fitted τ is used all the same."""
         chosen_for = getattr(self, "_temperature_chosen_for", None)
         if (self.temperature == "auto" and self.n_candidates > 1 and chosen_for is not None
                 and chosen_for != (self.completion, self.n_candidates)):
@@ -141,8 +147,7 @@ class UL4M4Base(BaseEstimator):
                 f"temperature_={self.temperature_:.4g} was chosen at fit for completion="
                 f"{chosen_for[0]!r}, n_candidates={chosen_for[1]}, not for the current "
                 f"completion={self.completion!r}, n_candidates={self.n_candidates}; fit "
-                "again, or set temperature to a number", CompletionWarning, stacklevel=3)
-        return CompletionRule(self.completion, self.n_candidates, float(temperature))
+                "again, or set temperature to a number", CompletionWarning, stacklevel=4)
 
     def _local_params(self) -> dict:
         """The parameters an in-memory ``UL4M4Imputer`` takes, with their values here."""
@@ -399,7 +404,9 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         return data, values, sources, given, report
 
     def _warn_completion(self, report) -> None:
-        """The ``CompletionWarning``s a completion report calls for."""
+        """The ``CompletionWarning``s a completion report calls for (and that of a stale
+        ``temperature_``)."""
+        self._warn_stale_temperature()
         uncarried = self._uncarried()
         if uncarried and int(report.filled[[self.modality_names_.index(n) for n in uncarried]].sum()):
             warnings.warn(f"modalities {uncarried} were filled with the training mean: no "

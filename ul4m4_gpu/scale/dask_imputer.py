@@ -292,6 +292,7 @@ class DaskUL4M4Imputer(UL4M4Base):
         import dask
 
         self._check_fitted()
+        self._warn_stale_temperature()  # the blocks complete with the state's own rule
         inp = read_dask_input(X, self.modalities)
         self._check_features(inp.features, None, None, reset=False)
         model = dask.delayed(self._completion_model(), name=f"ul4m4-model-{uuid.uuid4().hex}")
