@@ -43,7 +43,6 @@ from .common import (
 from ..io.files import (
     InputFileError,
     OutputFileError,
-    atomic_write,
     check_output_path,
     input_format,
     one_line,
@@ -319,7 +318,7 @@ def run_fit_command(args) -> None:
         table = read_table(args.input, device=args.device)
         imputer.fit(table.data)
         n_rows = table.data.n_samples
-    atomic_write(args.output, imputer.save)
+    imputer.save(args.output)
     print_fitted(args, n_rows, imputer.n_iter_, imputer.inertia_)
 
 

@@ -112,7 +112,7 @@ def _fit_or_load(args, client, X, fit_only):
     if fit_only or args.model is None:
         model = _dask_model(args, client).fit(X)
         if fit_only:
-            atomic_write(args.output, model.save)
+            model.save(args.output)
             print_fitted(args, model.n_samples_fit_, model.n_iter_, model.inertia_)
         return model
     from ..scale.dask_imputer import DaskUL4M4Imputer

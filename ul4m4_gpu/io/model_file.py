@@ -21,7 +21,7 @@ from ..core.backend import DEVICES, to_numpy
 from ..core.completion import DEFAULT_TEMPERATURE, CompletionRule
 from ..core.state import FittedState
 from ..core.distances import checked_centers, zero_missing
-from .files import load_npz_arrays
+from .files import atomic_write, load_npz_arrays
 from ..core.validation import check_finite_packed, check_value_dtype
 
 
@@ -43,8 +43,10 @@ class _EntryError(ValueError):
 
 def write_model(path, params: dict, state: FittedState) -> None:
     """Write ``state`` (host arrays, with its labels) and the estimator ``params`` to
-    ``path``; an explicit ``init`` pair is saved as two arrays, a random state that is not
-    an int as None."""
+    ``path``, atomically (:func:`~ul4m4_gpu.io.files.atomic_write`: a temporary file beside
+    it, renamed into place, so a failure leaves no partial model and any previous file
+    unchanged; a full disk is an ``OutputFileError`` naming ``path``); an explicit ``init``
+    pair is saved as two arrays, a random state that is not an int as None."""
     arrays = {name: to_numpy(getattr(state, field)) for name, field in FITTED_ARRAYS.items()}
     params = dict(params)
     if not isinstance(params["init"], str):
@@ -59,8 +61,12 @@ def write_model(path, params: dict, state: FittedState) -> None:
     meta = {"format": MODEL_FORMAT, "params": params, "dims": list(state.dims),
             "modality_names": list(state.names), "n_iter": int(state.n_iter),
             "inertia": float(state.inertia), "temperature": float(state.rule.temperature)}
-    with open(os.fspath(path), "wb") as handle:
-        np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+
+    def write(tmp) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+
+    atomic_write(path, write)
 
 
 def read_model(path, estimator_class, device=None):
