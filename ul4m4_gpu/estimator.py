@@ -40,6 +40,7 @@ from .core.validation import (
     check_tol,
     checked_random_state,
 )
+from .io.columns import check_modalities_kind
 from .io.data import MultiModalArray
 from .io.inputs import (
     INDICATOR_PREFIX,
@@ -98,6 +99,7 @@ class UL4M4Base(BaseEstimator):
         "batch_size": lambda value: check_int("batch_size", value, allow_none=True),
         "ddof": lambda value: check_int("ddof", value, minimum=0),
         "verbose": lambda value: None,
+        "modalities": check_modalities_kind,
     }
 
     def _check_params(self) -> None:
