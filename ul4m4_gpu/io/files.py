@@ -397,11 +397,11 @@ def atomic_write(path, write: Callable[[Path], None]) -> None:
     ``NAME.ul4m4-partial-XXXXXXXX.tmp`` is an incomplete output, safe to delete."""
     path = Path(path)
     tmp = path.with_name(PARTIAL_NAME.format(name=path.name, token=uuid.uuid4().hex[:8]))
-    try:
-        tmp.touch(exist_ok=False)
-    except OSError as error:
-        raise _cannot_write(path, error) from None
-    try:
+    try:  # an interruption right after the file is created removes it too
+        try:
+            tmp.touch(exist_ok=False)
+        except OSError as error:
+            raise _cannot_write(path, error) from None
         try:
             write(tmp)
         except OSError as error:
