@@ -11,10 +11,17 @@ Three families, each drawn by hypothesis:
   naming the argument, modality or column;
 * files and command lines with a mistake in them (an output that is an input, a crafted,
   truncated, corrupted or misplaced file, a model with a bad entry): exit status 1, one
-  ``ul4m4: error:`` line naming the file, nothing written, the inputs untouched.
+  ``ul4m4: error:`` line naming the file, nothing written, the inputs untouched;
+* the flag-column rule: of the columns named like the output's flags, only those the
+  writers write are dropped on read (io/flags.py);
+* extreme accepted parameters: temperatures down to 1e-300 and subnormals (the τ → 0
+  limit, never NaN), ``n_candidates`` far above K (capped), model files whose ``mean_`` or
+  ``scale_`` would overflow float32 (refused at load) or whose ``modalities`` is garbage.
+
+Signals and a full disk, made for real, are in tests/test_faults.py.
 
 Profiles: by default ``ul4m4-fuzz-ci`` — derandomised (the same examples on every run), no
-example database, a fixed number of examples (about 40 s on two cores). ``UL4M4_FUZZ=long``
+example database, a fixed number of examples (about 30 s on two shared cores). ``UL4M4_FUZZ=long``
 selects ``ul4m4-fuzz-long``: random, ten times the examples.
 """
 
@@ -38,7 +45,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from test_io import crafted_npz, snapshot
-from ul4m4_gpu import MultiModalArray, UL4M4Imputer, greedy_complete, kmeans_plusplus, lloyd
+from ul4m4_gpu import (MultiModalArray, UL4M4Imputer, greedy_complete, kmeans_plusplus, lloyd,
+                       read_table, write_table)
 from ul4m4_gpu.cli.commands import main
 
 settings.register_profile("ul4m4-fuzz-ci", derandomize=True, database=None, deadline=None,
@@ -410,3 +418,214 @@ def test_a_damaged_or_misplaced_file_is_one_line_and_writes_nothing(workspace, d
     assert status == 1 and len(lines) == 1 and lines[0].startswith("ul4m4: error:"), lines
     assert str(bad) in lines[0], lines[0]
     assert after == before
+
+
+# --------------------------------------------------------------------------- flag columns
+#: Columns an input may hold, as (name, Arrow type, dropped on read): only the flags the
+#: writers write (io/flags.py) are dropped; a user's column of that name of another type
+#: passes through, or is refused where the output writes that name (imputed_<modality>).
+FLAG_LIKE = [("imputed", pa.list_(pa.bool_()), "dropped"),
+             ("imputed", pa.large_list(pa.bool_()), "dropped"),
+             ("imputed", pa.string(), "kept"), ("imputed", pa.int64(), "kept"),
+             ("imputed", pa.bool_(), "kept"), ("imputed", pa.list_(pa.string()), "kept"),
+             ("imputed_img", pa.bool_(), "dropped"), ("imputed_img", pa.string(), "refused"),
+             ("imputed_img", pa.int8(), "refused"), ("imputed_other", pa.bool_(), "kept"),
+             ("imputed_other", pa.string(), "kept"), ("imputedimg", pa.bool_(), "kept")]
+
+
+def _cells(kind: pa.DataType, n: int, rng) -> pa.Array:
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        value = (lambda: [bool(rng.integers(2))]) if pa.types.is_boolean(kind.value_type) \
+            else (lambda: ["x"])
+        return pa.array([value() for _ in range(n)], kind)
+    if pa.types.is_string(kind):
+        return pa.array([f"s{i}" for i in range(n)], kind)
+    if pa.types.is_boolean(kind):
+        return pa.array(rng.integers(2, size=n).astype(bool), kind)
+    return pa.array(rng.integers(0, 9, size=n), kind)
+
+
+@examples(40)
+@given(st.lists(st.sampled_from(range(len(FLAG_LIKE))), min_size=1, max_size=3, unique=True),
+       st.integers(0, 2**16))
+def test_only_the_flags_the_writers_write_are_dropped_on_read(picks, seed):
+    chosen = {}
+    for i in picks:  # one column per name
+        chosen.setdefault(FLAG_LIKE[i][0], FLAG_LIKE[i])
+    rng = np.random.default_rng(seed)
+    blocks, mask = _small(seed, n=10)
+    columns = {"img": pa.array([list(map(float, r)) for r in blocks[0]], pa.list_(pa.float32())),
+               "txt": pa.array([list(map(float, r)) if seen else None
+                                for r, seen in zip(blocks[1], mask[:, 1])],
+                               pa.list_(pa.float32()))}
+    columns.update({name: _cells(kind, 10, rng) for name, kind, _ in chosen.values()})
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "in.parquet"
+        pq.write_table(pa.table(columns), path)
+        refused = [name for name, _, fate in chosen.values() if fate == "refused"]
+        if refused:
+            with pytest.raises(ValueError) as info:
+                read_table(path)
+            assert f"column {refused[0]!r}" in str(info.value) and "\n" not in str(info.value)
+            return
+        table = read_table(path)
+        kept = [name for name, _, fate in chosen.values() if fate == "kept"]
+        assert table.passthrough.column_names == kept
+        for name in kept:
+            assert table.passthrough.column(name).equals(pa.chunked_array([columns[name]]))
+        write_table(table, UL4M4Imputer(n_clusters=2, random_state=0).fit(table.data)
+                    .transform(table.data), Path(folder) / "out.parquet")
+        written = pq.read_table(Path(folder) / "out.parquet")
+        assert written.column_names == ["img", "txt", *kept, "imputed_img", "imputed_txt"]
+        again = read_table(Path(folder) / "out.parquet")  # an output read back: flags dropped
+        assert again.passthrough.column_names == kept
+
+
+@examples(20)
+@given(st.sampled_from(["(N, M) bool", "1-D bool", "float (N, M)", "strings"]),
+       st.integers(0, 2**16))
+def test_an_npz_imputed_array_is_dropped_only_when_it_is_the_flags(kind, seed):
+    blocks, mask = _small(seed % 97, n=10)
+    arrays = {"img": blocks[0], "txt": np.where(mask[:, [1]], blocks[1], np.nan)}
+    arrays["imputed"] = {"(N, M) bool": ~mask, "1-D bool": mask[:, 0],
+                         "float (N, M)": mask.astype(np.float32),
+                         "strings": np.array(["a"] * 10)}[kind]
+    with tempfile.TemporaryDirectory() as folder:
+        np.savez(Path(folder) / "in.npz", **arrays)
+        if kind != "(N, M) bool":
+            with pytest.raises(ValueError, match="array 'imputed' holds .* rename it"):
+                read_table(Path(folder) / "in.npz")
+            return
+        table = read_table(Path(folder) / "in.npz")
+        assert table.data.names == ("img", "txt") and table.passthrough == {}
+
+
+# --------------------------------------------------------------------------- extreme params
+TINY_TEMPERATURES = [1e-300, 5e-324, 1e-320, 2e-308, 1e-45, 1e-40, float(np.finfo(np.float32).tiny)]
+
+
+@examples(30)
+@given(valid_data(), st.sampled_from(TINY_TEMPERATURES), st.integers(2, 6),
+       st.sampled_from(["paper", "overlap", "nearest"]))
+def test_tiny_temperatures_give_the_limit_of_the_soft_fill_never_nan(case, temperature,
+                                                                     n_candidates, completion):
+    """Any finite τ > 0 is accepted; one too small for the scores' dtype is the τ → 0
+    limit: the fill equals that of τ = 1e-300 bit for bit, observed values untouched."""
+    blocks, mask, names, k, seed = case
+    data = MultiModalArray.from_modalities(blocks, mask=mask, names=names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.filterwarnings("ignore", ".*(no centre carries|filled with the training mean"
+                                          "|share no observed modality)")
+        imputer = UL4M4Imputer(n_clusters=k, random_state=seed, n_candidates=n_candidates,
+                               completion=completion, temperature=temperature).fit(data)
+        out = imputer.transform(data)
+        assert np.isfinite(out.values).all()
+        for m, block in enumerate(blocks):
+            assert out.modality(m)[mask[:, m]].tobytes() == block[mask[:, m]].tobytes()
+        if temperature < 1e-100:  # below every nonzero float32 gap / 746: the limit itself
+            limit = imputer.set_params(temperature=1e-300).transform(data)
+            assert limit.values.tobytes() == out.values.tobytes()
+
+
+def test_candidate_weights_match_the_formula_for_any_temperature():
+    """The vectorised weights against exp(−(s − s_best)/τ) / Σ evaluated slot by slot in
+    Python floats (where 0/τ = 0 and a nonzero gap over a tiny τ is inf, exp(−inf) = 0)."""
+    from ul4m4_gpu.core.completion import candidate_weights
+
+    rng = np.random.default_rng(0)
+    scores = rng.random((50, 2, 4)).astype(np.float32)
+    scores.sort(axis=2)
+    scores[:10, :, 1] = scores[:10, :, 0]  # ties with the best
+    scores[10:15, :, 2:] = np.inf          # +inf behind a finite best
+    scores[15:18] = np.inf                 # every chosen score +inf
+    chosen = np.tile(np.arange(4), (50, 2, 1))
+    chosen[20:25, :, 3] = -1               # padding
+    for temperature in [*TINY_TEMPERATURES, 0.1, 1.0, 1e30, 1e308]:
+        weights = candidate_weights(chosen, scores, temperature)
+        for i, m in np.ndindex(50, 2):
+            valid = [t for t in range(4) if chosen[i, m, t] >= 0]
+            best = float(scores[i, m, 0])
+            raw = [1.0 if not np.isfinite(best) else
+                   0.0 if not np.isfinite(scores[i, m, t]) else
+                   np.exp(-((float(scores[i, m, t]) - best) / temperature)) for t in valid]
+            expected = np.zeros(4)
+            expected[valid] = np.array(raw) / sum(raw)
+            np.testing.assert_allclose(weights[i, m], expected, rtol=1e-6, atol=1e-7,
+                                       err_msg=f"tau={temperature}, slot {(i, m)}")
+
+
+@examples(10)
+@given(st.sampled_from([10, 10**6, 10**12, 2**62, 10**30]))
+def test_n_candidates_beyond_the_centres_is_capped(n_candidates):
+    """r above K allocates nothing more and fills as r = K does (there are K candidates)."""
+    blocks, mask = _small(5, n=30)
+    data = MultiModalArray.from_modalities(blocks, mask=mask, names=["img", "txt"])
+    imputer = UL4M4Imputer(n_clusters=3, random_state=0, temperature=0.5,
+                           n_candidates=n_candidates).fit(data)
+    out = imputer.transform(data)
+    assert out.values.tobytes() == imputer.set_params(n_candidates=3).transform(data) \
+        .values.tobytes()
+
+
+@examples(40)
+@given(st.sampled_from(["mean_", "scale_"]), st.floats(3.5e38, 1e300), st.booleans(),
+       st.integers(0, 4))
+def test_a_model_whose_fills_overflow_float32_is_refused_at_load(workspace, entry, value,
+                                                                 negative, column):
+    """A mean_ beyond float32, or a scale_ carrying a centre beyond it, is refused naming
+    the file and the entry; the command line says so in one line and writes nothing."""
+    with np.load(workspace / "model.npz", allow_pickle=False) as archive:
+        entries = {key: archive[key] for key in archive.files}
+    entries[entry] = entries[entry].astype(np.float64)
+    if entry == "scale_":  # the centres' value there times the scale overflows
+        value = value / max(float(np.abs(entries["cluster_centers_"][:, column]).max()), 1e-30)
+        value = min(value, 1e308)
+    entries[entry][column] = -value if negative and entry == "mean_" else value
+    path = workspace / "spoiled.npz"
+    np.savez(path, **entries)
+    with pytest.raises(ValueError) as info:
+        UL4M4Imputer.load(path)
+    message = str(info.value)
+    assert str(path) in message and f"entry {entry!r}" in message and "\n" not in message
+    assert "beyond float32's range" in message
+    _scratch(workspace)
+    np.savez(path, **entries)
+    before = snapshot(workspace)
+    status, lines = _run(["impute", workspace / "in.npz", "-o", workspace / "out.npz",
+                          "--model", path])
+    assert status == 1 and len(lines) == 1 and str(path) in lines[0], lines
+    assert snapshot(workspace) == before
+    _scratch(workspace)
+
+
+def test_a_model_at_the_edge_of_float32_still_loads(tmp_path):
+    """A model fitted on values near float32's maximum has a mean_ near it (3e38): it is
+    no edited model, and loads and completes to finite values."""
+    rng = np.random.default_rng(0)
+    top = float(np.finfo(np.float32).max)
+    blocks = [np.float32(top * 0.9) - rng.random((20, 2)).astype(np.float32) * np.float32(1e37),
+              rng.normal(size=(20, 1)).astype(np.float32)]
+    mask = np.ones((20, 2), dtype=bool)
+    mask[::3, 0] = False
+    data = MultiModalArray.from_modalities(blocks, mask=mask, names=["a", "b"])
+    UL4M4Imputer(n_clusters=2, random_state=0).fit(data).save(tmp_path / "m.npz")
+    loaded = UL4M4Imputer.load(tmp_path / "m.npz")
+    assert float(loaded.mean_[0]) > 3e38
+    assert np.isfinite(loaded.transform(data).values).all()
+
+
+def test_garbage_modalities_in_a_model_file_is_refused_at_load(workspace):
+    with np.load(workspace / "model.npz", allow_pickle=False) as archive:
+        entries = {key: archive[key] for key in archive.files}
+    meta = json.loads(str(entries["meta"]))
+    for garbage in ["garbage", 7, [["a"], 2], [{"x": 1}], []]:
+        meta["params"]["modalities"] = garbage
+        entries["meta"] = np.array(json.dumps(meta))
+        np.savez(workspace / "spoiled.npz", **entries)
+        with pytest.raises(ValueError) as info:
+            UL4M4Imputer.load(workspace / "spoiled.npz")
+        message = str(info.value)
+        assert str(workspace / "spoiled.npz") in message and "entry 'meta'" in message
+        assert "modalities must be" in message, message
+    _scratch(workspace)

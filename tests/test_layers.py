@@ -1,5 +1,7 @@
 """The package's layers, read from its import statements: a module imports only modules of
-its own layer or of lower ones, and the old public entry points still work."""
+its own layer or of lower ones, no two modules import each other (directly or round a
+longer cycle, function-level imports included), and the old public entry points still
+work."""
 
 from __future__ import annotations
 
@@ -47,6 +49,8 @@ def imported(module: str, path: Path):
                 yield target
             else:  # from . import name
                 yield from (alias.name for alias in node.names)
+            if target:  # ``from .io import files`` imports the module io.files too
+                yield from (f"{target}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("ul4m4_gpu."):
@@ -60,6 +64,49 @@ def test_no_module_imports_a_higher_layer(module, path):
     own = layer_of(module)
     above = sorted({target for target in imported(module, path) if layer_of(target) > own})
     assert not above, f"ul4m4_gpu.{module} (layer {LAYERS[own]}) imports {above}"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the package's modules it imports (a package as its ``__init__``; a name
+    imported from a module, ``from .files import read_table``, is no module and is left
+    out)."""
+    paths = dict(modules())
+    known = lambda target: (target if target in paths else f"{target}.__init__"  # noqa: E731
+                            if f"{target}.__init__" in paths else None)
+    return {module: {known(t) for t in imported(module, path) if known(t) not in (None, module)}
+            for module, path in paths.items()}
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as [a, b, ..., a], or None (depth-first search)."""
+    state, stack = {}, []
+
+    def visit(module):
+        state[module] = "open"
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        stack.pop()
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return None
+
+
+def test_no_import_cycle():
+    cycle = import_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": {"b"}, "b": set()}) is None
 
 
 def test_the_kernels_import_nothing_of_the_package():

@@ -40,6 +40,7 @@ from .core.validation import (
     check_tol,
     checked_random_state,
 )
+from .io.columns import check_modalities_kind
 from .io.data import MultiModalArray
 from .io.inputs import (
     INDICATOR_PREFIX,
@@ -98,6 +99,7 @@ class UL4M4Base(BaseEstimator):
         "batch_size": lambda value: check_int("batch_size", value, allow_none=True),
         "ddof": lambda value: check_int("ddof", value, minimum=0),
         "verbose": lambda value: None,
+        "modalities": check_modalities_kind,
     }
 
     def _check_params(self) -> None:
@@ -426,7 +428,11 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
         """Write the fitted model to a plain ``.npz`` (no pickle;
-        :func:`~ul4m4_gpu.io.model_file.write_model`)."""
+        :func:`~ul4m4_gpu.io.model_file.write_model`), atomically: through a temporary file
+        beside ``path``, renamed into place, so a failed or interrupted save leaves no
+        partial file and a previous one unchanged. Raises
+        :class:`~ul4m4_gpu.io.files.OutputFileError` (a ``ValueError``) naming ``path``
+        when it cannot be written (a missing or read-only directory, a full disk)."""
         write_model(path, self.get_params(), self.fitted_state().to("cpu"))
 
     @classmethod

@@ -4,8 +4,11 @@ Errors are one line on stderr (``ul4m4: error: ...``) with exit status 1 (2 for 
 own parse errors; invalid option values and combinations exit 1), and no output file is
 left behind. An output path that is an input (INPUT, a file of an INPUT directory, --model)
 is refused before anything is read (:func:`check_distinct_paths`). Outputs are written to
-``OUTPUT.ul4m4-partial-XXXXXXXX.tmp`` beside them and renamed into place; only a killed
-process can leave that file behind (an incomplete output, safe to delete).
+``OUTPUT.ul4m4-partial-XXXXXXXX.tmp`` beside them and renamed into place. SIGINT (Ctrl-C)
+and SIGTERM end a command with ``ul4m4: error: interrupted`` and exit status 130 / 143,
+the temporary output removed and a Dask cluster started for it closed
+(:mod:`ul4m4_gpu.cli.interrupts`); only a process killed outright (SIGKILL, a power cut)
+can leave that file behind (an incomplete output, safe to delete).
 
 ``fit`` and ``impute`` read the whole input into memory by default. ``--stream`` processes a
 Parquet file/directory ``--batch-rows`` rows at a time (:mod:`ul4m4_gpu.scale.streaming`, bounded
@@ -31,6 +34,7 @@ from ..core.completion import COMPLETIONS
 from ..core.validation import check_tol
 from ..core.version import __version__
 from ..estimator import UL4M4Imputer
+from .interrupts import Interrupted, signals_as_exceptions
 from .common import (
     FIT_OPTIONS,
     completion_options,
@@ -43,7 +47,6 @@ from .common import (
 from ..io.files import (
     InputFileError,
     OutputFileError,
-    atomic_write,
     check_output_path,
     input_format,
     one_line,
@@ -57,7 +60,8 @@ K_DEFAULT, SEED_DEFAULT = 64, 0
 
 #: What the help of every -o/--output adds.
 OUTPUT_NOTE = ("; never one of the inputs. Written to OUTPUT.ul4m4-partial-XXXXXXXX.tmp "
-               "first and renamed: a killed run can leave that file behind")
+               "first and renamed: only a run killed outright (SIGKILL) can leave that "
+               "file behind")
 
 #: (option, smallest value) of the integer options, checked by :func:`check_number_options`.
 INT_OPTIONS = (("--k", 1), ("--seed", 0), ("--max-iter", 1), ("--n-init", 1),
@@ -319,7 +323,7 @@ def run_fit_command(args) -> None:
         table = read_table(args.input, device=args.device)
         imputer.fit(table.data)
         n_rows = table.data.n_samples
-    atomic_write(args.output, imputer.save)
+    imputer.save(args.output)
     print_fitted(args, n_rows, imputer.n_iter_, imputer.inertia_)
 
 
@@ -406,9 +410,12 @@ COMMANDS = {"demo": run_demo_command, "fit": run_fit_command, "impute": run_impu
 
 
 def main(argv=None) -> int:
+    """Run the command of ``argv`` (default ``sys.argv[1:]``); returns the exit status: 0,
+    1 after an error (one line on stderr), 130 / 143 when SIGINT / SIGTERM interrupted it
+    (``ul4m4: error: interrupted``)."""
     args = build_parser().parse_args(argv)
     try:
-        with warnings.catch_warnings():
+        with signals_as_exceptions(), warnings.catch_warnings():
             warnings.simplefilter("default")
             check_number_options(args)
             check_distinct_paths(args)
@@ -416,5 +423,8 @@ def main(argv=None) -> int:
     except (InputFileError, ValueError, TypeError, RuntimeError, OSError, MemoryError) as error:
         print(f"ul4m4: error: {one_line(error)}", file=sys.stderr)
         return 1
+    except (Interrupted, KeyboardInterrupt) as interruption:
+        print("ul4m4: error: interrupted", file=sys.stderr)
+        return getattr(interruption, "exit_status", 130)
     return 0
 

@@ -11,14 +11,21 @@ column, a pandas index stored in them included, and so is every partition key
 would make a stored index the index, and fails when asked for it as a column). The output
 is written partition by partition, with the schema of the other paths
 (:func:`~ul4m4_gpu.io.files.output_schema`). ``.npz`` input is read whole and split into
-row chunks.
+row chunks. Both are completed block by block with each block's completion report
+(:meth:`~ul4m4_gpu.scale.dask_imputer.DaskUL4M4Imputer.transform_blocks`), whose sum
+``impute`` prints like the other modes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import operator
 
+import numpy as np
+
+from ..io.data import MultiModalArray
 from .common import imputer_params, load_model, print_filled, print_fitted, progress_enabled
 from ..io.files import (
     InputFileError,
@@ -88,6 +95,8 @@ def run_dask_command(args, fit_only: bool) -> None:
         from ..io.parquet import ParquetDataset
 
         source = ParquetDataset.open(args.input)
+        if source.n_rows == 0 and (fit_only or args.model is None):
+            raise InputFileError(f"cannot read {args.input}: the data set has 0 rows")
     else:
         table = read_table(args.input, device="cpu")
     with _dask_client(args) as client:
@@ -112,7 +121,7 @@ def _fit_or_load(args, client, X, fit_only):
     if fit_only or args.model is None:
         model = _dask_model(args, client).fit(X)
         if fit_only:
-            atomic_write(args.output, model.save)
+            model.save(args.output)
             print_fitted(args, model.n_samples_fit_, model.n_iter_, model.inertia_)
         return model
     from ..scale.dask_imputer import DaskUL4M4Imputer
@@ -133,9 +142,21 @@ def _dask_npz(args, client, table, fit_only):
     model = _fit_or_load(args, client, X, fit_only)
     if fit_only:
         return
-    completed = model.transform(X).compute(client=client, timeout=model.timeout)
+    blocks = [future.result(timeout=model.timeout)
+              for future in client.compute(model.transform_blocks(X))]
+    mask = to_numpy(data.mask)
+    completed = MultiModalArray(np.concatenate([values for values, _ in blocks]),
+                                np.ones_like(mask), data.dims, data.names, imputed=~mask)
     write_table(table, completed, args.output)
-    print_filled(args, int((~to_numpy(data.mask)).sum()), data.n_samples)
+    print_filled(args, int((~mask).sum()), data.n_samples,
+                 _total(report for _, report in blocks))
+
+
+def _total(reports):
+    """The sum of the blocks' completion reports (an empty block's None left out); None
+    when every block was empty."""
+    reports = [report for report in reports if report is not None]
+    return functools.reduce(operator.add, reports) if reports else None
 
 
 def _n_workers(client) -> int:
@@ -190,9 +211,9 @@ def _dask_parquet(args, client, source, fit_only):
     flags = flag_names(names)
     meta = frame._meta.assign(**{flag: pd.Series([], dtype=bool) for flag in flags})
     flagged = frame.map_partitions(_with_flag_columns, names, meta=meta)
-    parts = model.transform(flagged).to_delayed()
+    parts = model.transform_blocks(flagged)
     schema = output_schema(source.schema, source.order, names)
-    counts = [0]
+    counts, reports = [0], []
 
     def write(tmp):
         with pq.ParquetWriter(str(tmp), schema) as writer, \
@@ -202,7 +223,8 @@ def _dask_parquet(args, client, source, fit_only):
             for i in range(len(parts)):
                 if i + WRITE_WINDOW < len(parts):
                     pending.append(client.compute(parts[i + WRITE_WINDOW]))
-                part = pending.pop(0).result(timeout=model.timeout)
+                part, report = pending.pop(0).result(timeout=model.timeout)
+                reports.append(report)
                 out = pa.Table.from_pandas(part, preserve_index=False)
                 out = out.select(list(schema.names)).cast(schema)
                 counts[0] += sum(int(pc.sum(out.column(flag)).as_py() or 0) for flag in flags)
@@ -210,7 +232,7 @@ def _dask_parquet(args, client, source, fit_only):
                 bar.update(1)
 
     atomic_write(args.output, write)
-    print_filled(args, counts[0], source.n_rows)
+    print_filled(args, counts[0], source.n_rows, _total(reports))
 
 
 def _with_flag_columns(frame, names):

@@ -97,6 +97,14 @@ class CompletionRule:
     def __post_init__(self):
         check_completion(self.completion, self.n_candidates, self.temperature, allow_auto=False)
 
+    def capped(self, n_centers: int) -> "CompletionRule":
+        """This rule with ``n_candidates`` at most ``n_centers`` (K): there are no more
+        candidates than centres, and the (n, M, r) arrays are sized by r, so
+        ``n_candidates=10**12`` allocates no more than r = K would (the fill is the same)."""
+        if self.n_candidates <= n_centers:
+            return self
+        return CompletionRule(self.completion, n_centers, self.temperature)
+
 
 @dataclass
 class CenterPairs:
@@ -239,18 +247,31 @@ def choose_candidates(scores, missing, centers_mask, n_candidates: int):
     return chosen, chosen_scores
 
 
+#: Beyond this many temperatures behind the best score a candidate's weight exp(−gap/τ)
+#: is below float64's smallest subnormal (exp(−745.2)), so exactly 0: the gap is clipped
+#: there before dividing, which keeps gap/τ finite for every τ > 0.
+WEIGHT_CUTOFF = 746.0
+
+
 def candidate_weights(chosen, chosen_scores, temperature: float):
-    """(n, M, r) weights of the chosen candidates, summing to 1 over each slot that has
-    one: exp(−(s − s_best)/τ), equal weights when every chosen score is +inf, 0 on
-    padding."""
+    """(n, M, r) weights of the chosen candidates (of the scores' dtype), summing to 1 over
+    each slot that has one: exp(−(s − s_best)/τ), equal weights when every chosen score is
+    +inf, 0 on padding.
+
+    Computed in float64 as exp(−min(gap, WEIGHT_CUTOFF·τ)/τ), so no τ > 0 overflows,
+    however small (1e-300, a subnormal): a τ below every nonzero gap of the scores gives
+    the τ → 0 limit, equal weights on the candidates tied with the best (the hard pick
+    when none ties), never 0/0; the best always weighs exp(0) = 1 before normalising."""
     xp = array_module(chosen_scores)
     valid = chosen >= 0
     best = chosen_scores[:, :, :1]
     finite = xp.isfinite(best)
     gap = xp.where(valid & finite, chosen_scores - xp.where(finite, best, 0), 0)
-    weights = xp.where(valid, xp.exp(-gap / temperature), 0).astype(chosen_scores.dtype)
+    temperature = float(temperature)
+    scaled = xp.minimum(gap.astype(xp.float64), WEIGHT_CUTOFF * temperature) / temperature
+    weights = xp.where(valid, xp.exp(-scaled), 0)
     total = weights.sum(axis=2, keepdims=True)
-    return weights / xp.where(total > 0, total, 1)
+    return (weights / xp.where(total > 0, total, 1)).astype(chosen_scores.dtype)
 
 
 @dataclass
@@ -352,7 +373,8 @@ def complete_rows(rows: PackedRows, pairs: CenterPairs, rule: CompletionRule, ou
                   source_values, default, batch_size: int | None = None, progress=None,
                   names=None):
     """Fill every missing slot of ``out`` in place by ``rule``, scoring the incomplete rows
-    in batches of ``batch_size`` (default: about 2^24 / K rows, bounding the (n, K) arrays).
+    in batches of ``batch_size`` (default: about 2^24 / K rows, bounding the (n, K) arrays);
+    ``rule.n_candidates`` is capped at K first (:meth:`CompletionRule.capped`).
 
     rows : the normalised rows; out : (N, D) array written on missing slots only;
     source_values : (K, D) centre values in ``out``'s space; default : (D,) the value of a
@@ -364,6 +386,7 @@ def complete_rows(rows: PackedRows, pairs: CenterPairs, rule: CompletionRule, ou
     slots) and the :class:`CompletionReport`.
     """
     check_int("batch_size", batch_size, allow_none=True)
+    rule = rule.capped(pairs.n_centers)
     xp = rows.xp
     n_modalities = len(rows.dims)
     sources = xp.full(rows.mask.shape, -1, dtype=xp.int64)

@@ -24,6 +24,26 @@ def as_widths(spec) -> tuple | None:
     return items if items and all(map(_is_int, items)) else None
 
 
+def check_modalities_kind(modalities, argument: str = "modalities") -> None:
+    """Raise ``ValueError`` naming ``argument`` unless ``modalities`` is None or of a kind
+    :func:`modality_columns` takes: a non-empty list of ints (widths), a dict with string
+    keys, or a non-empty list of lists (column positions). What the entries hold is checked
+    against the input's columns by :func:`modality_columns`."""
+    if modalities is None or as_widths(modalities) is not None:
+        return
+    if isinstance(modalities, Mapping):
+        if modalities and all(isinstance(key, str) for key in modalities):
+            return
+    elif not isinstance(modalities, (str, bytes)) and np.iterable(modalities):
+        groups = list(modalities)
+        if groups and all(np.iterable(g) and not isinstance(g, (str, bytes, Mapping))
+                          for g in groups):
+            return
+    raise ValueError(f"{argument} must be None, a list of modality widths, a list of "
+                     "column-position lists or a dict name -> columns, got "
+                     f"{modalities!r}")
+
+
 def string_labels(labels) -> np.ndarray | None:
     """(D,) object array of the column labels when all are strings, else None."""
     if labels is None or not all(isinstance(label, str) for label in labels):
@@ -109,10 +129,9 @@ def modality_columns(modalities, n_columns: int, labels=None, argument: str = "m
         columns = tuple(_positions(cols, n_columns, where) if labels is None
                         else _label_positions(cols, labels, where)
                         for where, cols in zip(wheres, modalities.values()))
-    elif isinstance(modalities, (str, bytes)) or not np.iterable(modalities):
-        raise ValueError(f"{argument} must be a list of modality widths, a list of column-position "
-                         f"lists or a dict name -> columns, got {modalities!r}")
     else:
+        if isinstance(modalities, (str, bytes)) or not np.iterable(modalities):
+            check_modalities_kind(modalities, argument)  # raises
         groups = list(modalities)
         wheres = [f"{argument}[{m}]" for m in range(len(groups))]
         columns = tuple(_positions(group, n_columns, where) for where, group in zip(wheres, groups))

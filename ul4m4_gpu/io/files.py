@@ -28,21 +28,22 @@ passthrough arrays/columns unchanged, and flags saying which slots were imputed:
 last ``imputed`` (N, M) bool array; in parquet one last ``bool`` column per modality, named
 ``imputed_<modality>`` (:func:`flag_names`), in modality order (:func:`output_schema`, the
 one schema of the in-memory, streamed and Dask outputs). No ``mask`` is written. The flags
-of an earlier output are dropped on read, as the output holds new ones: an npz ``imputed``
-array; a parquet ``imputed`` column (the ``list<bool>`` of older versions) and every bool
-``imputed_<modality>`` column of a modality of the file (a column so named of another type
-is refused). Every output is written to ``NAME.ul4m4-partial-XXXXXXXX.tmp`` beside it and
-renamed into place (:func:`atomic_write`): a failed write leaves nothing; only a killed
-process can leave that temporary file behind.
+of an earlier output, and only those, are dropped on read, as the output holds new ones
+(the rule of :mod:`ul4m4_gpu.io.flags`): an npz ``imputed`` (N, M) bool array; a parquet
+``imputed`` column of ``list<bool>`` (older versions) and every bool ``imputed_<modality>``
+column of a modality of the file. Every output is written to
+``NAME.ul4m4-partial-XXXXXXXX.tmp`` beside it and renamed into place (:func:`atomic_write`):
+a failed or interrupted write leaves nothing; only a process killed outright (SIGKILL, a
+power cut) can leave that temporary file behind.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import uuid
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,30 +53,15 @@ import numpy as np
 
 from ..core.backend import resolve_device, to_numpy
 from .data import MultiModalArray
+from .file_errors import READ_ERRORS, InputFileError, OutputFileError, one_line
+from .flags import IMPUTED_KEY, check_npz_flags, flag_names
+from .parquet import ParquetDataset
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 MASK_KEY = "mask"
 MODALITIES_KEY = "modalities"
-#: The npz output's (N, M) bool flags; in Parquet, the ``list<bool>`` flag column of older
-#: versions (dropped on read).
-IMPUTED_KEY = "imputed"
-#: The Parquet output's flag column of modality ``m`` is ``IMPUTED_PREFIX + m``.
-IMPUTED_PREFIX = "imputed_"
-
-# What a malformed or unreadable file raises while it is read; pyarrow's errors derive
-# from these too (ArrowInvalid from ValueError, ArrowIOError from OSError, ...).
-READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, NotImplementedError,
-                zipfile.BadZipFile, zlib.error)
-
-
-class InputFileError(ValueError):
-    """An input data file cannot be read; the message is one line naming the file."""
-
-
-class OutputFileError(ValueError):
-    """An output data file cannot be written as asked; the message is one line naming it."""
 
 
 @dataclass
@@ -156,8 +142,10 @@ def _read_npz(path: Path, device: str) -> Table:
         raise ValueError("not an .npz archive (the file is not a zip file)")
     arrays = load_npz_arrays(path)
     mask = arrays.pop(MASK_KEY, None)
-    arrays.pop(IMPUTED_KEY, None)
+    flags = arrays.pop(IMPUTED_KEY, None)
     names = _npz_modality_names(arrays)
+    if flags is not None:
+        check_npz_flags(flags, len(arrays[names[0]]), len(names))
     data = MultiModalArray.from_modalities([arrays[n] for n in names], mask=mask, names=names,
                                            device=device)
     passthrough = {key: a for key, a in arrays.items() if key not in names}
@@ -272,8 +260,6 @@ def _npz_modality_names(arrays: dict[str, np.ndarray]) -> list[str]:
 
 def _read_parquet(path: Path, device: str, widths) -> Table:
     """Read a parquet file or directory with :class:`~ul4m4_gpu.io.parquet.ParquetDataset`."""
-    from .parquet import ParquetDataset  # which imports this module
-
     dataset = ParquetDataset.open(path)
     if dataset.n_rows == 0:
         raise ValueError("the data set has 0 rows")
@@ -281,11 +267,6 @@ def _read_parquet(path: Path, device: str, widths) -> Table:
     names = list(dataset.modalities)
     data = MultiModalArray.from_arrow(table, columns=names, device=device, widths=widths)
     return Table(data, table.drop_columns(names), "parquet", dataset.order, path)
-
-
-def one_line(exc: BaseException) -> str:
-    """The message of ``exc`` with its whitespace (newlines included) collapsed."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------- writing
@@ -363,11 +344,6 @@ def _save_npz(file: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
-def flag_names(modalities) -> tuple[str, ...]:
-    """The Parquet output's flag column of each modality: ``imputed_<name>``, in order."""
-    return tuple(f"{IMPUTED_PREFIX}{name}" for name in modalities)
-
-
 def output_schema(fields: pa.Schema, order, modalities) -> pa.Schema:
     """The schema of the Parquet output, the same in memory, streamed and on Dask: the
     columns ``order`` (input order), each modality of ``modalities`` as ``list<float>``
@@ -403,22 +379,35 @@ def parquet_output(passthrough: pa.Table, completed: MultiModalArray, imputed: n
 PARTIAL_NAME = "{name}.ul4m4-partial-{token}.tmp"
 
 
+#: ``errno`` values of a write that failed for want of room or of a working disk (a full
+#: file system, a quota, a file size limit, an I/O error, a read-only file system): such a
+#: failure while an output is written is an :class:`OutputFileError` naming the output.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
 def atomic_write(path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a new temporary file beside ``path`` (:data:`PARTIAL_NAME`),
-    then rename it to ``path``; on any failure remove the temporary file and re-raise.
+    then rename it to ``path``; on any failure, an interruption included (``KeyboardInterrupt``
+    or any other ``BaseException``), remove the temporary file and re-raise.
 
-    Creating the temporary file or renaming it (a read-only directory, say) raises
+    Creating the temporary file or renaming it (a read-only directory, say), and an
+    ``OSError`` of :data:`DISK_ERRNOS` raised by ``write`` (a full disk), raise
     :class:`OutputFileError` naming ``path``, not the temporary name. A process killed
-    while writing (SIGKILL, a power cut) cannot remove it: such a leftover
+    outright while writing (SIGKILL, a power cut) cannot remove it: such a leftover
     ``NAME.ul4m4-partial-XXXXXXXX.tmp`` is an incomplete output, safe to delete."""
     path = Path(path)
     tmp = path.with_name(PARTIAL_NAME.format(name=path.name, token=uuid.uuid4().hex[:8]))
-    try:
-        tmp.touch(exist_ok=False)
-    except OSError as error:
-        raise _cannot_write(path, error) from None
-    try:
-        write(tmp)
+    try:  # an interruption right after the file is created removes it too
+        try:
+            tmp.touch(exist_ok=False)
+        except OSError as error:
+            raise _cannot_write(path, error) from None
+        try:
+            write(tmp)
+        except OSError as error:
+            if error.errno not in DISK_ERRNOS:
+                raise
+            raise _cannot_write(path, error) from None
         try:
             os.replace(tmp, path)
         except OSError as error:
@@ -429,4 +418,7 @@ def atomic_write(path, write: Callable[[Path], None]) -> None:
 
 
 def _cannot_write(path: Path, error: OSError) -> OutputFileError:
-    return OutputFileError(f"cannot write {path}: {error.strerror or one_line(error)}")
+    """``cannot write PATH: No space left on device``: the reason from ``error.errno`` where
+    it has one (pyarrow's message wraps it in its own words)."""
+    reason = os.strerror(error.errno) if error.errno else one_line(error)
+    return OutputFileError(f"cannot write {path}: {reason}")

@@ -17,11 +17,12 @@ import zipfile
 
 import numpy as np
 
-from ..core.backend import DEVICES, to_numpy
+from ..core.backend import DEVICES, VALUE_DTYPE, to_numpy
 from ..core.completion import DEFAULT_TEMPERATURE, CompletionRule
 from ..core.state import FittedState
 from ..core.distances import checked_centers, zero_missing
-from .files import load_npz_arrays
+from ..core.normalise import expand_mask
+from .files import atomic_write, load_npz_arrays
 from ..core.validation import check_finite_packed, check_value_dtype
 
 
@@ -43,8 +44,10 @@ class _EntryError(ValueError):
 
 def write_model(path, params: dict, state: FittedState) -> None:
     """Write ``state`` (host arrays, with its labels) and the estimator ``params`` to
-    ``path``; an explicit ``init`` pair is saved as two arrays, a random state that is not
-    an int as None."""
+    ``path``, atomically (:func:`~ul4m4_gpu.io.files.atomic_write`: a temporary file beside
+    it, renamed into place, so a failure leaves no partial model and any previous file
+    unchanged; a full disk is an ``OutputFileError`` naming ``path``); an explicit ``init``
+    pair is saved as two arrays, a random state that is not an int as None."""
     arrays = {name: to_numpy(getattr(state, field)) for name, field in FITTED_ARRAYS.items()}
     params = dict(params)
     if not isinstance(params["init"], str):
@@ -59,8 +62,12 @@ def write_model(path, params: dict, state: FittedState) -> None:
     meta = {"format": MODEL_FORMAT, "params": params, "dims": list(state.dims),
             "modality_names": list(state.names), "n_iter": int(state.n_iter),
             "inertia": float(state.inertia), "temperature": float(state.rule.temperature)}
-    with open(os.fspath(path), "wb") as handle:
-        np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+
+    def write(tmp) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+
+    atomic_write(path, write)
 
 
 def read_model(path, estimator_class, device=None):
@@ -216,6 +223,7 @@ def _fitted(arrays, fitted_names, n_clusters: int, dims) -> dict:
     if not (fitted["scale_"] > 0).all():
         raise _EntryError("scale_", "must be > 0, got "
                                     f"{fitted['scale_'][fitted['scale_'] <= 0][:5].tolist()}")
+    _check_output_range(fitted, dims)
     labels = fitted["labels_"]
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise _EntryError("labels_", f"must be a 1-D integer array, got {labels.dtype} "
@@ -224,6 +232,40 @@ def _fitted(arrays, fitted_names, n_clusters: int, dims) -> dict:
         raise _EntryError("labels_", f"must lie in [-1, {k}), got values from "
                                      f"{labels.min()} to {labels.max()}")
     return fitted
+
+
+#: Relative slack of :func:`_check_output_range` over float32's largest value: a model
+#: fitted on values at the edge of float32 de-normalises its centres to the edge give or
+#: take the round-off of the normalised centres (float32, 2^-24 relative), far below it.
+OUTPUT_RANGE_SLACK = 1e-5
+
+
+def _check_output_range(fitted: dict, dims) -> None:
+    """Raise ``_EntryError`` when a value the model fills with would overflow the output's
+    float32: the mean ``mean_`` (a mean fill) or a centre's de-normalised value
+    ``cluster_centers_ · scale_ + mean_`` on a modality it carries (every soft fill lies
+    between such values), computed in float64, beyond float32's largest value (give or
+    take :data:`OUTPUT_RANGE_SLACK`). A fitted model cannot hold such values (its centres
+    are means of the training values); an edited one (a ``mean_`` of 1e39, a huge
+    ``scale_``) can. The entry named is ``mean_`` for the mean or for a sum that overflows,
+    ``scale_`` when the scaled centre alone does."""
+    limit = float(np.finfo(VALUE_DTYPE).max) * (1 + OUTPUT_RANGE_SLACK)
+    mean, scale = fitted["mean_"].astype(np.float64), fitted["scale_"].astype(np.float64)
+    carried = expand_mask(fitted["centers_mask_"], dims)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = np.where(carried, fitted["cluster_centers_"].astype(np.float64) * scale, 0.0)
+        values = scaled + mean
+    for name, array in (("mean_", mean), ("scale_", scaled), ("mean_", values)):
+        beyond = ~(np.abs(array) <= limit)
+        if beyond.any():
+            centre, column = (None, int(np.flatnonzero(beyond)[0])) if array.ndim == 1 else (
+                int(np.argwhere(beyond)[0][0]), int(np.argwhere(beyond)[0][1]))
+            what = (f"holds {mean[column]:.4g} at column {column}" if centre is None else
+                    f"centre {centre} de-normalises to cluster_centers_ x scale_ + mean_ = "
+                    f"{values[centre, column]:.4g} at column {column}")
+            raise _EntryError(name, f"{what}, beyond float32's range "
+                                    f"(±{float(np.finfo(VALUE_DTYPE).max):.4g}): the "
+                                    "model's fills would overflow")
 
 
 def _check_shape(name: str, array, shape) -> None:

@@ -22,14 +22,15 @@ single file given directly has no partition keys, whatever its directory.
 
 Columns: every column of the files typed as lists of numbers
 (:func:`~ul4m4_gpu.io.list_columns.is_numeric_list_type`) is a modality; every other
-column, the partition keys included, is passthrough. The flags an earlier output wrote are
-dropped: the ``imputed`` column (``list<bool>``, written by older versions) and, for every
-modality ``m``, a ``bool`` column ``imputed_m`` (:func:`~ul4m4_gpu.io.files.flag_names`);
-a column so named of another type is refused, as the output could not hold both.
+column, the partition keys included, is passthrough. The flags an earlier output wrote, and
+only those, are dropped (:func:`~ul4m4_gpu.io.flags.parquet_flag_columns`): an ``imputed``
+column of ``list<bool>`` (older versions) and, for every modality ``m``, a ``bool`` column
+``imputed_m``; an ``imputed_m`` of another type is refused, as the output could not hold
+both.
 
 Row order is the data set's everywhere: the fragments (one per file) are read one after the
 other, never by a threaded scan of several, so a batch's offset is its first global row.
-Every problem with a file raises :class:`~ul4m4_gpu.io.files.InputFileError`, one line
+Every problem with a file raises :class:`~ul4m4_gpu.io.file_errors.InputFileError`, one line
 naming the data set and, in a directory, the file.
 """
 
@@ -45,7 +46,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from ..core.backend import import_cudf
-from .files import IMPUTED_KEY, READ_ERRORS, InputFileError, flag_names, one_line
+from .file_errors import READ_ERRORS, InputFileError, one_line
+from .flags import parquet_flag_columns
 from .list_columns import is_numeric_list_type
 
 
@@ -112,7 +114,7 @@ class ParquetDataset:
     @classmethod
     def open(cls, path) -> ParquetDataset:
         """Open the ``.parquet`` file or the directory ``path``; raises
-        :class:`~ul4m4_gpu.io.files.InputFileError` (one line, naming the file) for any
+        :class:`~ul4m4_gpu.io.file_errors.InputFileError` (one line, naming the file) for any
         problem: none there, no ``.parquet`` file, an unreadable footer, files of different
         schemas, repeated column names, a partition key that is also a column, no modality
         column, a column named as a flag of the output but not ``bool``."""
@@ -120,11 +122,11 @@ class ParquetDataset:
         try:
             files = _dataset_files(path)
             fragments, schema, keys, n_rows = _open_files(path, files)
-            modalities = tuple(field.name for field in schema if field.name != IMPUTED_KEY
-                               and field.name not in keys and is_numeric_list_type(field.type))
+            modalities = tuple(field.name for field in schema
+                               if field.name not in keys and is_numeric_list_type(field.type))
             if not modalities:
                 raise ValueError("no column of lists of numbers to read as a modality")
-            dropped = {IMPUTED_KEY, *_earlier_flags(schema, modalities)}
+            dropped = set(parquet_flag_columns(schema, modalities))
             order = tuple(name for name in schema.names if name not in dropped)
         except READ_ERRORS as exc:
             raise InputFileError(f"cannot read {path}: {one_line(exc)}") from exc
@@ -312,17 +314,3 @@ def _describe(schema: pa.Schema) -> str:
     """``"a: int64, b: list<element: float>"``: a schema on one line."""
     return ", ".join(f"{field.name}: {field.type}" for field in schema)
 
-
-def _earlier_flags(schema: pa.Schema, modalities) -> list[str]:
-    """The ``imputed_<m>`` columns of ``schema`` for the ``modalities``: ``bool`` ones, an
-    earlier output's flags; raises ``ValueError`` for one of another type."""
-    found = []
-    for name, flag in zip(modalities, flag_names(modalities)):
-        if flag in schema.names:
-            kind = schema.field(flag).type
-            if not pa.types.is_boolean(kind):
-                raise ValueError(f"column {flag!r} holds {kind}, but the output writes the "
-                                 f"bool imputed flags of modality {name!r} under that name; "
-                                 "rename it")
-            found.append(flag)
-    return found

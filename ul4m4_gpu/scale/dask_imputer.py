@@ -78,15 +78,20 @@ def _block_location(block_info):
     return block_info[0]["chunk-location"][0], None if math.isnan(start) else int(start)
 
 
-def _complete_block(values, mask, model, dims, names, device, block_info=None):
+def _complete_block(values, mask, model, dims, names, device, block_info=None,
+                    return_report=False):
     """Completed (n, D) float32 values of one block of ``(values, mask)`` arrays:
-    ``UL4M4Imputer.transform`` on it."""
+    ``UL4M4Imputer.transform`` on it; with ``return_report``, ``(values, report)``, the
+    block's :class:`~ul4m4_gpu.core.completion.CompletionReport` (None for an empty
+    block)."""
     index, offset = _block_location(block_info)
     values, mask = _prepare_block(values, mask, dims, names, device, index, offset)
     if values.shape[0] == 0:
-        return values
+        return (values, None) if return_report else values
     local = _local_model(model, block_device(values, device))
-    return local.transform(MultiModalArray(values, mask, dims, names)).values
+    completed, report = local.transform(MultiModalArray(values, mask, dims, names),
+                                        return_report=True)
+    return (completed.values, report) if return_report else completed.values
 
 
 def _missing_block(mask, device):
@@ -113,22 +118,26 @@ def _complete_grouped(block, model, device, meta, block_info=None, partition_inf
         return _local_model(model, block_device(block, device)).transform(block)
 
 
-def _complete_frame(frame, model, columns, dims, device, add_indicator, partition_info=None):
+def _complete_frame(frame, model, columns, dims, device, add_indicator, partition_info=None,
+                    return_report=False):
     """One DataFrame partition with its modality list columns completed (other columns and
     the index kept), typed as :func:`~ul4m4_gpu.io.list_columns.with_filled_columns` says,
     then the bool indicators when ``add_indicator``. ``partition_info`` (filled by
     ``map_partitions``; None in a direct call: "?") numbers the partition in errors; its
-    global rows are not known without a pass over the partitions' lengths."""
+    global rows are not known without a pass over the partitions' lengths. With
+    ``return_report``, ``(partition, report)`` (None for an empty partition)."""
     index = "?" if partition_info is None else partition_info["number"]
     values, mask = _frame_block(frame, list(columns), tuple(dims), device, index)
     if values.shape[0] == 0:
-        return _completed_meta(frame, columns, add_indicator)
+        empty = _completed_meta(frame, columns, add_indicator)
+        return (empty, None) if return_report else empty
     local = _local_model(model, block_device(values, device))
-    completed = local.transform(MultiModalArray(values, mask, dims, columns))
+    completed, report = local.transform(MultiModalArray(values, mask, dims, columns),
+                                        return_report=True)
     out = with_filled_columns(frame, completed.to_arrow(), columns)
     if add_indicator:
         append_indicators(out, columns, ~mask if is_cudf(out) else to_numpy(~mask))
-    return out
+    return (out, report) if return_report else out
 
 
 # ---------------------------------------------------------------------------- the estimator
@@ -289,24 +298,74 @@ class DaskUL4M4Imputer(UL4M4Base):
         partitions. Each block is completed by ``UL4M4Imputer.transform`` with the fitted
         centres, so the result equals ``self.to_local().transform`` on the gathered data.
         """
+        inp, model = self._prepare_transform(X)
+        if inp.kind in ("matrix", "frame"):
+            return self._transform_grouped(inp, model)
+        if inp.kind == "list-frame":
+            meta = _completed_meta(X._meta, self.modality_names_, self.add_indicator)
+            return X.map_partitions(_complete_frame, model, tuple(self.modality_names_),
+                                    tuple(self.dims_), self.device, self.add_indicator,
+                                    meta=meta)
+        return self._transform_arrays(inp, model)
+
+    def _prepare_transform(self, X):
+        """What every transform starts with: the checks (fitted, features, the list
+        columns or the dims of the fit, the stale ``temperature_`` warning), ``X`` read
+        (:func:`~ul4m4_gpu.scale.dask_partitions.read_dask_input`) and the delayed model
+        the blocks complete with."""
         import dask
 
         self._check_fitted()
         self._warn_stale_temperature()  # the blocks complete with the state's own rule
         inp = read_dask_input(X, self.modalities)
         self._check_features(inp.features, None, None, reset=False)
-        model = dask.delayed(self._completion_model(), name=f"ul4m4-model-{uuid.uuid4().hex}")
-        if inp.kind in ("matrix", "frame"):
-            return self._transform_grouped(inp, model)
         if inp.kind == "list-frame":
             missing = [n for n in self.modality_names_ if n not in X.columns]
             if missing:
                 raise ValueError(f"X lacks the modality columns {missing} seen in fit")
-            meta = _completed_meta(X._meta, self.modality_names_, self.add_indicator)
-            return X.map_partitions(_complete_frame, model, tuple(self.modality_names_),
-                                    tuple(self.dims_), self.device, self.add_indicator,
-                                    meta=meta)
-        return self._transform_arrays(inp, model)
+        if inp.kind == "arrays" and inp.dims != tuple(self.dims_):
+            raise ValueError(f"X has modality dims {inp.dims} but the imputer was fitted on "
+                             f"{tuple(self.dims_)}")
+        model = dask.delayed(self._completion_model(), name=f"ul4m4-model-{uuid.uuid4().hex}")
+        return inp, model
+
+    def transform_blocks(self, X) -> list:
+        """The completion of ``X`` block by block, each with its completion report, for a
+        caller that writes the blocks as they come (``ul4m4 impute --workers``): a list of
+        ``dask.delayed`` ``(block, report)``, one per row block of ``X`` in order, where
+        ``block`` is what :meth:`transform` computes for those rows and ``report`` their
+        :class:`~ul4m4_gpu.core.completion.CompletionReport` (None for an empty block; the
+        reports of the blocks add up with ``+``). Computing a pair completes its block
+        once.
+
+        X : a dask DataFrame of list columns (a block: a pandas partition as
+            :meth:`transform` returns it) or a ``(values, mask, dims[, names])`` tuple of
+            dask arrays or a :class:`DaskMultiModalArray` (a block: its (n, D) float32
+            completed values). Other inputs raise ``TypeError``.
+        """
+        import dask
+        import numpy as np
+
+        inp, model = self._prepare_transform(X)
+        if inp.kind == "list-frame":
+            complete = dask.delayed(_complete_frame, pure=True)
+            return [complete(part, model, tuple(self.modality_names_), tuple(self.dims_),
+                             self.device, self.add_indicator, {"number": i}, True)
+                    for i, part in enumerate(X.to_delayed())]
+        if inp.kind != "arrays":
+            raise TypeError("transform_blocks takes a dask DataFrame of list columns or "
+                            "(values, mask, dims, names) dask arrays; use transform for "
+                            f"{inp.kind} input")
+        values, mask, dims, names = inp.X
+        complete = dask.delayed(_complete_block, pure=True)
+        starts = np.concatenate([[0], np.cumsum(values.chunks[0])]).tolist()  # NaN: unknown
+        width = int(values.shape[1])
+        return [complete(v, m, model, dims, names, self.device,
+                         {0: {"chunk-location": (i, 0),
+                              "array-location": [(starts[i], starts[i + 1]), (0, width)]}},
+                         True)
+                for i, (v, m) in enumerate(zip(values.to_delayed()[:, 0],
+                                               mask.to_delayed()[:, 0]))]
 
     def _transform_grouped(self, inp: DaskInput, model):
         """A "matrix" or "frame" input completed block by block, in its own type."""
@@ -323,9 +382,6 @@ class DaskUL4M4Imputer(UL4M4Base):
         import dask.array as da
 
         values, mask, dims, names = inp.X
-        if dims != tuple(self.dims_):
-            raise ValueError(f"X has modality dims {dims} but the imputer was fitted on "
-                             f"{tuple(self.dims_)}")
         completed = da.map_blocks(
             _complete_block, values, mask, model, dims, names, self.device,
             dtype=VALUE_DTYPE, chunks=values.chunks,
