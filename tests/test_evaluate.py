@@ -24,7 +24,7 @@ from ul4m4_gpu.core.normalise import fit_modality_stats
 
 #: The real completion modes once the estimator has them; before, its one (paper) rule.
 TEST_MODES = harness.MODES
-BASELINES = ("mean fill", "KNNImputer", "IterativeImputer")
+BASELINES = ("mean fill", "KNNImputer (k=5)", "KNNImputer (k=10)", "IterativeImputer")
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +253,7 @@ def test_cli_bench_quality_quick(tmp_path, capsys, monkeypatch):
     assert main(["bench-quality", "--dataset", "mfeat", "--out", str(tmp_path), "--quick",
                  "--k", "8", "--configs", "missing_50", "--downstream", "logreg"]) == 0
     out = capsys.readouterr().out
-    assert f"UL4M4 {next(iter(TEST_MODES))} (K=8)" in out and "KNNImputer + indicators" in out
+    assert f"UL4M4 {next(iter(TEST_MODES))} (K=8)" in out and "KNNImputer (k=10) + indicators" in out
     assert "| logreg F1-micro | Δ |" in out and "fusion F1-micro" not in out
     assert "No default chosen: the rule needs the fusion model" in out
     assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md", "results.png"}
