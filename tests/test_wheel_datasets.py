@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -287,17 +288,18 @@ def test_bench_quality_quick_on_a_fake_wheel(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     saved = json.loads((out / "results.json").read_text())
     # the data set's configurations; K = 8 only: 32 exceeds the 24 training rows
-    assert saved["settings"]["configs"] == ["missing_60", "missing_75", "drop_1",
-                                            "100_gene_20_lipid"]
+    assert saved["settings"]["configs"] == ["missing_60", "missing_75", "100_gene_20_lipid"]
     assert saved["settings"]["n_clusters"] == [8]
     methods = {r["method"] for r in saved["records"]}
     assert {"UL4M4 nearest soft (K=8)", "KNNImputer (k=5)", "KNNImputer (k=10)",
             "IterativeImputer + indicators"} <= methods
-    drop = [r for r in saved["records"] if r["config"] == "drop_1"]
-    assert all(r["missing_fraction"] == 0.5 for r in drop)
+    keep = [r for r in saved["records"]
+            if r["config"] == "100_gene_20_lipid" and r["rmse"] is not None]
+    assert keep and all(math.isnan(r["rmse_per_modality"]["gene"])  # gene never hidden
+                        and 0 < r["rmse_per_modality"]["lipid"] < 5 for r in keep)
     assert all(0 <= r["logreg_f1_micro"] <= 1 for r in saved["records"]
                if r["method"] != "complete-case training")
-    assert "| drop_1 | 50% | KNNImputer (k=10) |" in printed
+    assert "| 100_gene_20_lipid |" in printed and "KNNImputer (k=10) + indicators" in printed
 
 
 @pytest.mark.parametrize("options, message", [

@@ -227,9 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="comma-separated missing configurations (missing_P, "
                               "P_NAME_P_NAME..., complex_P_P..., drop_K, none) or sets: "
                               "high-missing (the data set's with at least half the slots "
-                              "missing) and all (mfeat: the paper's families and a sweep; "
-                              "the others: missing_60, missing_75, drop_1 and the widest "
-                              "modality kept, the other at 20 %%); default high-missing "
+                              "missing; all for two modalities, where none can be) and all "
+                              "(mfeat: the paper's families and a sweep; the others: "
+                              "missing_60, missing_75, drop_K for M >= 4 and the widest "
+                              "modality kept, the others at 20 %%); default high-missing "
                               "(missing_60 with --quick)")
     quality.add_argument("--downstream", default="fusion,logreg", metavar="LIST",
                          help="comma-separated downstream models among fusion, logreg; "

