@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench-quality", help="compare UL4M4's completion modes with baseline imputers",
         description="For each missing configuration and seed: impute with UL4M4's completion "
                     "modes (paper hard, overlap hard, overlap soft, nearest soft) at each K, "
-                    "mean fill, KNNImputer and IterativeImputer (fitted on the training split; "
+                    "mean fill, KNNImputer (k = 5, 10) and IterativeImputer (fitted on the "
+                    "training split; "
                     "each baseline also with the availability indicators appended), train the "
                     "Torch fusion model and a logistic regression on each, and compare with "
                     "complete-case training and the complete-data upper bound; then apply the "
@@ -222,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     quality.add_argument("--seeds", type=int, default=None, help="number of seeds; default 5 (1 with --quick)")
     quality.add_argument("--k", type=int, nargs="+", default=None, metavar="K",
-                         help="UL4M4 cluster counts; default 8 32")
+                         help="UL4M4 cluster counts; default 8 32 (those that fit in "
+                              "the training rows)")
     quality.add_argument("--configs", default=None, metavar="LIST",
                          help="comma-separated missing configurations (missing_P, "
                               "P_NAME_P_NAME..., complex_P_P..., drop_K, none) or sets: "
