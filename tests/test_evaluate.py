@@ -24,7 +24,7 @@ from ul4m4_gpu.core.normalise import fit_modality_stats
 
 #: The real completion modes once the estimator has them; before, its one (paper) rule.
 TEST_MODES = harness.MODES
-BASELINES = ("mean fill", "KNNImputer", "IterativeImputer")
+BASELINES = ("mean fill", "KNNImputer (k=5)", "KNNImputer (k=10)", "IterativeImputer")
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +253,7 @@ def test_cli_bench_quality_quick(tmp_path, capsys, monkeypatch):
     assert main(["bench-quality", "--dataset", "mfeat", "--out", str(tmp_path), "--quick",
                  "--k", "8", "--configs", "missing_50", "--downstream", "logreg"]) == 0
     out = capsys.readouterr().out
-    assert f"UL4M4 {next(iter(TEST_MODES))} (K=8)" in out and "KNNImputer + indicators" in out
+    assert f"UL4M4 {next(iter(TEST_MODES))} (K=8)" in out and "KNNImputer (k=10) + indicators" in out
     assert "| logreg F1-micro | Δ |" in out and "fusion F1-micro" not in out
     assert "No default chosen: the rule needs the fusion model" in out
     assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md", "results.png"}
@@ -398,3 +398,58 @@ def test_baselines_check_fitted_state_dims_and_names(make):
 def test_run_demo_defaults_to_the_cli_k():
     cli_k = build_parser().parse_args(["demo"]).k
     assert inspect.signature(run_demo).parameters["n_clusters"].default == cli_k == 32
+
+
+# ---------------------------------------------------------------------- other data sets
+def test_config_sets_for_two_and_six_modalities():
+    sets = harness.config_sets(("shape", "colour"), (8, 10))
+    # two modalities: no drop_1 (no row would observe both), none hides half: all of them
+    assert sets["all"] == sets["high-missing"] == ("missing_60", "missing_75",
+                                                   "100_colour_20_shape")
+    assert harness.generic_configs(("acc", "gyro"), (27, 27))[-1] == "100_acc_20_gyro"
+    assert "drop_2" not in harness.generic_configs(("a", "b", "c"), (1, 2, 3))  # one left
+    assert "drop_2" in harness.generic_configs(("a", "b", "c", "d"), (1, 2, 3, 4))
+    six = harness.config_sets(("fou", "fac", "kar", "pix", "zer", "mor"),
+                              (76, 216, 64, 240, 47, 6))
+    assert six["high-missing"] == six["all"] == (
+        "missing_60", "missing_75", "drop_3", "100_pix_20_fou_20_fac_20_kar_20_zer_20_mor")
+    with pytest.raises(ValueError, match=r"at least 2 modalities, got \['a'\]"):
+        harness.generic_configs(("a",), (3,))
+
+
+def test_mfeat_high_missing_is_the_expected_share_rule():
+    from ul4m4_gpu.evaluation.missing import expected_missing_fraction
+
+    names = ("fou", "fac", "kar", "pix", "zer", "mor")
+    high = [c for c in MFEAT_CONFIGS if expected_missing_fraction(c, names) >= harness.HIGH_MISSING]
+    assert tuple(high) == MFEAT_HIGH_MISSING
+
+
+def test_stratified_split_of_forty_rows_and_five_classes():
+    """Nutrimouse's shape: 5 classes × 8 rows split 24 / 8 / 8, every split holding every
+    class, for every seed."""
+    labels = np.repeat(np.arange(5), 8)
+    settings = HarnessSettings()
+    assert harness.check_split(labels, settings) == 24
+    for seed in range(5):
+        split = harness._splits(labels, seed, settings)
+        assert [len(split[part]) for part in ("train", "val", "test")] == [24, 8, 8]
+        assert sorted(np.concatenate(list(split.values()))) == list(range(40))
+        assert all(set(labels[rows]) == set(range(5)) for rows in split.values())
+
+
+def test_an_impossible_split_is_one_line():
+    with pytest.raises(ValueError) as error:
+        harness.check_split(np.repeat(np.arange(5), 2), HarnessSettings())
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(
+        "cannot split the 10 rows (5 classes, the smallest of 2 rows) into stratified "
+        "train / validation / test sets (60% / 20% / 20%): ")
+
+
+def test_evaluate_refuses_k_above_the_training_rows():
+    labels = np.repeat(np.arange(5), 8)
+    with pytest.raises(ValueError, match=r"n_clusters \[25\] exceed the 24 training rows of "
+                                         r"each split of the 40 rows; choose K <= 24"):
+        evaluate(two_modalities(labels), labels,
+                 tiny_settings(configs=("drop_1",), n_clusters=(8, 25)), progress=False)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ul4m4_gpu.io.data import MultiModalArray
 from ul4m4_gpu.evaluation.missing import (
     availability_mask,
+    expected_missing_fraction,
     hide_modalities,
     missing_fraction,
     parse_missing_config,
@@ -495,3 +496,22 @@ def test_lead_drop_is_uniform_over_modalities_and_parsed():
     for bad in ("drop_5", "drop_x", "drop_1_2"):
         with pytest.raises(ValueError, match=bad):
             parse_missing_config(bad, names)
+
+
+# ---------------------------------------------------------------------- expected fractions
+@pytest.mark.parametrize("names, config, by_hand", [
+    (("a", "b"), "missing_60", 0.6 - 0.36 / 2),             # p - p^M / M: a row keeps one
+    (("a", "b"), "missing_75", 0.75 - 0.5625 / 2),
+    (("a", "b"), "drop_1", 0.5),
+    (("a", "b"), "100_b_20_a", 0.4),                        # (0.8 + 0) / 2, never empty
+    (("a", "b", "c"), "50_a_50_b_50_c", (1.5 - 0.125) / 3),  # an empty row gets one back
+    (("a", "b", "c"), "complex_40_30_30", (0.3 * 2 + 0.3 * 2) / 3),  # groups all, {a}, {b}
+    (("a", "b", "c"), "none", 0.0),
+])
+def test_expected_missing_fraction_by_hand_and_against_the_masks(names, config, by_hand):
+    """The formula against hand arithmetic, and against the mean of 200,000 simulated rows:
+    a slot's hidden indicator has variance <= 1/4, so the mean of N rows is within
+    4 · 0.5 / sqrt(N) = 0.0045 of its expectation but with probability < 1e-4."""
+    assert expected_missing_fraction(config, names) == pytest.approx(by_hand, abs=1e-12)
+    mask = simulate_missing(200_000, names, config, random_state=0)
+    assert abs(missing_fraction(mask) - by_hand) < 4 * 0.5 / np.sqrt(200_000)

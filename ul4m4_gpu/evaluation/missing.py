@@ -443,6 +443,32 @@ def simulate_missing(n_samples, names, config, random_state=None, allow_empty=Fa
                              allow_empty=allow_empty)
 
 
+def expected_missing_fraction(config, names) -> float:
+    """The expected fraction of (row, modality) slots that :func:`simulate_missing` hides for
+    ``config`` over the modalities ``names`` (default ``allow_empty=False``).
+
+    A row must keep one modality: the availability and uniform forms give a row drawn empty
+    one modality back, so with keep rates r_m the expectation is
+    (Σ (1 − r_m) − Π (1 − r_m)) / M; uniform p: p − p^M / M (42 % for ``missing_60`` on two
+    modalities, whose ceiling is 50 %). ``drop_K``: K / M; ``complex_…``: Σ_g f_g (M − |g|) / M
+    over the pattern groups; ``none``: 0.
+    """
+    names = _check_names(names)
+    spec = parse_missing_config(config, names)
+    n_modalities = len(names)
+    kind = spec["kind"]
+    if kind == "none":
+        return 0.0
+    if kind == "drop":
+        return spec["n_drop"] / n_modalities
+    if kind == "groups":
+        observed = pattern_groups(n_modalities, len(spec["fractions"])).sum(axis=1)
+        return float(np.dot(spec["fractions"], n_modalities - observed) / n_modalities)
+    rates = (np.full(n_modalities, 1.0 - spec["missing_rate"]) if kind == "uniform"
+             else np.asarray(spec["rates"]))
+    return float(((1.0 - rates).sum() - np.prod(1.0 - rates)) / n_modalities)
+
+
 # ---------------------------------------------------------------------- applying masks
 def hide_modalities(data: MultiModalArray, mask) -> MultiModalArray:
     """A copy of ``data`` with the slots where ``mask`` is False hidden.
@@ -483,6 +509,7 @@ def missing_fraction(mask) -> float:
 
 __all__ = [
     "availability_mask",
+    "expected_missing_fraction",
     "hide_modalities",
     "missing_fraction",
     "parse_missing_config",
