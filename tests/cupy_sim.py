@@ -143,11 +143,14 @@ class ndarray(np.ndarray):
 # arguments the library passes. Add a name only after checking it there.
 _CREATORS = ("asarray", "array", "ascontiguousarray")  # accept host data (a host → device copy)
 _FUNCTIONS = (
-    "abs", "all", "any", "arange", "argmin", "argmax", "bincount", "concatenate", "cumsum",
-    "einsum", "empty", "empty_like", "exp", "flatnonzero", "full", "full_like", "isfinite", "isinf",
-    "isnan", "left_shift", "maximum", "minimum", "ones", "ones_like", "repeat", "searchsorted",
-    "sqrt", "stack", "take", "tensordot", "unique", "where", "zeros", "zeros_like",
+    "abs", "all", "any", "arange", "argmin", "argmax", "argsort", "bincount", "concatenate",
+    "cumsum", "einsum", "empty", "empty_like", "exp", "flatnonzero", "full", "full_like",
+    "isfinite", "isinf", "isnan", "left_shift", "maximum", "minimum", "ones", "ones_like",
+    "repeat", "searchsorted", "sqrt", "stack", "take", "tensordot", "unique", "where", "zeros",
+    "zeros_like",
 )
+#: ``cupy.linalg`` functions served (cuSOLVER in CuPy; NumPy's LAPACK here).
+_LINALG = ("eigh", "solve")
 _SIZE_FROM_DATA = ("bincount", "flatnonzero", "unique")  # CuPy syncs to size the output
 #: Keyword arguments refused although CuPy takes them, with the reason.
 _REFUSED_KWARGS = {
@@ -169,8 +172,8 @@ def _creator(name):
     return create
 
 
-def _function(name):
-    numpy_function = getattr(np, name)
+def _function(name, namespace=np):
+    numpy_function = getattr(namespace, name)
 
     def call(*args, **kwargs):
         for key in kwargs:
@@ -224,6 +227,8 @@ def build_module() -> types.ModuleType:
         get_current_stream=lambda: types.SimpleNamespace(ptr=0),
         Device=lambda device=0: types.SimpleNamespace(synchronize=lambda: None))
     module.random = types.SimpleNamespace(default_rng=_Generator)
+    module.linalg = types.SimpleNamespace(**{name: _function(name, np.linalg)
+                                             for name in _LINALG})
     module.__getattr__ = _missing_name
     return module
 

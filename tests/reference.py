@@ -412,3 +412,70 @@ def normalise(values, mask, mean, scale, dims):
                 for c in range(off[m], off[m + 1]):
                     z[i, c] = (float(values[i, c]) - mean[c]) / scale[c]
     return z
+
+
+# --------------------------------------------------------------------------- ridge completion
+# (ul4m4_gpu/core/ridge.py, docs/method.md "Ridge completion")
+
+
+def ridge_cross_moments(z, mask, dims):
+    """S = Σ_i z_i z_iᵀ (D, D) and the pair counts n_ab (M, M), float64, by a literal loop
+    over rows and modality pairs; only blocks of modalities the row observes are read."""
+    off = offsets_of(dims)
+    n_modalities = len(dims)
+    products = np.zeros((off[-1], off[-1]))
+    counts = np.zeros((n_modalities, n_modalities))
+    for i in range(z.shape[0]):
+        for a in range(n_modalities):
+            for b in range(n_modalities):
+                if mask[i, a] and mask[i, b]:
+                    za = np.asarray(z[i, off[a]:off[a + 1]], dtype=np.float64)
+                    zb = np.asarray(z[i, off[b]:off[b + 1]], dtype=np.float64)
+                    products[off[a]:off[a + 1], off[b]:off[b + 1]] += np.outer(za, zb)
+                    counts[a, b] += 1
+    return products, counts
+
+
+def ridge_second_moments(products, counts, dims):
+    """C with block (a, b) = S_ab / n_ab, 0 where n_ab = 0, block by block."""
+    off = offsets_of(dims)
+    c = np.zeros_like(products)
+    for a in range(len(dims)):
+        for b in range(len(dims)):
+            if counts[a, b] > 0:
+                c[off[a]:off[a + 1], off[b]:off[b + 1]] = (
+                    products[off[a]:off[a + 1], off[b]:off[b + 1]] / counts[a, b])
+    return c
+
+
+def psd_projection(c):
+    """Σ_k max(w_k, 0) v_k v_kᵀ over the eigenpairs of the symmetric ``c``, one at a time."""
+    values, vectors = np.linalg.eigh(c)
+    out = np.zeros_like(c)
+    for k in range(values.size):
+        if values[k] > 0:
+            out += values[k] * np.outer(vectors[:, k], vectors[:, k])
+    return out
+
+
+def ridge_predict(c, z, mask, dims, alpha):
+    """Per row: ẑ_Q = C_QO x with (C_OO + λ I) x = z_O solved directly, λ = α · mean diag
+    C_OO (α where that mean is 0); 0 on observed slots and on every slot of a row that
+    observes nothing."""
+    off = offsets_of(dims)
+    out = np.zeros((z.shape[0], off[-1]))
+    for i in range(z.shape[0]):
+        observed, missing = [], []
+        for m in range(len(dims)):
+            (observed if mask[i, m] else missing).extend(range(off[m], off[m + 1]))
+        if not observed or not missing:
+            continue
+        gram = c[np.ix_(observed, observed)].copy()
+        mean_diagonal = sum(gram[k, k] for k in range(len(observed))) / len(observed)
+        penalty = alpha * (mean_diagonal if mean_diagonal > 0 else 1.0)
+        for k in range(len(observed)):
+            gram[k, k] += penalty
+        x = np.linalg.solve(gram, np.array([float(z[i, p]) for p in observed]))
+        for q in missing:
+            out[i, q] = np.dot(c[q, observed], x)
+    return out
