@@ -12,10 +12,10 @@ training mean, 0 in normalised space) and is counted.
 
 Batch independence. A BLAS picks kernels and blocking by a product's shape, so a row's
 distances could change in the last bits with the rows beside it. Here every distance GEMM
-has one shape: :data:`ROW_TILE` rows (one cluster's rows, zero rows padding the last tile)
-against :data:`DONOR_TILE` donors (zero donors padding the last), and a row's candidates
-are fixed by its own probe set, so its fill does not depend on ``batch_size`` or on which
-other rows are completed.
+has one shape, :data:`ROW_TILE` rows (zero rows padding the last tile) against
+:data:`DONOR_TILE` donors (zero donors padding the last), and a row's candidates are fixed
+by its own probe set, so its fill does not depend on ``batch_size`` or on which other rows
+are completed.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ DEFAULT_MAX_DONORS = 20_000
 #: Rows of one distance GEMM, on the CPU (NumPy) and on a GPU (CuPy).
 ROW_TILE = {"cpu": 256, "gpu": 1024}
 #: Donors of one distance GEMM, on the CPU (NumPy) and on a GPU (CuPy).
-DONOR_TILE = {"cpu": 1024, "gpu": 8192}
+DONOR_TILE = {"cpu": 256, "gpu": 4096}
 
 
 def _tiles(xp) -> tuple[int, int]:
@@ -167,9 +167,9 @@ def knn_fill(rows: PackedRows, donors: Donors, centers, centers_mask, out, *,
     modality shares a modality with the row (default zeros: the normalised training mean).
 
     Incomplete rows go in batches of ``batch_size`` (default about 2^24 / K): their
-    nearest centres are found, they are grouped by nearest centre, and each tile of
-    :data:`ROW_TILE` rows of a group is compared with the donors of the union of its
-    rows' probed clusters, in (ROW_TILE, DONOR_TILE) GEMMs. Memory: the (batch, K)
+    nearest centres are found, they are sorted by their probe lists (nearest centre
+    first), and each tile of :data:`ROW_TILE` consecutive rows is compared with the
+    donors of the union of its rows' probed clusters, in (ROW_TILE, DONOR_TILE) GEMMs. Memory: the (batch, K)
     distances and one (ROW_TILE, candidates) score array, candidates ≤ n_d. A row's
     fill is bitwise the same in any batch. ``progress`` (tqdm, optional) advances by rows.
 
@@ -191,16 +191,14 @@ def knn_fill(rows: PackedRows, donors: Donors, centers, centers_mask, out, *,
     for start in range(0, int(incomplete.size), batch_size):
         index = incomplete[start:start + batch_size]
         probes = nearest_clusters(rows, index, centers, centers_mask, n_probe)
-        host_probes = to_numpy(probes)
-        host_index = to_numpy(index)
-        order = np.argsort(host_probes[:, 0], kind="stable")
-        groups = np.flatnonzero(np.diff(host_probes[order, 0])) + 1
-        for group in np.split(order, groups):
-            for tile in range(0, group.size, row_tile):
-                part = group[tile:tile + row_tile]
-                mean_filled += _fill_tile(rows, xp.asarray(host_index[part]),
-                                          host_probes[part], donors, out, n_neighbors,
-                                          values, default, layout)
+        host_probes, host_index = to_numpy(probes), to_numpy(index)
+        # rows with the same probe list (nearest centre first) side by side: a tile's
+        # union of probed clusters stays close to one row's
+        order = np.lexsort(host_probes.T[::-1])
+        for tile in range(0, order.size, row_tile):
+            part = order[tile:tile + row_tile]
+            mean_filled += _fill_tile(rows, xp.asarray(host_index[part]), host_probes[part],
+                                      donors, out, n_neighbors, values, default, layout)
         if progress is not None:
             progress.update(int(index.size))
     return np.asarray(to_numpy(mean_filled), dtype=np.int64)
