@@ -259,3 +259,11 @@ def test_bad_arguments_are_named():
         arguments = {"n_neighbors": 1, "n_probe": 1, name: 0}
         with pytest.raises(ValueError, match=f"{name} must be an int >= 1"):
             knn_fill(rows, donors, centers, centers_mask, rows.z.copy(), **arguments)
+    narrow = Donors.build(PackedRows.build(np.zeros((3, 2), np.float32), np.ones((3, 1), bool),
+                                           dims), np.array([0, 1, 1]), 2)
+    with pytest.raises(ValueError, match=r"donors have dims \(2,\) and dtype float32, the "
+                                         r"rows \(2,\) and float64"):
+        knn_fill(rows, narrow, centers, centers_mask, rows.z.copy(), n_neighbors=1, n_probe=1)
+    with pytest.raises(ValueError, match="donors are labelled for 2 clusters, centers has 3"):
+        knn_fill(rows, donors, np.zeros((3, 2)), np.ones((3, 1), bool), rows.z.copy(),
+                 n_neighbors=1, n_probe=1)

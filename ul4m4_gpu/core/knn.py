@@ -13,9 +13,9 @@ training mean, 0 in normalised space) and is counted.
 Batch independence. A BLAS picks kernels and blocking by a product's shape, so a row's
 distances could change in the last bits with the rows beside it. Here every distance GEMM
 has one shape, :data:`ROW_TILE` rows (zero rows padding the last tile) against
-:data:`DONOR_TILE` donors (zero donors padding the last), and a row's candidates are fixed
-by its own probe set, so its fill does not depend on ``batch_size`` or on which other rows
-are completed.
+:data:`DONOR_TILE` donors starting at fixed places of the inverted file, and a row's
+candidates are fixed by its own probe set, so its fill does not depend on ``batch_size``
+or on which other rows are completed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from .backend import array_module, to_numpy
 from .completion import choose_candidates, weighted_fill
 from .distances import column_layout, distances_from_sums, masked_sq_sums
-from .kmeans import PackedRows, default_batch_size
+from .kmeans import PackedRows
 from .validation import check_int, checked_random_state
 
 #: Donors kept by :meth:`Donors.sample`: 20,000 rows hold 20,000 · D · 4 bytes in float32
@@ -36,7 +36,9 @@ DEFAULT_MAX_DONORS = 20_000
 #: Rows of one distance GEMM, on the CPU (NumPy) and on a GPU (CuPy).
 ROW_TILE = {"cpu": 256, "gpu": 1024}
 #: Donors of one distance GEMM, on the CPU (NumPy) and on a GPU (CuPy).
-DONOR_TILE = {"cpu": 256, "gpu": 4096}
+DONOR_TILE = {"cpu": 128, "gpu": 1024}
+#: (row, donor) distances held at once by :func:`knn_fill`'s default batch.
+PAIRS_PER_BATCH = 1 << 25
 
 
 def _tiles(xp) -> tuple[int, int]:
@@ -166,85 +168,101 @@ def knn_fill(rows: PackedRows, donors: Donors, centers, centers_mask, out, *,
     ``donors.z``); default : (D,) a slot's value when no probed donor observing the
     modality shares a modality with the row (default zeros: the normalised training mean).
 
-    Incomplete rows go in batches of ``batch_size`` (default about 2^24 / K): their
-    nearest centres are found, they are sorted by their probe lists (nearest centre
-    first), and each tile of :data:`ROW_TILE` consecutive rows is compared with the
-    donors of the union of its rows' probed clusters, in (ROW_TILE, DONOR_TILE) GEMMs. Memory: the (batch, K)
-    distances and one (ROW_TILE, candidates) score array, candidates ≤ n_d. A row's
-    fill is bitwise the same in any batch. ``progress`` (tqdm, optional) advances by rows.
+    Incomplete rows go in batches of ``batch_size`` (default: 2^25 (row, donor) pairs,
+    at least :data:`ROW_TILE` rows): their nearest centres are found; per probed cluster
+    (and the unplaced donors, probed by all), the batch's rows probing it are compared
+    with its donors in (ROW_TILE, DONOR_TILE) GEMMs whose donor tiles start at the
+    cluster's first donor, so each row meets only its probed clusters' donors (about
+    n_probe/K of brute force); distances land in one (batch, n_d) score array, +inf
+    elsewhere. Memory: that array (batch · n_d · (itemsize + 1) bytes) and the (batch, K)
+    centre distances. A row's fill is bitwise the same in any batch. ``progress`` (tqdm,
+    optional) advances by rows.
 
     Returns (M,) int64 NumPy: the slots filled with ``default``, per modality.
     """
     check_int("n_neighbors", n_neighbors)
     check_int("n_probe", n_probe)
     check_int("batch_size", batch_size, allow_none=True)
+    if tuple(donors.dims) != tuple(rows.dims) or donors.z.dtype != rows.z.dtype:
+        raise ValueError(f"donors have dims {tuple(donors.dims)} and dtype {donors.z.dtype}, "
+                         f"the rows {tuple(rows.dims)} and {rows.z.dtype}")
+    if donors.n_clusters != int(centers.shape[0]):
+        raise ValueError(f"donors are labelled for {donors.n_clusters} clusters, centers has "
+                         f"{int(centers.shape[0])}")
     xp = rows.xp
-    n_modalities = len(rows.dims)
     values = donors.z if values is None else values
     default = xp.zeros(rows.z.shape[1], dtype=values.dtype) if default is None else default
     layout = column_layout(rows.dims, xp)
-    mean_filled = xp.zeros(n_modalities, dtype=xp.int64)
+    mean_filled = xp.zeros(len(rows.dims), dtype=xp.int64)
     incomplete = xp.flatnonzero(~rows.mask.all(axis=1))
-    n_centers = int(centers.shape[0])
-    batch_size = batch_size or default_batch_size(int(incomplete.size), n_centers)
-    row_tile = _tiles(xp)[0]
+    batch_size = batch_size or max(_tiles(xp)[0], PAIRS_PER_BATCH // max(len(donors), 1))
     for start in range(0, int(incomplete.size), batch_size):
         index = incomplete[start:start + batch_size]
-        probes = nearest_clusters(rows, index, centers, centers_mask, n_probe)
-        host_probes, host_index = to_numpy(probes), to_numpy(index)
-        # rows with the same probe list (nearest centre first) side by side: a tile's
-        # union of probed clusters stays close to one row's
-        order = np.lexsort(host_probes.T[::-1])
-        for tile in range(0, order.size, row_tile):
-            part = order[tile:tile + row_tile]
-            mean_filled += _fill_tile(rows, xp.asarray(host_index[part]), host_probes[part],
-                                      donors, out, n_neighbors, values, default, layout)
+        probes = to_numpy(nearest_clusters(rows, index, centers, centers_mask, n_probe))
+        scores = _probed_distances(rows, index, probes, donors)
+        missing = ~rows.mask[index]
+        chosen, chosen_scores = choose_candidates(scores, missing, donors.mask, n_neighbors)
+        valid = (chosen >= 0) & xp.isfinite(chosen_scores)
+        chosen = xp.where(valid, chosen, -1)
+        weights = valid.astype(values.dtype)
+        weights /= xp.maximum(weights.sum(axis=2, keepdims=True), 1)
+        weighted_fill(out, index, missing, chosen, weights, values, default, layout)
+        mean_filled += (missing & ~valid[:, :, 0]).sum(axis=0)
         if progress is not None:
             progress.update(int(index.size))
     return np.asarray(to_numpy(mean_filled), dtype=np.int64)
 
 
-def _candidates(probes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """The donors (ascending) of the clusters in ``probes`` (n, n_probe) plus the
-    unplaced ones (label −1), from the inverted file's ``offsets``."""
-    buckets = np.concatenate([[0], np.unique(probes) + 1])
-    return np.concatenate([np.arange(offsets[b], offsets[b + 1]) for b in buckets])
-
-
-def _fill_tile(rows: PackedRows, part, probes, donors: Donors, out, n_neighbors, values,
-               default, layout):
-    """Fill the rows ``part`` (≤ ROW_TILE of them, device int64) whose probed clusters are
-    ``probes`` (host (n, n_probe)); returns the (M,) count of default-filled slots."""
+def _probed_distances(rows: PackedRows, index, probes: np.ndarray, donors: Donors):
+    """(n, n_d) partial distances of the rows ``index`` (n,) to the donors of their
+    probed clusters ``probes`` (host (n, n_probe)) and to the unplaced donors; +inf for
+    every other donor. Each GEMM is (ROW_TILE rows, DONOR_TILE donors) with zero rows
+    padding the row side and the donor tiles at fixed places of the inverted file."""
     xp = rows.xp
     row_tile, donor_tile = _tiles(xp)
-    count = int(part.shape[0])
-    missing = ~rows.mask[part]
-    candidates = xp.asarray(_candidates(probes, donors.offsets))
-    scores = xp.empty((count, int(candidates.shape[0])), dtype=rows.z.dtype)
-    z, mask, norms = _padded_rows(rows, part, row_tile)
-    for start in range(0, int(candidates.shape[0]), donor_tile):
-        block = candidates[start:start + donor_tile]
-        size = int(block.shape[0])
-        donor_z = xp.zeros((donor_tile, donors.z.shape[1]), dtype=donors.z.dtype)
-        donor_mask = xp.zeros((donor_tile, donors.mask.shape[1]), dtype=bool)
-        donor_norms = xp.zeros((donor_tile, donors.mask.shape[1]), dtype=donors.z.dtype)
-        donor_z[:size], donor_mask[:size] = donors.z[block], donors.mask[block]
-        donor_norms[:size] = donors.norms[block]
-        sums, shared = masked_sq_sums(z, mask, donor_z, donor_mask, rows.dims,
-                                      center_norms=donor_norms, row_norms=norms)
-        scores[:, start:start + size] = distances_from_sums(sums, shared)[:count, :size]
-    probed = xp.zeros((count, donors.n_clusters + 1), dtype=bool)
-    probed[:, 0] = True
-    probed[xp.arange(count)[:, None], xp.asarray(probes) + 1] = True
-    allowed = probed[:, donors.labels[candidates] + 1]
-    scores = xp.where(allowed, scores, xp.full((), xp.inf, dtype=scores.dtype))
-    chosen, chosen_scores = choose_candidates(scores, missing, donors.mask[candidates],
-                                              n_neighbors)
-    valid = (chosen >= 0) & xp.isfinite(chosen_scores)
-    # candidate positions -> donor indices, −1 (the sentinel at the end) where invalid
-    lookup = xp.concatenate([candidates, xp.full(1, -1, dtype=candidates.dtype)])
-    chosen = lookup[xp.where(valid, chosen, candidates.shape[0])]
-    weights = valid.astype(values.dtype)
-    weights /= xp.maximum(weights.sum(axis=2, keepdims=True), 1)
-    weighted_fill(out, part, missing, chosen, weights, values, default, layout)
-    return (missing & ~valid[:, :, 0]).sum(axis=0)
+    n = int(index.shape[0])
+    scores = xp.full((n, len(donors)), xp.inf, dtype=rows.z.dtype)
+    for first, stop, probing in _probed_ranges(probes, donors):
+        for row_start in range(0, probing.size, row_tile):
+            part = xp.asarray(probing[row_start:row_start + row_tile])
+            count = int(part.shape[0])
+            z, mask, norms = _padded_rows(rows, index[part], row_tile)
+            for tile_start in range(first, stop, donor_tile):
+                tile_z, tile_mask, tile_norms = _donor_tile(donors, tile_start, donor_tile)
+                sums, shared = masked_sq_sums(z, mask, tile_z, tile_mask, rows.dims,
+                                              center_norms=tile_norms, row_norms=norms)
+                width = min(donor_tile, stop - tile_start)
+                scores[part, tile_start:tile_start + width] = (
+                    distances_from_sums(sums, shared)[:count, :width])
+    return scores
+
+
+def _probed_ranges(probes: np.ndarray, donors: Donors):
+    """(first, stop, rows) per donor range: each cluster's donors and the rows (host
+    positions) probing it, the unplaced donors with every row; when every row probes
+    every cluster, all donors at once (tiles from 0, no per-cluster padding)."""
+    everyone = np.arange(probes.shape[0])
+    if probes.shape[1] >= donors.n_clusters:
+        yield 0, len(donors), everyone
+        return
+    for bucket in range(-1, donors.n_clusters):
+        first, stop = (int(v) for v in donors.offsets[bucket + 1:bucket + 3])
+        if first < stop:
+            yield first, stop, (everyone if bucket < 0
+                                else np.flatnonzero((probes == bucket).any(axis=1)))
+
+
+def _donor_tile(donors: Donors, start: int, tile: int):
+    """Values, mask and norms of donors ``start`` .. ``start + tile`` (views), zero
+    donors (observing nothing) past the last one."""
+    if start + tile <= len(donors):
+        end = start + tile
+        return donors.z[start:end], donors.mask[start:end], donors.norms[start:end]
+    xp = array_module(donors.z)
+    count = len(donors) - start
+    z = xp.zeros((tile, donors.z.shape[1]), dtype=donors.z.dtype)
+    mask = xp.zeros((tile, donors.mask.shape[1]), dtype=bool)
+    norms = xp.zeros((tile, donors.mask.shape[1]), dtype=donors.z.dtype)
+    z[:count], mask[:count], norms[:count] = (donors.z[start:], donors.mask[start:],
+                                              donors.norms[start:])
+    return z, mask, norms
