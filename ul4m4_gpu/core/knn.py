@@ -174,7 +174,7 @@ def knn_fill(rows: PackedRows, donors: Donors, centers, centers_mask, out, *,
     with its donors in (ROW_TILE, DONOR_TILE) GEMMs whose donor tiles start at the
     cluster's first donor, so each row meets only its probed clusters' donors (about
     n_probe/K of brute force); distances land in one (batch, n_d) score array, +inf
-    elsewhere. Memory: that array (batch · n_d · (itemsize + 1) bytes) and the (batch, K)
+    elsewhere. Memory: that array (batch · n_d · itemsize bytes) and the (batch, K)
     centre distances. A row's fill is bitwise the same in any batch. ``progress`` (tqdm,
     optional) advances by rows.
 
