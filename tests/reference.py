@@ -479,3 +479,52 @@ def ridge_predict(c, z, mask, dims, alpha):
         for q in missing:
             out[i, q] = np.dot(c[q, observed], x)
     return out
+
+# --------------------------------------------------------------------------- KNN completion
+# (docs/method.md, "KNN completion"; the library's ul4m4_gpu/core/knn.py)
+
+
+def nearest_centers(z_row, row_mask, centers, centers_mask, dims, n_probe):
+    """The ``n_probe`` centres nearest to one row by the partial distance, sorted by
+    (distance, index): +inf distances rank after every finite one, ties by lowest index."""
+    ranked = sorted((partial_distance(z_row, row_mask, centers[j], centers_mask[j], dims), j)
+                    for j in range(centers.shape[0]))
+    return [j for _, j in ranked[:n_probe]]
+
+
+def knn_complete(z, mask, donors_z, donors_mask, dims, n_neighbors, allowed=None):
+    """Brute-force partial-distance KNN, slot by slot.
+
+    For every missing modality m of row i: the donors j (in ``allowed[i]``, a collection of
+    donor indices; every donor when ``allowed`` is None) that observe m and share an observed
+    modality with the row, sorted by (d(row, donor), j), the first ``n_neighbors`` kept; the
+    slot is their plain mean, or 0 (the normalised training mean) when there is none.
+
+    Returns (z_completed float64, margins (N, M) float64): per filled slot, the distance
+    gap between the last donor kept and the first one left out (+inf when none is left
+    out, nan for observed or mean-filled slots), so that a test can skip near-ties.
+    """
+    n, n_mod = mask.shape
+    off = offsets_of(dims)
+    out = np.array(z, dtype=np.float64, copy=True)
+    margins = np.full((n, n_mod), np.nan)
+    for i in range(n):
+        pool = range(donors_z.shape[0]) if allowed is None else sorted(allowed[i])
+        distances = {j: partial_distance(z[i], mask[i], donors_z[j], donors_mask[j], dims)
+                     for j in pool}
+        for m in range(n_mod):
+            if mask[i, m]:
+                continue
+            ranked = sorted((distances[j], j) for j in pool
+                            if donors_mask[j, m] and math.isfinite(distances[j]))
+            kept = ranked[:n_neighbors]
+            if not kept:
+                out[i, off[m]:off[m + 1]] = 0.0
+                continue
+            block = np.zeros(dims[m])
+            for _, j in kept:
+                block += np.asarray(donors_z[j, off[m]:off[m + 1]], dtype=np.float64)
+            out[i, off[m]:off[m + 1]] = block / len(kept)
+            left_out = ranked[n_neighbors:]
+            margins[i, m] = left_out[0][0] - kept[-1][0] if left_out else math.inf
+    return out, margins
