@@ -27,9 +27,10 @@ from ul4m4_gpu.core.ridge import (  # noqa: E402
     cross_validation_errors,
     fit_ridge,
     fold_moments,
-    held_out_sample,
+    fold_second_moments,
     row_folds,
 )
+from ul4m4_gpu.core.completion import held_out_sample  # noqa: E402
 
 #: Relative agreement of float64 sums in another order (see the module docstring).
 SUM_RTOL = 1e-12
@@ -314,9 +315,10 @@ def test_cross_validation_errors_add_up_over_batches_of_fold_moments():
     batched = [a + b for a, b in zip(fold_moments(z[:50], mask[:50], dims, folds[:50], 4),
                                      fold_moments(z[50:], mask[50:], dims, folds[50:], 4))]
     rows, held = held_out_sample(mask, np.random.RandomState(0), 30)
-    args = (z[rows], mask[rows], held, folds[rows])
-    np.testing.assert_allclose(cross_validation_errors(batched, *args),
-                               cross_validation_errors(whole, *args), rtol=1e-9)
+    args = (z[rows], mask[rows], dims, held, folds[rows])
+    np.testing.assert_allclose(cross_validation_errors(fold_second_moments(batched), *args),
+                               cross_validation_errors(fold_second_moments(whole), *args),
+                               rtol=1e-9)
 
 
 def test_fit_without_a_row_observing_two_modalities_warns_and_uses_the_default():

@@ -30,6 +30,7 @@ kernels do the minimum, the choice and the fill without any (n, K, K) array.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -48,11 +49,18 @@ from ..kernels import complete as complete_kernels
 from .kmeans import PackedRows, default_batch_size
 from .validation import check_int, checked_random_state
 
-COMPLETIONS = ("paper", "overlap", "nearest")
+#: The rules that fill from the fitted centres (the ``complete`` kernels).
+CENTRE_COMPLETIONS = ("paper", "overlap", "nearest")
+#: Every ``completion``: the centre rules, the ridge and KNN completions
+#: (:mod:`ul4m4_gpu.core.ridge`, :mod:`ul4m4_gpu.core.knn`) and ``"auto"``, their blend
+#: (:mod:`ul4m4_gpu.core.rules`).
+COMPLETIONS = CENTRE_COMPLETIONS + ("ridge", "knn", "auto")
 #: Defaults of ``UL4M4Imputer`` and :func:`greedy_complete`, chosen by the quality harness
 #: with a rule written down before the run (BENCHMARKS.md, "Choice of the default
 #: completion"): the nearest-centre score, a soft fill over the 5 best candidates.
 DEFAULT_COMPLETION, DEFAULT_N_CANDIDATES = "nearest", 5
+#: Defaults of the KNN completion: donors averaged per slot, clusters searched, donors kept.
+DEFAULT_N_NEIGHBORS, DEFAULT_N_PROBE, DEFAULT_MAX_DONORS = 10, 8, 20_000
 #: :func:`greedy_complete`'s temperature, and ``"auto"``'s when no row can be held out.
 DEFAULT_TEMPERATURE = 0.1
 #: The temperatures ``"auto"`` tries (distances are in per-dimension standard deviations).
@@ -71,12 +79,17 @@ class CompletionWarning(UserWarning):
     """Where a completion's fills came from deserves a look (see ``CompletionReport``)."""
 
 
-def check_completion(completion, n_candidates, temperature, allow_auto: bool = True):
+def check_completion(completion, n_candidates, temperature, n_neighbors=DEFAULT_N_NEIGHBORS,
+                     n_probe=DEFAULT_N_PROBE, max_donors=DEFAULT_MAX_DONORS,
+                     allow_auto: bool = True):
     """Validate the completion parameters; raises ``ValueError`` naming the argument.
-    ``temperature`` is a finite float > 0, or ``"auto"`` where ``allow_auto``."""
-    if completion not in COMPLETIONS:
+    ``temperature`` is a finite float > 0, or ``"auto"`` where ``allow_auto``;
+    ``n_candidates``, ``n_neighbors``, ``n_probe`` and ``max_donors`` are ints >= 1."""
+    if not (isinstance(completion, str) and completion in COMPLETIONS):
         raise ValueError(f"completion must be one of {COMPLETIONS}, got {completion!r}")
-    check_int("n_candidates", n_candidates)
+    for name, value in (("n_candidates", n_candidates), ("n_neighbors", n_neighbors),
+                        ("n_probe", n_probe), ("max_donors", max_donors)):
+        check_int(name, value)
     if allow_auto and isinstance(temperature, str) and temperature == "auto":
         return
     if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
@@ -88,22 +101,34 @@ def check_completion(completion, n_candidates, temperature, allow_auto: bool = T
 @dataclass(frozen=True)
 class CompletionRule:
     """How missing slots are filled: ``completion`` in :data:`COMPLETIONS`,
-    ``n_candidates`` r ≥ 1, ``temperature`` τ > 0 (a number; used only when r > 1)."""
+    ``n_candidates`` r ≥ 1, ``temperature`` τ > 0 (a number; used only when r > 1) of the
+    centre rules (and of ``"auto"``'s nearest-centre part); ``n_neighbors`` k ≥ 1 and
+    ``n_probe`` ≥ 1 of the KNN completion (and of ``"auto"``'s)."""
 
     completion: str = DEFAULT_COMPLETION
     n_candidates: int = DEFAULT_N_CANDIDATES
     temperature: float = DEFAULT_TEMPERATURE
+    n_neighbors: int = DEFAULT_N_NEIGHBORS
+    n_probe: int = DEFAULT_N_PROBE
 
     def __post_init__(self):
-        check_completion(self.completion, self.n_candidates, self.temperature, allow_auto=False)
+        check_completion(self.completion, self.n_candidates, self.temperature,
+                         self.n_neighbors, self.n_probe, allow_auto=False)
+
+    @property
+    def from_centres(self) -> bool:
+        """Whether the rule fills from the centres only (:data:`CENTRE_COMPLETIONS`)."""
+        return self.completion in CENTRE_COMPLETIONS
 
     def capped(self, n_centers: int) -> "CompletionRule":
-        """This rule with ``n_candidates`` at most ``n_centers`` (K): there are no more
-        candidates than centres, and the (n, M, r) arrays are sized by r, so
-        ``n_candidates=10**12`` allocates no more than r = K would (the fill is the same)."""
-        if self.n_candidates <= n_centers:
+        """This rule with ``n_candidates`` and ``n_probe`` at most ``n_centers`` (K): there
+        are no more candidates than centres, and the (n, M, r) arrays are sized by r, so
+        ``n_candidates=10**12`` allocates no more than r = K would (the fill is the same);
+        probing K clusters is probing them all."""
+        if self.n_candidates <= n_centers and self.n_probe <= n_centers:
             return self
-        return CompletionRule(self.completion, n_centers, self.temperature)
+        return dataclasses.replace(self, n_candidates=min(self.n_candidates, n_centers),
+                                   n_probe=min(self.n_probe, n_centers))
 
 
 @dataclass
@@ -442,23 +467,15 @@ def choose_temperature(rows: PackedRows, pairs: CenterPairs, completion: str,
     space) wins (ties: the smaller τ). Returns a float; :data:`DEFAULT_TEMPERATURE` with a ``UserWarning`` when no
     training row observes two modalities.
     """
-    rng = checked_random_state(random_state)
-    observed = to_numpy(rows.mask)
-    eligible = np.flatnonzero(observed.sum(axis=1) >= 2)
-    if eligible.size == 0:
+    rows_held, held = held_out_sample(to_numpy(rows.mask), checked_random_state(random_state),
+                                      sample_rows)
+    if rows_held.size == 0:
         warnings.warn("temperature='auto': no training row observes two modalities, so none "
                       f"can be held out; using temperature={DEFAULT_TEMPERATURE}",
                       UserWarning, stacklevel=3)
         return DEFAULT_TEMPERATURE
-    picked = np.sort(rng.choice(eligible, size=min(sample_rows, eligible.size), replace=False))
-    held = np.array([rng.choice(np.flatnonzero(observed[i])) for i in picked])
+    sample, truth, hidden_columns = hide_held_out(rows, rows_held, held)
     xp = rows.xp
-    index = xp.asarray(picked)
-    mask = rows.mask[index].copy()
-    mask[xp.arange(picked.size), xp.asarray(held)] = False
-    truth = rows.z[index]
-    sample = PackedRows.build(truth, mask, rows.dims)
-    hidden_columns = (~mask & rows.mask[index])[:, column_layout(rows.dims, xp)[0]]
     default = xp.zeros(rows.z.shape[1], dtype=rows.z.dtype)
     errors = []
     for temperature in grid:
@@ -468,6 +485,34 @@ def choose_temperature(rows: PackedRows, pairs: CenterPairs, completion: str,
         diff = xp.where(hidden_columns, filled - truth, 0)
         errors.append(float((diff * diff).sum() / hidden_columns.sum()))
     return float(grid[int(np.argmin(errors))])
+
+
+def held_out_sample(observed, rng, sample_rows: int = TEMPERATURE_SAMPLE_ROWS):
+    """The rows a held-out check hides a modality of (``temperature="auto"``, the ridge
+    penalty's cross-validation, ``completion="auto"``'s weights): up to ``sample_rows``
+    rows of the (N, M) bool NumPy ``observed`` that observe ≥ 2 modalities, drawn without
+    replacement by the ``RandomState`` ``rng`` (sorted), and for each one of its observed
+    modalities, drawn uniformly. Returns (rows (s,) int64, held (s,) int64) NumPy; empty
+    when no row observes two modalities."""
+    eligible = np.flatnonzero(observed.sum(axis=1) >= 2)
+    if eligible.size == 0:
+        return eligible.astype(np.int64), eligible.astype(np.int64)
+    rows = np.sort(rng.choice(eligible, size=min(sample_rows, eligible.size), replace=False))
+    held = np.array([rng.choice(np.flatnonzero(observed[i])) for i in rows], dtype=np.int64)
+    return rows.astype(np.int64), held
+
+
+def hide_held_out(rows: PackedRows, index, held):
+    """The rows ``index`` (s,) with modality ``held`` (s,) (NumPy int64, from
+    :func:`held_out_sample`) hidden: (their :class:`PackedRows` with the modality masked,
+    their normalised values (s, D) with it, (s, D) bool: the hidden columns)."""
+    xp = rows.xp
+    at = xp.asarray(index)
+    mask = rows.mask[at].copy()
+    mask[xp.arange(index.size), xp.asarray(held)] = False
+    truth = rows.z[at]
+    hidden_columns = (~mask & rows.mask[at])[:, column_layout(rows.dims, xp)[0]]
+    return PackedRows.build(truth, mask, rows.dims), truth, hidden_columns
 
 
 def weighted_fill(out, rows, missing, chosen, weights, values, default, layout):

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import array_module, to_numpy
-from .completion import _missing_patterns
+from .completion import _missing_patterns, held_out_sample
 from .normalise import expand_mask
 from .validation import check_finite_packed, check_int, check_packed, checked_random_state
 
@@ -50,8 +50,9 @@ MAX_RIDGE_DIMENSION = 16384
 ALPHA_GRID = (1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 #: :func:`fit_ridge`'s α when no training row observes two modalities.
 DEFAULT_ALPHA = 1.0
-#: Folds of the cross-validation.
-DEFAULT_FOLDS = 5
+#: Folds of the cross-validation (each costs one D × D eigendecomposition and one per
+#: distinct observed pattern of its held-out rows).
+DEFAULT_FOLDS = 3
 #: Training rows the cross-validation holds a modality out of (as ``temperature="auto"``).
 CV_SAMPLE_ROWS = 2000
 #: Rows per GEMM tile of :meth:`RidgeCompletion.predict` (every tile has this shape, padded
@@ -291,73 +292,74 @@ def fold_moments(z, mask, dims, folds, n_folds: int) -> list:
     return [CrossMoments.of(z[folds == f], mask[folds == f], dims) for f in range(n_folds)]
 
 
-def held_out_sample(observed, rng, sample_rows: int = CV_SAMPLE_ROWS):
-    """The rows a held-out check hides a modality of: up to ``sample_rows`` rows of the
-    (N, M) bool NumPy ``observed`` that observe ≥ 2 modalities, drawn without replacement
-    by the ``RandomState`` ``rng`` (sorted), and for each one of its observed modalities,
-    drawn uniformly. Returns (rows (s,) int64, held (s,) int64) NumPy; empty when no row
-    observes two modalities."""
-    eligible = np.flatnonzero(observed.sum(axis=1) >= 2)
-    if eligible.size == 0:
-        return eligible.astype(np.int64), eligible.astype(np.int64)
-    rows = np.sort(rng.choice(eligible, size=min(sample_rows, eligible.size), replace=False))
-    held = np.array([rng.choice(np.flatnonzero(observed[i])) for i in rows], dtype=np.int64)
-    return rows.astype(np.int64), held
+def fold_second_moments(folds_moments) -> list:
+    """The projected (D, D) float64 C of each fold's model: :func:`nearest_psd` of the
+    second moments of the total minus the fold's moments (one ``eigh`` each)."""
+    total = sum(folds_moments[1:], folds_moments[0])
+    return [nearest_psd((total - moments).second_moments()) for moments in folds_moments]
 
 
-def cross_validation_errors(folds_moments, z, mask, held, folds, alphas=ALPHA_GRID) -> list:
+def cross_validation_errors(fold_models, z, mask, dims, held, folds, alphas=ALPHA_GRID) -> list:
     """Held-out mean squared error per dimension of each α (a list of floats, aligned with
     ``alphas``).
 
-    folds_moments : the k fold moments (:func:`fold_moments`, summed over batches);
-    z (s, D), mask (s, M) bool : the sampled rows (normalised); held (s,) int64 NumPy : the
-    modality each hides; folds (s,) int64 NumPy : each row's fold. Fold f's rows are
-    completed by the model of the total moments minus fold f's (projected once per fold).
-    The squared errors of the hidden slots are summed over all folds, then divided by the
-    number of hidden slots.
+    fold_models : the k projected fold C (:func:`fold_second_moments`); z (s, D), mask
+    (s, M) bool : the sampled rows (normalised); dims : M ints; held (s,) int64 NumPy :
+    the modality each hides; folds (s,) int64 NumPy : each row's fold. Fold f's rows are
+    completed by fold f's model (the moments of the other folds). The squared errors of
+    the hidden slots are summed over all folds, then divided by the number of hidden slots.
 
-    Every α shares one eigendecomposition per (fold, observed pattern): with C_OO = V diag(w)
-    Vᵀ, ẑ_Q = ((z_O V) / (w + λ)) (Vᵀ C_OQ), the same W as :func:`ridge_weights` up to
-    round-off, at the cost of one ``eigh`` instead of one ``solve`` per α.
+    Every α shares one eigendecomposition per (fold, observed pattern) of the sample: with
+    C_OO = V diag(w) Vᵀ, ẑ_h = ((z_O V) / (w + λ)) (Vᵀ C_Oh), the same W as
+    :func:`ridge_weights` up to round-off; only the held modality h's columns are
+    predicted, for every α in one batched product.
     """
     xp = array_module(z, mask)
-    total = sum(folds_moments[1:], folds_moments[0])
-    columns = np.repeat(np.arange(len(total.dims)), total.dims)
+    dims = tuple(int(d) for d in dims)
+    offsets = np.concatenate([[0], np.cumsum(dims)])
     kept = to_numpy(mask).copy()
     kept[np.arange(kept.shape[0]), held] = False
     groups, group_of_row = np.unique(np.column_stack([folds, kept]), axis=0,
                                      return_inverse=True)
     group_of_row = group_of_row.ravel()
-    values = xp.where(expand_mask(mask, total.dims), z, 0).astype(xp.float64)
+    values = xp.where(expand_mask(mask, dims), z, 0).astype(xp.float64)
+    alpha_column = xp.asarray(np.asarray(alphas, dtype=np.float64))[:, None]
     squared = xp.zeros(len(alphas), dtype=xp.float64)
-    for f, moments in enumerate(folds_moments):
-        in_fold = np.flatnonzero(groups[:, 0] == f)
-        if in_fold.size == 0:
-            continue
-        c = nearest_psd((total - moments).second_moments())
-        for g in in_fold:
-            index = np.flatnonzero(group_of_row == g)
-            observed_columns = np.repeat(groups[g, 1:].astype(bool), total.dims)
-            observed = xp.asarray(np.flatnonzero(observed_columns))
-            missing = xp.asarray(np.flatnonzero(~observed_columns))
-            scored = xp.asarray(columns[~observed_columns][None, :] == held[index][:, None])
-            rows = xp.asarray(index)
-            eigenvalues, vectors = xp.linalg.eigh(c[observed[:, None], observed[None, :]])
-            mean_diagonal = eigenvalues.sum() / observed.size
-            base = xp.where(mean_diagonal > 0, mean_diagonal, 1.0)
-            inputs = values[rows[:, None], observed[None, :]] @ vectors
-            outputs = vectors.T @ c[observed[:, None], missing[None, :]]
-            truth = values[rows[:, None], missing[None, :]]
-            for a, alpha in enumerate(alphas):
-                predicted = (inputs / (eigenvalues + alpha * base)) @ outputs
-                diff = xp.where(scored, predicted - truth, 0)
-                squared[a] += (diff * diff).sum()
-    slots = float(np.asarray(total.dims)[held].sum())
+    for g, (fold, *observed_modalities) in enumerate(groups):
+        c = fold_models[fold]
+        observed = xp.asarray(np.flatnonzero(np.repeat(np.asarray(observed_modalities, bool),
+                                                       dims)))
+        eigenvalues, vectors = xp.linalg.eigh(c[observed[:, None], observed[None, :]])
+        mean_diagonal = eigenvalues.sum() / observed.size
+        base = xp.where(mean_diagonal > 0, mean_diagonal, 1.0)
+        scale = 1 / (eigenvalues[None, :] + alpha_column * base)          # (A, p)
+        index = np.flatnonzero(group_of_row == g)
+        for h in np.unique(held[index]):
+            rows = xp.asarray(index[held[index] == h])
+            target = xp.arange(int(offsets[h]), int(offsets[h + 1]))
+            inputs = values[rows[:, None], observed[None, :]] @ vectors      # (n, p)
+            outputs = vectors.T @ c[observed[:, None], target[None, :]]      # (p, d_h)
+            predicted = (inputs[None, :, :] * scale[:, None, :]) @ outputs   # (A, n, d_h)
+            diff = predicted - values[rows[:, None], target[None, :]][None]
+            squared += (diff * diff).sum(axis=(1, 2))
+    slots = float(np.asarray(dims)[held].sum())
     return [float(e) / slots for e in to_numpy(squared)]
 
 
+@dataclass
+class RidgeFolds:
+    """The cross-validation's fold models, for held-out checks of training rows that must
+    not see their own values (``completion="auto"``): folds (N,) int64 NumPy, each
+    training row's fold; models : one :class:`RidgeCompletion` per fold (the moments of
+    the other folds, the chosen α)."""
+
+    folds: np.ndarray
+    models: list
+
+
 def fit_ridge(z, mask, dims, random_state=None, alphas=ALPHA_GRID,
-              n_folds: int = DEFAULT_FOLDS, sample_rows: int = CV_SAMPLE_ROWS) -> RidgeCompletion:
+              n_folds: int = DEFAULT_FOLDS, sample_rows: int = CV_SAMPLE_ROWS,
+              return_folds: bool = False):
     """Fit the ridge completion of normalised training rows, α chosen by cross-validation.
 
     z : (N, D) float32/float64 normalised, values on missing slots ignored; mask : (N, M)
@@ -366,12 +368,13 @@ def fit_ridge(z, mask, dims, random_state=None, alphas=ALPHA_GRID,
 
     Cross-validation on the additive moments: row i belongs to fold
     :func:`row_folds` (i); the k fold moments come from one pass; fold f's model is
-    (total − fold f), so no fold refits over rows. Up to ``sample_rows`` rows observing at
-    least two modalities each hide one observed modality (:func:`held_out_sample`), are
-    completed by their fold's model for every α, and the α with the lowest mean squared
-    error per hidden dimension wins (ties: the smaller α). When no row observes two
-    modalities, α = :data:`DEFAULT_ALPHA` with a ``UserWarning``. The returned completion
-    uses the moments of all rows.
+    (total − fold f), projected once (:func:`fold_second_moments`), so no fold refits over
+    rows. Up to ``sample_rows`` rows observing at least two modalities each hide one
+    observed modality (:func:`~ul4m4_gpu.core.completion.held_out_sample`), are completed
+    by their fold's model for every α, and the α with the lowest mean squared error per
+    hidden dimension wins (ties: the smaller α). When no row observes two modalities,
+    α = :data:`DEFAULT_ALPHA` with a ``UserWarning``. The returned completion uses the
+    moments of all rows; with ``return_folds``, ``(completion, RidgeFolds)``.
     """
     n_folds = check_int("n_folds", n_folds, minimum=2)
     sample_rows = check_int("sample_rows", sample_rows)
@@ -382,12 +385,18 @@ def fit_ridge(z, mask, dims, random_state=None, alphas=ALPHA_GRID,
     per_fold = fold_moments(z, mask, dims, folds, n_folds)
     total = sum(per_fold[1:], per_fold[0])
     rows, held = held_out_sample(to_numpy(mask), rng, sample_rows)
+    fold_models = fold_second_moments(per_fold) if rows.size or return_folds else []
     if rows.size == 0:
         warnings.warn("completion='ridge': no training row observes two modalities, so none "
                       f"can be held out; using alpha={DEFAULT_ALPHA}", UserWarning, stacklevel=2)
-        return RidgeCompletion.from_moments(total, DEFAULT_ALPHA)
-    xp = array_module(z, mask)
-    index = xp.asarray(rows)
-    errors = cross_validation_errors(per_fold, z[index], mask[index], held, folds[rows], alphas)
-    best = int(np.argmin(errors))
-    return RidgeCompletion.from_moments(total, alphas[best], dict(zip(alphas, errors)))
+        alpha, errors = DEFAULT_ALPHA, {}
+    else:
+        index = array_module(z, mask).asarray(rows)
+        losses = cross_validation_errors(fold_models, z[index], mask[index], dims, held,
+                                         folds[rows], alphas)
+        alpha, errors = alphas[int(np.argmin(losses))], dict(zip(alphas, losses))
+    model = RidgeCompletion.from_moments(total, alpha, errors)
+    if not return_folds:
+        return model
+    return model, RidgeFolds(folds, [RidgeCompletion(c, dims, float(alpha))
+                                     for c in fold_models])
