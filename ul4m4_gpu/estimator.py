@@ -23,11 +23,17 @@ from .core.completion import (
     DEFAULT_COMPLETION,
     DEFAULT_N_CANDIDATES,
     CenterPairs,
+    BLEND_RULE_NAMES,
+    CENTRE_COMPLETIONS,
+    DEFAULT_MAX_DONORS,
+    DEFAULT_N_NEIGHBORS,
+    DEFAULT_N_PROBE,
     CompletionRule,
     CompletionWarning,
     check_completion,
     complete_rows,
 )
+from .core.rules import complete_by_rule
 from .core.fit import FitParams, fit
 from .core.kmeans import PackedRows
 from .core.progress import tqdm
@@ -107,7 +113,8 @@ class UL4M4Base(BaseEstimator):
         together; raises ``ValueError`` naming the parameter."""
         for name, check in self._parameter_checks.items():
             check(getattr(self, name))
-        check_completion(self.completion, self.n_candidates, self.temperature)
+        check_completion(self.completion, self.n_candidates, self.temperature,
+                         self.n_neighbors, self.n_probe, self.max_donors)
         if not isinstance(self.init, str) and self.n_init != 1:
             raise ValueError(f"n_init must be 1 with explicit initial centres, got {self.n_init}")
 
@@ -121,6 +128,11 @@ class UL4M4Base(BaseEstimator):
         self._temperature_chosen_for = (state.rule.completion, state.rule.n_candidates)
         if state.labels is not None:
             self.labels_ = state.labels
+        for name, value in (("ridge_", state.ridge), ("donors_", state.donors),
+                            ("completion_weights_", state.weights)):
+            self.__dict__.pop(name, None)
+            if value is not None:
+                setattr(self, name, value)
         return self
 
     def fitted_state(self, labels: bool = True) -> FittedState:
@@ -130,13 +142,16 @@ class UL4M4Base(BaseEstimator):
         return FittedState(self.cluster_centers_, self.centers_mask_, self.mean_, self.scale_,
                            tuple(self.dims_), tuple(self.modality_names_), self.n_iter_,
                            self.inertia_, getattr(self, "labels_", None) if labels else None,
-                           self._completion_rule())
+                           self._completion_rule(), getattr(self, "ridge_", None),
+                           getattr(self, "donors_", None),
+                           getattr(self, "completion_weights_", None))
 
     def _completion_rule(self) -> CompletionRule:
         """The rule ``transform`` applies: the completion parameters, with the fitted τ
         where ``temperature="auto"``."""
         temperature = self.temperature_ if self.temperature == "auto" else self.temperature
-        return CompletionRule(self.completion, self.n_candidates, float(temperature))
+        return CompletionRule(self.completion, self.n_candidates, float(temperature),
+                              self.n_neighbors, self.n_probe)
 
     def _warn_stale_temperature(self) -> None:
         """Warn, once per completion, when ``temperature="auto"`` chose ``temperature_`` at
@@ -230,10 +245,17 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         Delta degrees of freedom of the per-modality standard deviation.
     verbose : int, default 0
         Show progress bars (Lloyd iterations, completion) when > 0.
-    completion : "paper", "overlap" or "nearest", default "nearest"
-        How candidates are scored (see :mod:`ul4m4_gpu.core.completion`): the paper's greedy
-        score over every centre, the same over the centres sharing an observed modality
-        with the row, or the row's partial distance to the candidate's centre.
+    completion : "paper", "overlap", "nearest", "ridge", "knn" or "auto", default "nearest"
+        How missing modalities are filled (docs/method.md). The centre rules score
+        candidates (see :mod:`ul4m4_gpu.core.completion`): the paper's greedy score over
+        every centre, the same over the centres sharing an observed modality with the
+        row, or the row's partial distance to the candidate's centre. "ridge": a linear
+        prediction from the row's observed modalities (:mod:`ul4m4_gpu.core.ridge`, penalty
+        by cross-validation at fit); "knn": the mean of the ``n_neighbors`` nearest
+        training donors observing the modality (:mod:`ul4m4_gpu.core.knn`); "auto": per
+        modality, the blend of the nearest soft fill, ridge, knn and the training mean
+        whose weights (``completion_weights_``) reconstruct held-out training modalities
+        best (:mod:`ul4m4_gpu.core.rules`). The last three are fitted in memory only.
     n_candidates : int, default 5
         r: each missing modality is the softmax-weighted mean of the r best-scoring
         candidates carrying it; 1 copies the best one.
@@ -242,6 +264,12 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         τ of the weights exp(−(s − s_min)/τ) (r > 1 only). "auto" picks τ at fit time from
         a grid by holding out one observed modality of up to 2,000 training rows (seeded by
         ``random_state``) and keeping the τ that reconstructs it best.
+    n_neighbors : int, default 10
+        k of ``completion="knn"`` (and of "auto"'s knn part): donors averaged per slot.
+    n_probe : int, default 8
+        Clusters whose donors the KNN completion searches (capped at K; K: exact KNN).
+    max_donors : int, default 20000
+        Training rows kept as KNN donors (a seeded uniform sample beyond; in the model).
     modalities : None, list of ints, list of lists of ints, or dict name → columns
         Which columns of a 2-D input (array, tensor, DataFrame of numeric columns) form each
         modality: their widths, their column positions, or a dict of names to columns
@@ -272,12 +300,21 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         when ``set_params`` has changed them since).
     n_features_in_ : int, D, the modality columns seen at fit; feature_names_in_ : their
         labels, for a DataFrame with string labels.
+    ridge_ : :class:`~ul4m4_gpu.core.ridge.RidgeCompletion` ("ridge", "auto" only; its
+        ``alpha`` the chosen penalty); donors_ : :class:`~ul4m4_gpu.core.knn.Donors`
+        ("knn", "auto"); completion_weights_ : (M, 4) float64, "auto"'s weight of each of
+        ``completion_rules_`` = ("nearest", "ridge", "knn", "mean") per modality.
     """
+
+    #: The rules of ``completion_weights_``'s columns.
+    completion_rules_ = BLEND_RULE_NAMES
 
     def __init__(self, n_clusters=64, max_iter=100, tol=1e-6, n_init=1, init="k-means++",
                  random_state=None, device="auto", batch_size=None, ddof=0, verbose=0,
                  completion=DEFAULT_COMPLETION, n_candidates=DEFAULT_N_CANDIDATES,
-                 temperature="auto", modalities=None, add_indicator=False, output_type="input"):
+                 temperature="auto", n_neighbors=DEFAULT_N_NEIGHBORS, n_probe=DEFAULT_N_PROBE,
+                 max_donors=DEFAULT_MAX_DONORS, modalities=None, add_indicator=False,
+                 output_type="input"):
         self.n_clusters = n_clusters
         self.max_iter = max_iter
         self.tol = tol
@@ -291,6 +328,9 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         self.completion = completion
         self.n_candidates = n_candidates
         self.temperature = temperature
+        self.n_neighbors = n_neighbors
+        self.n_probe = n_probe
+        self.max_donors = max_donors
         self.modalities = modalities
         self.add_indicator = add_indicator
         self.output_type = output_type
@@ -376,7 +416,8 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
     def imputation_sources(self, X):
         """(N, M) int64 index of the best-scoring centre each missing slot of ``X`` is
         filled from (the one it is copied from when ``n_candidates=1``); −1 for observed
-        slots and for slots filled with the training mean. Columns in ``X``'s modality
+        slots, for slots filled with the training mean, and everywhere for the rules that
+        do not fill from centres ("ridge", "knn", "auto"). Columns in ``X``'s modality
         order."""
         self._check_fitted()
         data, _, sources, given, _ = self._complete(self._read(X, reset=False).data)
@@ -396,10 +437,20 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         centers_x = denormalise(self.cluster_centers_.astype(xp.float64), self.mean_, self.scale_,
                                 VALUE_DTYPE)
         values = data.values.copy()
+        rule = self._completion_rule()
+        if not rule.from_centres:
+            report = complete_by_rule(
+                rows, pairs, rule, values, self.mean_, self.scale_,
+                ridge=getattr(self, "ridge_", None), donors=getattr(self, "donors_", None),
+                weights=getattr(self, "completion_weights_", None), batch_size=self.batch_size,
+                names=data.names)
+            self._warn_completion(report)
+            sources = xp.full(data.mask.shape, -1, dtype=xp.int64)
+            return data, values, sources, given, report
         with tqdm(total=int((~data.mask).any(axis=1).sum()), desc="completion",
                   unit="row", disable=not self.verbose, leave=False) as bar:
             sources, report = complete_rows(
-                rows, pairs, self._completion_rule(), values, centers_x,
+                rows, pairs, rule, values, centers_x,
                 self.mean_.astype(VALUE_DTYPE), self.batch_size, progress=bar,
                 names=data.names)
         self._warn_completion(report)
@@ -409,7 +460,7 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         """The ``CompletionWarning``s a completion report calls for (and that of a stale
         ``temperature_``)."""
         self._warn_stale_temperature()
-        uncarried = self._uncarried()
+        uncarried = self._uncarried() if self.completion in CENTRE_COMPLETIONS else []
         if uncarried and int(report.filled[[self.modality_names_.index(n) for n in uncarried]].sum()):
             warnings.warn(f"modalities {uncarried} were filled with the training mean: no "
                           "centre carries them", CompletionWarning, stacklevel=3)

@@ -61,6 +61,9 @@ COMPLETIONS = CENTRE_COMPLETIONS + ("ridge", "knn", "auto")
 DEFAULT_COMPLETION, DEFAULT_N_CANDIDATES = "nearest", 5
 #: Defaults of the KNN completion: donors averaged per slot, clusters searched, donors kept.
 DEFAULT_N_NEIGHBORS, DEFAULT_N_PROBE, DEFAULT_MAX_DONORS = 10, 8, 20_000
+#: The rules ``completion="auto"`` blends (:mod:`ul4m4_gpu.core.rules`), in the column
+#: order of its weights.
+BLEND_RULE_NAMES = ("nearest", "ridge", "knn", "mean")
 #: :func:`greedy_complete`'s temperature, and ``"auto"``'s when no row can be held out.
 DEFAULT_TEMPERATURE = 0.1
 #: The temperatures ``"auto"`` tries (distances are in per-dimension standard deviations).
@@ -307,7 +310,9 @@ class CompletionReport:
     training mean (no centre carries the modality, or the row observes nothing);
     blind_weight : float64, the fills' weight drawn from centres sharing no observed modality
     with the row (a hard pick counts 1 per such fill); zero_score : int64, fills whose best
-    candidate scores exactly 0; rows_without_modality : int, rows observing no modality.
+    candidate scores exactly 0; rows_without_modality : int, rows observing no modality;
+    weights : for ``completion="auto"``, the (M, 4) float64 weight each rule of
+    :data:`BLEND_RULE_NAMES` carried per modality, else None.
     Reports of disjoint row sets add up (``+``).
     """
 
@@ -317,13 +322,15 @@ class CompletionReport:
     blind_weight: np.ndarray
     zero_score: np.ndarray
     rows_without_modality: int
+    weights: np.ndarray | None = None
 
     def __add__(self, other: "CompletionReport") -> "CompletionReport":
         return CompletionReport(self.names, self.filled + other.filled,
                                 self.mean_filled + other.mean_filled,
                                 self.blind_weight + other.blind_weight,
                                 self.zero_score + other.zero_score,
-                                self.rows_without_modality + other.rows_without_modality)
+                                self.rows_without_modality + other.rows_without_modality,
+                                self.weights)
 
     @property
     def _from_centres(self) -> np.ndarray:
@@ -352,6 +359,10 @@ class CompletionReport:
                    "blind_share": float(self.blind_share[m]),
                    "zero_score_share": float(self.zero_score_share[m])}
             for m, name in enumerate(self.names)}
+        if self.weights is not None:
+            for m, name in enumerate(self.names):
+                per_modality[name]["weights"] = dict(zip(BLEND_RULE_NAMES,
+                                                         map(float, self.weights[m])))
         return {**per_modality, "rows_without_modality": self.rows_without_modality}
 
     def summary(self) -> str:
@@ -360,6 +371,10 @@ class CompletionReport:
                  f"{self.blind_share[m]:.1%} from centres sharing no observed modality with "
                  f"the row, {self.zero_score_share[m]:.1%} at score 0"
                  for m, name in enumerate(self.names)]
+        if self.weights is not None:
+            lines += [f"  {name}: auto weights " + ", ".join(
+                f"{rule} {w:.3f}" for rule, w in zip(BLEND_RULE_NAMES, self.weights[m]))
+                for m, name in enumerate(self.names)]
         if self.rows_without_modality:
             lines.append(f"  {self.rows_without_modality:,} rows observe no modality: "
                          "filled with the training mean")

@@ -19,12 +19,18 @@ from .progress import tqdm
 from .backend import is_cupy_array, to_device
 from .completion import (
     DEFAULT_COMPLETION,
+    DEFAULT_MAX_DONORS,
     DEFAULT_N_CANDIDATES,
+    DEFAULT_N_NEIGHBORS,
+    DEFAULT_N_PROBE,
     DEFAULT_TEMPERATURE,
     CenterPairs,
     CompletionRule,
     choose_temperature,
 )
+from .knn import Donors
+from .ridge import fit_ridge
+from .rules import NEEDS, choose_blend_weights
 from .distances import checked_centers
 from .kmeans import PackedRows, center_shift, centers_from_statistics, seed_plusplus
 from .sources import ArrayRows, sample_index
@@ -62,6 +68,9 @@ class FitParams:
     completion: str = DEFAULT_COMPLETION
     n_candidates: int = DEFAULT_N_CANDIDATES
     temperature: object = "auto"
+    n_neighbors: int = DEFAULT_N_NEIGHBORS
+    n_probe: int = DEFAULT_N_PROBE
+    max_donors: int = DEFAULT_MAX_DONORS
     seed_sample_size: int | None = None
     temperature_sample_size: int | None = None
 
@@ -203,29 +212,63 @@ def fit(source, params: FitParams,
             best, labels = result, source.labels()
     state = FittedState(best.centers, best.centers_mask, to_device(mean, source.device),
                         to_device(scale, source.device), dims, names, best.n_iter,
-                        best.inertia, labels, CompletionRule(params.completion,
-                                                             params.n_candidates,
-                                                             DEFAULT_TEMPERATURE))
+                        best.inertia, labels, CompletionRule(
+                            params.completion, params.n_candidates, DEFAULT_TEMPERATURE,
+                            params.n_neighbors, params.n_probe))
     uncarried = state.uncarried()
     if uncarried:
         warnings.warn(f"no centre carries modalities {uncarried}; their missing slots will be "
                       "filled with the training mean", UserWarning, stacklevel=3)
-    return dataclasses.replace(state, rule=dataclasses.replace(
+    state = dataclasses.replace(state, rule=dataclasses.replace(
         state.rule, temperature=_temperature(source, state, params)))
+    return dataclasses.replace(state, **_completion_models(source, state, params))
+
+
+def _completion_models(source, state: FittedState, params: FitParams) -> dict:
+    """What ``completion`` "ridge", "knn" or "auto" learns beyond the centres (the
+    :class:`FittedState` fields ``ridge``, ``donors``, ``weights``), from the training rows
+    in memory (``{}`` for the centre rules): the ridge completion, α by cross-validation
+    (:func:`~ul4m4_gpu.core.ridge.fit_ridge`); up to ``max_donors`` donors with their
+    clusters (:meth:`~ul4m4_gpu.core.knn.Donors.sample`); the blend weights
+    (:func:`~ul4m4_gpu.core.rules.choose_blend_weights`). Each draw is seeded by
+    ``random_state`` afresh."""
+    needed = NEEDS.get(params.completion, ())
+    if not needed:
+        return {}
+    if not isinstance(source, ArrayRows):
+        raise ValueError(f"completion={params.completion!r} is not yet available when the "
+                         f"rows are not in memory ({source.where})")
+    rows = source.sample(None)
+    models = {}
+    if "ridge" in needed:
+        models["ridge"], folds = fit_ridge(rows.z, rows.mask, rows.dims,
+                                           checked_random_state(params.random_state),
+                                           return_folds=True)
+    if "donors" in needed:
+        models["donors"] = Donors.sample(rows, state.labels, state.n_clusters,
+                                         params.max_donors,
+                                         checked_random_state(params.random_state))
+    if "weights" in needed:
+        pairs = CenterPairs.build(state.centers, state.centers_mask, state.dims)
+        models["weights"] = choose_blend_weights(
+            rows, pairs, state.rule, folds, models["donors"],
+            checked_random_state(params.random_state))
+    return models
 
 
 def _temperature(source, state: FittedState, params: FitParams) -> float:
     """The τ of the fit: the given number; for "auto" with a soft fill the choice of
-    :func:`~ul4m4_gpu.core.completion.choose_temperature` on a sample of the training rows;
-    :data:`DEFAULT_TEMPERATURE` for a hard pick (it has no weights)."""
+    :func:`~ul4m4_gpu.core.completion.choose_temperature` on a sample of the training rows
+    (for "auto", of its nearest-centre fill); :data:`DEFAULT_TEMPERATURE` for a hard pick
+    and for "ridge" and "knn" (they have no such weights)."""
     if params.temperature != "auto":
         return float(params.temperature)
-    if params.n_candidates == 1:
+    if params.n_candidates == 1 or params.completion in ("ridge", "knn"):
         return DEFAULT_TEMPERATURE
     rng = checked_random_state(params.random_state)
     sample = source.sample(sample_index(source.n_rows, params.temperature_sample_size, rng))
     device = "cuda" if is_cupy_array(sample.z) else "cpu"
     pairs = CenterPairs.build(to_device(state.centers, device),
                               to_device(state.centers_mask, device), state.dims)
-    return choose_temperature(sample, pairs, params.completion, params.n_candidates,
-                              params.random_state)
+    scoring = "nearest" if params.completion == "auto" else params.completion
+    return choose_temperature(sample, pairs, scoring, params.n_candidates, params.random_state)

@@ -24,15 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import array_module, to_numpy
-from .completion import choose_candidates, weighted_fill
+from .backend import array_module, to_device, to_numpy
+from .completion import DEFAULT_MAX_DONORS, choose_candidates, weighted_fill
 from .distances import column_layout, distances_from_sums, masked_sq_sums
 from .kmeans import PackedRows
 from .validation import check_int, checked_random_state
 
-#: Donors kept by :meth:`Donors.sample`: 20,000 rows hold 20,000 · D · 4 bytes in float32
-#: (52 MB at mfeat's D = 649), plus their (n_d, M) mask and norms.
-DEFAULT_MAX_DONORS = 20_000
+# Donors kept by Donors.sample (DEFAULT_MAX_DONORS, 20,000): 20,000 · D · 4 bytes in
+# float32 (52 MB at mfeat's D = 649), plus their (n_d, M) mask and norms.
 #: Rows of one distance GEMM, on the CPU (NumPy) and on a GPU (CuPy).
 ROW_TILE = {"cpu": 256, "gpu": 1024}
 #: Donors of one distance GEMM, on the CPU (NumPy) and on a GPU (CuPy).
@@ -115,6 +114,21 @@ class Donors:
     def n_clusters(self) -> int:
         return int(self.offsets.size - 2)
 
+    def to(self, device: str) -> "Donors":
+        """The same donors with their arrays on ``device`` ("cpu" or "cuda")."""
+        return Donors(*(to_device(getattr(self, name), device)
+                        for name in ("z", "mask", "norms", "labels", "source")),
+                      self.offsets, self.dims)
+
+    def position_of(self, training_rows):
+        """(n,) int64 on the donors' device: where each of the training rows
+        ``training_rows`` (NumPy ints) sits among the donors, −1 for a row that is none."""
+        source = np.asarray(to_numpy(self.source))
+        where = np.full(max(int(source.max(initial=-1)), int(np.max(training_rows, initial=-1)))
+                        + 1, -1, dtype=np.int64)
+        where[source] = np.arange(source.size)
+        return array_module(self.z).asarray(where[np.asarray(training_rows, dtype=np.int64)])
+
     def __len__(self) -> int:
         return int(self.z.shape[0])
 
@@ -157,7 +171,7 @@ def _padded_rows(rows: PackedRows, part, tile: int):
 
 def knn_fill(rows: PackedRows, donors: Donors, centers, centers_mask, out, *,
              n_neighbors: int, n_probe: int, values=None, default=None,
-             batch_size: int | None = None, progress=None) -> np.ndarray:
+             batch_size: int | None = None, progress=None, exclude=None) -> np.ndarray:
     """Fill every missing slot of ``out`` in place from the nearest donors.
 
     rows : the normalised rows (N of them); donors : :class:`Donors` on the same device
@@ -176,7 +190,9 @@ def knn_fill(rows: PackedRows, donors: Donors, centers, centers_mask, out, *,
     n_probe/K of brute force); distances land in one (batch, n_d) score array, +inf
     elsewhere. Memory: that array (batch · n_d · itemsize bytes) and the (batch, K)
     centre distances. A row's fill is bitwise the same in any batch. ``progress`` (tqdm,
-    optional) advances by rows.
+    optional) advances by rows. ``exclude`` : (N,) int64 on the rows' device, a donor
+    (position in ``donors``) that row may not use, −1 for none (a training row completed
+    for a held-out check must not be its own donor).
 
     Returns (M,) int64 NumPy: the slots filled with ``default``, per modality.
     """
@@ -200,6 +216,10 @@ def knn_fill(rows: PackedRows, donors: Donors, centers, centers_mask, out, *,
         index = incomplete[start:start + batch_size]
         probes = to_numpy(nearest_clusters(rows, index, centers, centers_mask, n_probe))
         scores = _probed_distances(rows, index, probes, donors)
+        if exclude is not None:
+            barred = exclude[index]
+            own = xp.flatnonzero(barred >= 0)
+            scores[own, barred[own]] = xp.inf
         missing = ~rows.mask[index]
         chosen, chosen_scores = choose_candidates(scores, missing, donors.mask, n_neighbors)
         valid = (chosen >= 0) & xp.isfinite(chosen_scores)

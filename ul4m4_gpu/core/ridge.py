@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import array_module, to_numpy
+from .backend import array_module, to_device, to_numpy
 from .completion import _missing_patterns, held_out_sample
 from .normalise import expand_mask
 from .validation import check_finite_packed, check_int, check_packed, checked_random_state
@@ -186,6 +186,11 @@ class RidgeCompletion:
         """The completion of the moments' second moments, projected by :func:`nearest_psd`."""
         return cls(nearest_psd(moments.second_moments()), moments.dims, float(alpha),
                    dict(alpha_errors or {}))
+
+    def to(self, device: str) -> "RidgeCompletion":
+        """The same completion with C on ``device`` ("cpu" or "cuda"), an empty cache."""
+        return RidgeCompletion(to_device(self.second_moments, device), self.dims, self.alpha,
+                               dict(self.alpha_errors))
 
     def weights(self, missing):
         """(observed columns (|O|,) int64, missing columns (|Q|,) int64, W (|O|, |Q|)

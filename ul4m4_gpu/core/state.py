@@ -22,7 +22,10 @@ class FittedState:
     its Σ squared partial distances; labels : (N,) int64 training-row clusters (−1: no
     shared modality with any centre) in the type the row source keeps them (an array, a
     dask array), or None; rule : the completion settings of the fit, ``rule.temperature``
-    the τ chosen for them (``temperature="auto"``) or given.
+    the τ chosen for them (``temperature="auto"``) or given; ridge : the
+    :class:`~ul4m4_gpu.core.ridge.RidgeCompletion` (``completion`` "ridge" or "auto"),
+    donors : the :class:`~ul4m4_gpu.core.knn.Donors` ("knn" or "auto"), weights : (M, 4)
+    float64 NumPy blend weights ("auto"; :mod:`ul4m4_gpu.core.rules`), None otherwise.
     """
 
     centers: object
@@ -35,6 +38,9 @@ class FittedState:
     inertia: float
     labels: object
     rule: CompletionRule
+    ridge: object = None
+    donors: object = None
+    weights: object = None
 
     @property
     def n_clusters(self) -> int:
@@ -57,7 +63,8 @@ class FittedState:
             self, centers=to_device(self.centers, device),
             centers_mask=to_device(self.centers_mask, device),
             mean=to_device(self.mean, device), scale=to_device(self.scale, device),
-            labels=kept)
+            labels=kept, ridge=None if self.ridge is None else self.ridge.to(device),
+            donors=None if self.donors is None else self.donors.to(device))
 
     def uncarried(self) -> list[str]:
         """The modalities no centre carries (filled with the training mean)."""

@@ -25,7 +25,15 @@ import uuid
 from sklearn.base import clone
 
 from ..core.backend import VALUE_DTYPE, array_module, is_cudf, to_numpy
-from ..core.completion import DEFAULT_COMPLETION, DEFAULT_N_CANDIDATES, TEMPERATURE_SAMPLE_ROWS
+from ..core.completion import (
+    CENTRE_COMPLETIONS,
+    DEFAULT_COMPLETION,
+    DEFAULT_MAX_DONORS,
+    DEFAULT_N_CANDIDATES,
+    DEFAULT_N_NEIGHBORS,
+    DEFAULT_N_PROBE,
+    TEMPERATURE_SAMPLE_ROWS,
+)
 from ..core.fit import FitParams, default_seed_sample, fit
 from ..core.state import FittedState
 from ..core.validation import check_int
@@ -148,10 +156,11 @@ class DaskUL4M4Imputer(UL4M4Base):
     Parameters
     ----------
     n_clusters, max_iter, tol, n_init, init, random_state, batch_size, ddof, verbose,
-    completion, n_candidates, temperature
+    completion, n_candidates, temperature, n_neighbors, n_probe, max_donors
         As for :class:`UL4M4Imputer` (``init`` may be a (centers, centers_mask) pair of
         normalised (K, D) values and (K, M) bool). ``batch_size`` bounds the rows of one
         partition processed at once on a worker.
+        completion="ridge", "knn" and "auto" are not yet available here (fit refuses them).
     device : "auto", "cpu" or "cuda"
         Where the workers keep the partitions: "auto" leaves every chunk where it is (NumPy
         chunks on CPU workers, CuPy chunks on dask-cuda workers); "cpu" / "cuda" move them.
@@ -210,8 +219,9 @@ class DaskUL4M4Imputer(UL4M4Base):
     def __init__(self, n_clusters=64, max_iter=100, tol=1e-6, n_init=1, init="k-means++",
                  random_state=None, device="auto", batch_size=None, ddof=0, verbose=0,
                  completion=DEFAULT_COMPLETION, n_candidates=DEFAULT_N_CANDIDATES,
-                 temperature="auto", modalities=None, add_indicator=False, client=None,
-                 timeout=600, seed_sample_size=None):
+                 temperature="auto", n_neighbors=DEFAULT_N_NEIGHBORS, n_probe=DEFAULT_N_PROBE,
+                 max_donors=DEFAULT_MAX_DONORS, modalities=None, add_indicator=False,
+                 client=None, timeout=600, seed_sample_size=None):
         self.n_clusters = n_clusters
         self.max_iter = max_iter
         self.tol = tol
@@ -225,6 +235,9 @@ class DaskUL4M4Imputer(UL4M4Base):
         self.completion = completion
         self.n_candidates = n_candidates
         self.temperature = temperature
+        self.n_neighbors = n_neighbors
+        self.n_probe = n_probe
+        self.max_donors = max_donors
         self.modalities = modalities
         self.add_indicator = add_indicator
         self.client = client
@@ -262,6 +275,10 @@ class DaskUL4M4Imputer(UL4M4Base):
         Returns self.
         """
         self._check_params()
+        if self.completion not in CENTRE_COMPLETIONS:
+            raise ValueError(f"completion={self.completion!r} is not yet available with "
+                             "DaskUL4M4Imputer (--workers); use one of "
+                             f"{CENTRE_COMPLETIONS} or fit in memory")
         client = self._get_client()
         session = Session(client, float(self.timeout))
         inp = read_dask_input(X, self.modalities)

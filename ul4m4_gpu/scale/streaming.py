@@ -63,7 +63,7 @@ from collections.abc import Callable
 from ..core.progress import tqdm
 
 from ..core.backend import array_module, device_module, resolve_device, to_device, to_numpy
-from ..core.completion import TEMPERATURE_SAMPLE_ROWS, CompletionWarning
+from ..core.completion import CENTRE_COMPLETIONS, TEMPERATURE_SAMPLE_ROWS, CompletionWarning
 from ..core.fit import FitParams, default_seed_sample, fit
 from ..core.normalise import Moments
 from ..core.sources import BatchedRows
@@ -178,6 +178,10 @@ def fit_parquet(path, imputer: UL4M4Imputer, batch_rows: int = DEFAULT_BATCH_ROW
     batch_rows = check_int("batch_rows", batch_rows)
     check_int("seed_sample_size", seed_sample_size, allow_none=True)
     imputer._check_params()
+    if imputer.completion not in CENTRE_COMPLETIONS:
+        raise ValueError(f"completion={imputer.completion!r} is not yet available with the "
+                         "streamed fit (--stream, fit_parquet); use one of "
+                         f"{CENTRE_COMPLETIONS} or fit in memory")
     device = resolve_device(imputer.device)
     source = ParquetSource.open(path)
     params = FitParams.of(imputer, seed_sample_size=seed_sample_size or default_seed_sample(
