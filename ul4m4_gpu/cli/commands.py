@@ -69,7 +69,8 @@ OUTPUT_NOTE = ("; never one of the inputs. Written to OUTPUT.ul4m4-partial-XXXXX
 #: (option, smallest value) of the integer options, checked by :func:`check_number_options`.
 INT_OPTIONS = (("--k", 1), ("--seed", 0), ("--max-iter", 1), ("--n-init", 1),
                ("--batch-size", 1), ("--workers", 1), ("--batch-rows", 1), ("--seeds", 1),
-               ("--n-candidates", 1))
+               ("--n-candidates", 1), ("--n-neighbors", 1), ("--n-probe", 1),
+               ("--max-donors", 1))
 
 
 def temperature_option(text: str):
@@ -85,16 +86,27 @@ def temperature_option(text: str):
 def _add_completion(parser: argparse.ArgumentParser, when: str) -> None:
     defaults = UL4M4Imputer().get_params()
     group = parser.add_argument_group(
-        "completion", "how missing modalities are filled from the centres (see "
-                      "docs/method.md); completion=paper with n-candidates=1 is the paper's rule")
+        "completion", "how missing modalities are filled (see docs/method.md); "
+                      "completion=paper with n-candidates=1 is the paper's rule; ridge, knn "
+                      "and auto are fitted in memory only (not with --stream or --workers)")
     group.add_argument("--completion", choices=COMPLETIONS, default=None,
-                       help=f"candidate scoring; default {defaults['completion']}{when}")
+                       help="the centre scorings paper, overlap, nearest; ridge, knn, or "
+                            f"auto (their blend); default {defaults['completion']}{when}")
     group.add_argument("--n-candidates", type=int, default=None, metavar="R",
                        help="fill each missing modality from the R best candidates (1: copy "
                             f"the best); default {defaults['n_candidates']}{when}")
     group.add_argument("--temperature", type=temperature_option, default=None, metavar="T",
                        help="softmax temperature of the R candidates, or 'auto' (chosen at "
                             f"fit); default {defaults['temperature']}{when}")
+    group.add_argument("--n-neighbors", type=int, default=None, metavar="K",
+                       help="donors averaged per slot by completion=knn (and auto); default "
+                            f"{defaults['n_neighbors']}{when}")
+    group.add_argument("--n-probe", type=int, default=None, metavar="P",
+                       help="clusters whose donors knn searches (K of them: exact KNN); "
+                            f"default {defaults['n_probe']}{when}")
+    group.add_argument("--max-donors", type=int, default=None, metavar="N",
+                       help="training rows kept as knn donors (a seeded sample beyond; "
+                            f"saved in the model); default {defaults['max_donors']}{when}")
 
 
 def _add_common(parser: argparse.ArgumentParser, k_default, when: str = "") -> None:

@@ -10,7 +10,8 @@ from ..estimator import UL4M4Imputer
 
 #: The completion options: (option, UL4M4Imputer parameter).
 COMPLETION_OPTIONS = (("completion", "completion"), ("n_candidates", "n_candidates"),
-                      ("temperature", "temperature"))
+                      ("temperature", "temperature"), ("n_neighbors", "n_neighbors"),
+                      ("n_probe", "n_probe"), ("max_donors", "max_donors"))
 #: The options of a fit besides --k and --seed (``impute`` refuses them with ``--model``).
 FIT_OPTIONS = (("max_iter", "max_iter"), ("n_init", "n_init"), ("tol", "tol"))
 

@@ -1,7 +1,11 @@
 """The model file of :meth:`UL4M4Imputer.save <ul4m4_gpu.estimator.UL4M4Imputer.save>`: a
 plain ``.npz`` (no pickle) holding a JSON ``meta`` entry (format, parameters, modality names
-and dims, n_iter, inertia, the completion temperature) and the arrays of a
-:class:`~ul4m4_gpu.core.state.FittedState`.
+and dims, n_iter, inertia, the completion temperature, the ridge penalty) and the arrays of
+a :class:`~ul4m4_gpu.core.state.FittedState`: the centres, statistics and labels, and where
+the completion learnt them the ridge second moments (``ridge_second_moments``), the KNN
+donors (``donors_values``, ``donors_mask``, ``donors_labels``, ``donors_source``) and the
+blend weights (``completion_weights``). Files written before those entries existed read as
+before (they hold none, and their completion needs none).
 
 Nothing in the file is trusted: :func:`read_model` checks every entry before a model is
 built from it, and every problem is one ``ValueError`` line naming the file and the entry.
@@ -18,7 +22,11 @@ import zipfile
 import numpy as np
 
 from ..core.backend import DEVICES, VALUE_DTYPE, to_numpy
-from ..core.completion import DEFAULT_TEMPERATURE, CompletionRule
+from ..core.completion import BLEND_RULE_NAMES, DEFAULT_TEMPERATURE, CompletionRule
+from ..core.kmeans import PackedRows
+from ..core.knn import Donors
+from ..core.ridge import RidgeCompletion
+from ..core.rules import NEEDS
 from ..core.state import FittedState
 from ..core.distances import checked_centers, zero_missing
 from ..core.normalise import expand_mask
@@ -30,6 +38,11 @@ MODEL_FORMAT = "ul4m4-imputer/1"
 #: The file's arrays: the estimator attribute each holds, and the FittedState field.
 FITTED_ARRAYS = {"cluster_centers_": "centers", "centers_mask_": "centers_mask",
                  "mean_": "mean", "scale_": "scale", "labels_": "labels"}
+
+#: The donors' arrays in the file (``donors_<name>``) and their :class:`Donors` fields.
+DONOR_ARRAYS = {"values": "z", "mask": "mask", "labels": "labels", "source": "source"}
+#: Largest deviation of a row of ``completion_weights`` from summing to 1.
+WEIGHT_SUM_TOLERANCE = 1e-9
 
 #: Parameters of model files written before they existed: those files used the paper's rule.
 LEGACY_PARAMS = {"completion": "paper", "n_candidates": 1, "temperature": DEFAULT_TEMPERATURE}
@@ -62,6 +75,14 @@ def write_model(path, params: dict, state: FittedState) -> None:
     meta = {"format": MODEL_FORMAT, "params": params, "dims": list(state.dims),
             "modality_names": list(state.names), "n_iter": int(state.n_iter),
             "inertia": float(state.inertia), "temperature": float(state.rule.temperature)}
+    if state.ridge is not None:
+        arrays["ridge_second_moments"] = to_numpy(state.ridge.second_moments)
+        meta["ridge_alpha"] = float(state.ridge.alpha)
+    if state.donors is not None:
+        for name in DONOR_ARRAYS:
+            arrays[f"donors_{name}"] = to_numpy(getattr(state.donors, DONOR_ARRAYS[name]))
+    if state.weights is not None:
+        arrays["completion_weights"] = np.asarray(state.weights, dtype=np.float64)
 
     def write(tmp) -> None:
         with open(tmp, "wb") as handle:
@@ -101,6 +122,8 @@ def read_model(path, estimator_class, device=None):
         params = _params(meta, estimator_class, arrays, device)
         dims, names, n_iter, inertia, temperature = _attributes(meta)
         fitted = _fitted(arrays, list(FITTED_ARRAYS), params["n_clusters"], dims)
+        models = _completion_models(arrays, meta, params, dims,
+                                    fitted["cluster_centers_"].dtype)
     except KeyError as error:
         raise ValueError(f"{where}: it has no entry {error}") from None
     except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile) as error:
@@ -108,8 +131,83 @@ def read_model(path, estimator_class, device=None):
     state = FittedState(**{field: fitted[name] for name, field in FITTED_ARRAYS.items()},
                         dims=dims, names=names, n_iter=n_iter, inertia=inertia,
                         rule=CompletionRule(params["completion"], params["n_candidates"],
-                                            temperature))
+                                            temperature, params.get("n_neighbors", 10),
+                                            params.get("n_probe", 8)),
+                        **models)
     return params, state
+
+
+def _completion_models(arrays, meta: dict, params: dict, dims, dtype) -> dict:
+    """The ridge completion, donors and blend weights the file holds (each checked; those
+    its ``completion`` needs must be there), as :class:`FittedState` fields."""
+    needed = NEEDS.get(params["completion"], ())
+    models = {}
+    if "ridge_second_moments" in arrays or "ridge" in needed:
+        models["ridge"] = _ridge(arrays["ridge_second_moments"], meta, dims)
+    if "donors_values" in arrays or "donors" in needed:
+        models["donors"] = _donors({name: arrays[f"donors_{name}"] for name in DONOR_ARRAYS},
+                                   params["n_clusters"], dims, dtype)
+    if "completion_weights" in arrays or "weights" in needed:
+        models["weights"] = _weights(arrays["completion_weights"], dims)
+    return models
+
+
+def _ridge(second_moments, meta: dict, dims) -> RidgeCompletion:
+    width = sum(dims)
+    _check_shape("ridge_second_moments", second_moments, (width, width))
+    if second_moments.dtype != np.float64:
+        raise _EntryError("ridge_second_moments", f"must be float64, got {second_moments.dtype}")
+    if not np.isfinite(second_moments).all() or not np.array_equal(second_moments,
+                                                                     second_moments.T):
+        raise _EntryError("ridge_second_moments", "must be finite and symmetric")
+    if (np.diag(second_moments) < 0).any():
+        raise _EntryError("ridge_second_moments", "has a negative diagonal entry (not the "
+                                                  "positive semi-definite moments of a fit)")
+    alpha = _field(meta, "ridge_alpha")
+    if (isinstance(alpha, bool) or not isinstance(alpha, numbers.Real)
+            or not math.isfinite(alpha) or alpha < 0):
+        raise _EntryError("meta", f"ridge_alpha must be a finite number >= 0, got {alpha!r}")
+    return RidgeCompletion(second_moments, tuple(dims), float(alpha))
+
+
+def _donors(entries: dict, n_clusters: int, dims, dtype) -> Donors:
+    values, mask = entries["values"], entries["mask"]
+    n_donors = values.shape[0] if values.ndim == 2 else -1
+    _check_shape("donors_values", values, (max(n_donors, 0), sum(dims)))
+    if values.dtype != dtype:
+        raise _EntryError("donors_values", f"must have the centres' dtype {dtype}, got "
+                                           f"{values.dtype}")
+    _check_shape("donors_mask", mask, (n_donors, len(dims)))
+    if mask.dtype != bool:
+        raise _EntryError("donors_mask", f"must be boolean, got dtype {mask.dtype}")
+    for name in ("labels", "source"):
+        array = entries[name]
+        if array.shape != (n_donors,) or array.dtype.kind not in "iu":
+            raise _EntryError(f"donors_{name}", f"must be ({n_donors},) integers, got "
+                                                f"{array.dtype} {array.shape}")
+    labels = entries["labels"].astype(np.int64)
+    if n_donors and not ((labels >= -1) & (labels < n_clusters)).all():
+        raise _EntryError("donors_labels", f"must lie in [-1, {n_clusters})")
+    if n_donors and (labels[1:] < labels[:-1]).any():
+        raise _EntryError("donors_labels", "must be sorted (the donors' inverted-file order)")
+    if n_donors and (entries["source"] < 0).any():
+        raise _EntryError("donors_source", "must be training rows (>= 0)")
+    try:
+        rows = PackedRows.build(values, mask, dims)
+    except ValueError as error:
+        raise _EntryError("donors_values", str(error)) from None
+    return Donors.build(rows, labels, n_clusters, entries["source"].astype(np.int64))
+
+
+def _weights(weights, dims) -> np.ndarray:
+    _check_shape("completion_weights", weights, (len(dims), len(BLEND_RULE_NAMES)))
+    if weights.dtype != np.float64:
+        raise _EntryError("completion_weights", f"must be float64, got {weights.dtype}")
+    if (not np.isfinite(weights).all() or (weights < 0).any()
+            or (np.abs(weights.sum(axis=1) - 1) > WEIGHT_SUM_TOLERANCE).any()):
+        raise _EntryError("completion_weights", "each row must be finite weights >= 0 "
+                                                f"summing to 1 (rules {BLEND_RULE_NAMES})")
+    return weights
 
 
 def _meta(arrays, model_format: str) -> dict:
