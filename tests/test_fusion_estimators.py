@@ -219,9 +219,9 @@ def test_predict_checks_the_fitted_features():
                                           "column positions"),
     ({0: [0, 1, 2], 1: [3, 4]}, r"modalities' keys must be modality names \(strings\), got 0"),
     ([], "modalities must give at least one modality"),
-    ("c0", "modalities must be a list of modality widths, a list of column-position lists or "
-           "a dict"),
-    (5, "modalities must be a list of modality widths"),
+    ("c0", "modalities must be None, a list of modality widths, a list of column-position "
+           "lists or a dict name -> columns, got 'c0'"),
+    (5, "modalities must be None, a list of modality widths"),
 ])
 def test_bad_modalities_on_an_array(modalities, match):
     x, y = sorted_blobs(n=30)
