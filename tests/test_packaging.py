@@ -107,7 +107,9 @@ def test_readme_read_table_example_runs(tmp_path, monkeypatch):
 
 def test_readme_scikit_learn_example_runs():
     namespace = run_readme_example("GridSearchCV")
-    assert namespace["scores"].min() > 0.8
+    # a floor well above chance (0.1), not a promise: a fold's accuracy moves by a few of
+    # its 667 rows with the round-off of the fit (random_state 0-3: folds from 0.78 to 0.83)
+    assert namespace["scores"].min() > 0.75
     assert namespace["search"].best_params_["impute__n_clusters"] in (8, 16)
 
 
