@@ -158,8 +158,8 @@ def pattern_tables(pairs: CenterPairs, patterns, completion: str):
     (U, K, K) indexed [pattern, centre l, candidate j] and ``blind`` (U, K) (see
     :mod:`ul4m4_gpu.kernels.complete`), and ``overlap`` (U, K) bool: centre l shares an
     observed modality with the pattern. B^Q and its counts are symmetric in (j, l), so the
-    (U, K·K) sums serve either index order. B^Q = Σ_{m∈Q} P_m is added up modality by
-    modality in a fixed order, not by a GEMM over the batch's U patterns, so a pattern's
+    (U, K·K) sums serve either index order. B^Q = Σ_{m∈Q} P_m is added up in ascending m by
+    the ``pattern_sums`` kernel, not by a GEMM over the batch's U patterns, so a pattern's
     tables are bitwise the same whatever other patterns share its batch; the counts are
     small integers, exact in any order.
     """
@@ -167,9 +167,8 @@ def pattern_tables(pairs: CenterPairs, patterns, completion: str):
     k = pairs.n_centers
     carried = pairs.centers_mask.astype(patterns.dtype)
     shared_observed = (1 - patterns) @ carried.T                    # |O∩C_l|, (U, K)
-    sums = xp.zeros((patterns.shape[0], k * k), dtype=patterns.dtype)
-    for m in range(patterns.shape[1]):
-        sums += patterns[:, m:m + 1] * pairs.pair_sums[m]
+    sums = xp.empty((patterns.shape[0], k * k), dtype=pairs.pair_sums.dtype)
+    complete_kernels.pattern_sums(patterns, pairs.pair_sums, sums)
     sums = sums.reshape(-1, k, k)                                   # B^Q_lj
     counts = (patterns @ pairs.pair_shared).reshape(-1, k, k)       # |Q∩C_j∩C_l|
     overlap = shared_observed > 0
