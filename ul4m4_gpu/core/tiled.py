@@ -7,8 +7,8 @@ the shape of the product, and the round-off of a row's dot products changes with
 same row scored alone, in a batch of 7 or in a batch of 10^5 can differ in the last bits,
 enough to change a soft fill's weights. Here every GEMM has one shape, (T, P) @ (P, K):
 the rows are cut in tiles of T rows and the last tile is padded with zero rows. On the CPU
-each tile is one BLAS call on one thread (tiles run in parallel, Numba's threads), so
-neither the BLAS thread count nor the process's other work enters either. What a row gets
+each tile is one BLAS call on one thread (tiles run in parallel on Numba's threads), so
+the BLAS thread count does not enter either. What a row gets
 then depends on the row, the right-hand side and T only: not on ``batch_size``, the
 streamed ``batch_rows``, Dask's partitions, or which other rows need completing.
 """
@@ -24,24 +24,22 @@ import numpy as np
 from ..kernels import tiles as tile_kernels
 from .backend import array_module
 
-#: Rows per tile on the CPU. Measured with ``benchmarks/bench_core.py``'s shapes on two
-#: cores (see :func:`row_tiled_matmul`): 256-row tiles run at the speed of whole-batch
-#: GEMMs (within 5 %), while a one-row product costs a 256-row tile (about 60 µs at
-#: D = 649, K = 64); 64-row tiles lose up to 15 % to the per-tile overhead, 1024-row tiles
-#: gain nothing and make small batches 4× dearer.
+#: Rows per tile on the CPU, chosen with ``benchmarks/bench_tiles.py`` (2 shared AVX-512
+#: cores, OpenBLAS 0.3.30; fastest of repeats, against one whole-batch NumPy matmul): with
+#: 256-row tiles large products (10^4 to 10^5 rows, P = 512 to 4096, K = 32 to 256) take
+#: 0.83 to 1.09 times as long; 64-row tiles lose 5 to 25 % to the per-tile overhead;
+#: 512 and 1024 gain at most 5 % there but double and quadruple the cost of a small batch,
+#: which pays for a whole tile (one row: 0.29 ms at P = 649, K = 64, against 0.003 ms).
 CPU_ROW_TILE = 256
-#: Rows per tile on a GPU: a cuBLAS launch costs about as much as a (8192, 649) @ (649, 64)
-#: product, so smaller tiles are bound by launches. Chosen by that estimate, not measured.
+#: Rows per tile on a GPU: a cuBLAS call costs a few µs, about a (8192, 649) @ (649, 64)
+#: product, so smaller tiles would be bound by launches. An estimate, not measured yet
+#: (``python benchmarks/bench_tiles.py --device cuda`` measures it).
 GPU_ROW_TILE = 8192
 
 
-def row_tile(xp) -> int:
-    """T, the rows of one tile for arrays of module ``xp`` (NumPy: the CPU, else a GPU)."""
-    return CPU_ROW_TILE if xp is np else GPU_ROW_TILE
-
-
 def row_tiled_matmul(a, b):
-    """``a @ b`` on tiles of :func:`row_tile` rows, the last padded with zero rows.
+    """``a @ b`` on tiles of T rows (:data:`CPU_ROW_TILE` for NumPy arrays,
+    :data:`GPU_ROW_TILE` for CuPy ones), the last padded with zero rows.
 
     a : (N, P) float array (NumPy or CuPy); b : (P, K) array on the same device, cast to
     ``a``'s dtype. Returns (N, K) of ``a``'s dtype whose row i depends only on ``a[i]``,
