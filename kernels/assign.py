@@ -25,6 +25,7 @@ import numpy as np
 from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
 from . import launching
+from .tiles import tile_product
 from .typed_constants import INF, ONE, TWO, ZERO
 
 
@@ -107,12 +108,13 @@ def nearest_centers_cpu(cross, row_norms, mask, center_norms, centers_mask, rtol
 def assign_and_accumulate_cpu(z, scaled_centers_t, row_norms, mask, center_norms,
                               centers_mask, rtol, rows_per_chunk, labels, nearest, sums,
                               counts):
-    """CPU fused pass (sklearn-style): per chunk of rows, the cross terms (one BLAS call on
-    a cache-sized block, ``scaled_centers_t`` (D, K)), the nearest centre of each row as in
-    :func:`nearest_centers_cpu`, and the row's values and observed flags added to its
-    centre's statistics while the block is in cache. ``sums`` (T, K, D) and ``counts``
-    (T, K, M) float64 zero-initialised, one slice per thread (T = Numba's thread count);
-    the caller adds them up. Call with BLAS limited to one thread."""
+    """CPU fused pass (sklearn-style): per tile of ``rows_per_chunk`` rows, the cross terms
+    (one BLAS call of :func:`~.tiles.tile_product`, ``scaled_centers_t`` (D, K): the
+    products of :func:`~.tiles.row_tiled_matmul_cpu` with that tile), the nearest centre
+    of each row as in :func:`nearest_centers_cpu`, and the row's values and observed flags
+    added to its centre's statistics while the tile is in cache. ``sums`` (P, K, D) and
+    ``counts`` (P, K, M) float64 zero-initialised, one slice per thread (P = Numba's thread
+    count); the caller adds them up. Call with BLAS limited to one thread."""
     center_total, center_full = _center_totals(center_norms, centers_mask)
     n, width = z.shape
     n_chunks = (n + rows_per_chunk - 1) // rows_per_chunk
@@ -120,7 +122,7 @@ def assign_and_accumulate_cpu(z, scaled_centers_t, row_norms, mask, center_norms
         thread = numba.get_thread_id()
         start = chunk * rows_per_chunk
         stop = min(n, start + rows_per_chunk)
-        cross = np.dot(z[start:stop], scaled_centers_t)
+        cross = tile_product(z, scaled_centers_t, start, rows_per_chunk)
         for r in range(stop - start):
             i = start + r
             label, best = _nearest_of_row(i, cross[r], row_norms, mask, center_norms,

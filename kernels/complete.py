@@ -13,6 +13,11 @@ is the minimum over those other centres, which only the paper's rule counts (+in
 overlap rule). Per (i, l) the update of every candidate's minimum is a multiply-add and a
 minimum over contiguous j: no division, no branch, no (n, K, K) array.
 
+Tables. ``pattern_sums`` gives B^Q = Σ_{m∈Q} P_m for every pattern: ``patterns`` (U, M)
+0/1, ``pair_sums`` (M, K·K); each sum is added in ascending m, so a pattern's B^Q is
+bitwise the same whatever other patterns share its batch (a GEMM over the U patterns would
+be blocked by U).
+
 Choice. For every missing slot (i, m): the ``r`` lowest-scoring candidates among the
 centres carrying m (ties: lowest index), +inf scores dropped unless no finite one carries m.
 
@@ -28,7 +33,34 @@ import numba
 from numba import cuda  # lazy: a kernel compiles at its first launch, never on import
 
 from . import launching
-from .typed_constants import INF
+from .typed_constants import INF, ZERO
+
+
+@numba.njit(parallel=True, cache=True)
+def pattern_sums_cpu(patterns, pair_sums, out):
+    """CPU twin: ``out`` (U, K·K) of ``pair_sums.dtype``; one pattern per parallel
+    iteration, its P_m added to its row in ascending m (contiguous, vectorised)."""
+    n_patterns, n_modalities = patterns.shape
+    for u in numba.prange(n_patterns):
+        total = out[u]
+        total[:] = ZERO
+        for m in range(n_modalities):
+            if patterns[u, m] != 0:
+                total += pair_sums[m]
+
+
+@cuda.jit
+def pattern_sums_cuda(patterns, pair_sums, out):
+    """CUDA twin of :func:`pattern_sums_cpu`: one thread per (column, pattern)."""
+    c, u = cuda.grid(2)
+    if c >= pair_sums.shape[1] or u >= patterns.shape[0]:
+        return
+    total = ZERO * pair_sums[0, c]
+    for m in range(patterns.shape[1]):
+        if patterns[u, m] != 0:
+            total += pair_sums[m, c]
+    out[u, c] = total
+
 
 @numba.njit(parallel=True, cache=True)
 def candidate_scores_cpu(sums, which, inv, base, blind, out):
@@ -195,6 +227,15 @@ THREADS_2D = (16, 16)
 def launch_2d(kernel, shape, *args):
     """Launch a 2-D ``cuda.jit`` kernel covering ``shape`` with 16×16 blocks."""
     launching.launch(kernel, launching.blocks_for(shape, THREADS_2D), THREADS_2D, *args)
+
+
+def pattern_sums(patterns, pair_sums, out):
+    """B^Q of every pattern into ``out`` (U, K·K): the CPU twin for NumPy arrays, CUDA for
+    CuPy ones."""
+    if launching.on_device(out):
+        launch_2d(pattern_sums_cuda, out.shape[::-1], patterns, pair_sums, out)
+    else:
+        pattern_sums_cpu(patterns, pair_sums, out)
 
 
 def candidate_scores(sums, which, inv, base, blind, out):

@@ -67,8 +67,9 @@ def test_every_rule_is_deterministic_batch_independent_and_survives_save_load(ru
         assert loaded.temperature_ == imp.temperature_
         assert (loaded.completion, loaded.n_candidates) == rule
         np.testing.assert_array_equal(loaded.transform(data).values, out)
-        imp.set_params(batch_size=7)
-        np.testing.assert_array_equal(imp.transform(data).values, out)
+        for batch_size in (1, 7, 97, 10_000):
+            imp.set_params(batch_size=batch_size)
+            np.testing.assert_array_equal(imp.transform(data).values, out)
         half = data.take(np.arange(100))
         np.testing.assert_array_equal(imp.transform(half).values, out[:100])
 

@@ -122,6 +122,35 @@ def test_low_level_functions_on_device_arrays_match_numpy(device_cupy):
     assert result.n_iter == expected.n_iter
 
 
+@pytest.mark.parametrize("tile_rows", [None, 16])
+def test_device_fit_and_every_rule_are_the_same_for_every_batch_size(device_cupy, monkeypatch,
+                                                                     tile_rows):
+    """The device's row tiles (ul4m4_gpu.core.tiled): the fit and every rule's completion
+    bitwise the same for any ``batch_size``, and rows completed apart from the others as
+    in the whole. With 16-row tiles (instead of GPU_ROW_TILE) the 60 rows span several
+    tiles, the last one padded. (A fixed temperature: "auto" would complete the rows seven
+    more times in the simulator.)"""
+    from ul4m4_gpu.core import tiled
+
+    if tile_rows is not None:
+        monkeypatch.setattr(tiled, "GPU_ROW_TILE", tile_rows)
+    x, mask = clustered(n=60)
+    data = MultiModalArray(x, mask, DIMS).to("cuda")
+    params = dict(n_clusters=4, random_state=0, device="cuda", temperature=0.3)
+    imp = UL4M4Imputer(**params).fit(data)
+    again = UL4M4Imputer(**params, batch_size=7).fit(data)
+    np.testing.assert_array_equal(to_numpy(again.cluster_centers_), to_numpy(imp.cluster_centers_))
+    np.testing.assert_array_equal(to_numpy(again.labels_), to_numpy(imp.labels_))
+    rows = np.arange(1, 60, 3)
+    for completion, n_candidates in (("paper", 1), ("overlap", 3), ("nearest", 4)):
+        imp.set_params(completion=completion, n_candidates=n_candidates, batch_size=None)
+        out = to_numpy(imp.transform(data).values)
+        for batch_size in (7, 1000):
+            imp.set_params(batch_size=batch_size)
+            np.testing.assert_array_equal(to_numpy(imp.transform(data).values), out)
+        np.testing.assert_array_equal(to_numpy(imp.transform(data.take(rows)).values), out[rows])
+
+
 def test_host_centres_with_device_rows_are_refused_up_front(device_cupy):
     x, mask = clustered(n=20)
     cupy = device_cupy

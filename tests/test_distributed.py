@@ -404,10 +404,32 @@ def test_a_soft_rule_fits_its_temperature_and_completes_as_the_single_machine(cl
     imp = DaskUL4M4Imputer(**params, client=client, timeout=60).fit(X)
     assert imp.temperature_ == reference.temperature_
     completed = imp.transform(X).compute(client=client, timeout=60)
+    local = imp.to_local(device="cpu", labels=False)
+    assert local.temperature_ == imp.temperature_
+    # the gathered model's completion bit for bit; the independently fitted one's centres
+    # come from other sums of the same terms: values to round-off
+    np.testing.assert_array_equal(completed.values,
+                                  local.transform(MultiModalArray(x, mask, DIMS)).values)
     np.testing.assert_allclose(completed.values,
                                reference.transform(MultiModalArray(x, mask, DIMS)).values,
                                rtol=1e-5, atol=1e-5)
-    assert imp.to_local(device="cpu", labels=False).temperature_ == imp.temperature_
+
+
+@pytest.mark.parametrize("completion, n_candidates", [("paper", 1), ("nearest", 5)])
+def test_one_row_partitions_complete_bitwise_as_the_gathered_model(client, completion,
+                                                                  n_candidates):
+    """D = 2305, a soft rule too: each worker completes one row per task (BLAS on one
+    thread in the worker processes, two here), and gets the local transform's bits."""
+    dims = (2000, 300, 5)
+    x, mask = make_data(seed=4, n=150, dims=dims)
+    local = UL4M4Imputer(n_clusters=16, random_state=0, device="cpu", completion=completion,
+                         n_candidates=n_candidates).fit(MultiModalArray(x, mask, dims))
+    imp = DaskUL4M4Imputer.from_local(local, client)
+    rows = slice(5, 47)  # 42 rows, each observing a modality
+    X = (da.from_array(x[rows], chunks=(1, -1)), da.from_array(mask[rows], chunks=(1, -1)), dims)
+    completed = imp.transform(X).compute(client=client, timeout=60)
+    expected = local.transform(MultiModalArray(x[rows], mask[rows], dims))
+    np.testing.assert_array_equal(completed.values, expected.values)
 
 
 # ---------------------------------------------------------------------------- 2-D inputs

@@ -32,7 +32,7 @@ RUNNABLE = [b for b in BLOCKS if b.language in ("python", "bash") and not b.inst
 CHECKS = {
     "UL4M4Imputer.load": "assert completed.mask.all()\n"
                          "assert tensor.data_ptr() == completed.values.ctypes.data\n",
-    "GridSearchCV": "assert scores.min() > 0.8, scores\n"
+    "GridSearchCV": "assert scores.min() > 0.75, scores\n"
                     "assert search.best_params_['impute__n_clusters'] in (8, 16)\n",
     "LocalCluster": "        assert completed.mask.all() and local.n_clusters == 32\n",
     "modalities=groups": (

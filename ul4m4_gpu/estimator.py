@@ -240,7 +240,8 @@ class UL4M4Imputer(TransformerMixin, UL4M4Base):
         Where the arrays live. "auto" uses a GPU when CuPy sees one, else the CPU.
     batch_size : int or None
         Rows processed at once in assignment and completion (bounds the batch × K arrays);
-        None chooses about 2^24 / K rows.
+        None chooses about 2^24 / K rows. It changes no result, bit for bit (README,
+        "Errors and guarantees").
     ddof : int, default 0
         Delta degrees of freedom of the per-modality standard deviation.
     verbose : int, default 0

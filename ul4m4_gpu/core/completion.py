@@ -194,13 +194,18 @@ def pattern_tables(pairs: CenterPairs, patterns, completion: str):
     (U, K, K) indexed [pattern, centre l, candidate j] and ``blind`` (U, K) (see
     :mod:`ul4m4_gpu.kernels.complete`), and ``overlap`` (U, K) bool: centre l shares an
     observed modality with the pattern. B^Q and its counts are symmetric in (j, l), so the
-    GEMM's (U, K·K) output serves either index order.
+    (U, K·K) sums serve either index order. B^Q = Σ_{m∈Q} P_m is added up in ascending m by
+    the ``pattern_sums`` kernel, not by a GEMM over the batch's U patterns, so a pattern's
+    tables are bitwise the same whatever other patterns share its batch; the counts are
+    small integers, exact in any order.
     """
     xp = array_module(patterns)
     k = pairs.n_centers
     carried = pairs.centers_mask.astype(patterns.dtype)
     shared_observed = (1 - patterns) @ carried.T                    # |O∩C_l|, (U, K)
-    sums = (patterns @ pairs.pair_sums).reshape(-1, k, k)           # B^Q_lj
+    sums = xp.empty((patterns.shape[0], k * k), dtype=pairs.pair_sums.dtype)
+    complete_kernels.pattern_sums(patterns, pairs.pair_sums, sums)
+    sums = sums.reshape(-1, k, k)                                   # B^Q_lj
     counts = (patterns @ pairs.pair_shared).reshape(-1, k, k)       # |Q∩C_j∩C_l|
     overlap = shared_observed > 0
     by_l = overlap[:, :, None]

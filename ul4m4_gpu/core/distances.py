@@ -10,6 +10,9 @@ come from one GEMM expansion: with z and the centres zero on their missing slots
 
 where R (N, M) and N (K, M) hold the rows' and centres' per-modality squared norms over d_m,
 O and C are the masks, and W is the diagonal scaling each column by 1/d_m. Shared counts are ``O @ Cᵀ``.
+The two rounded products, ``[R O] [C N]ᵀ`` and ``z (c W)ᵀ``, are row-tiled
+(:func:`~ul4m4_gpu.core.tiled.row_tiled_matmul`), so a row's sums are bitwise the same in
+any batch; the counts are small integers, exact in any order.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 
 from .backend import array_module, to_device, to_numpy
 from .normalise import expand_mask
+from .tiled import row_tiled_matmul
 from .validation import check_finite_packed, check_packed
 
 
@@ -74,9 +78,9 @@ def masked_sq_sums(z, mask, centers, centers_mask, dims, center_norms=None,
     if row_norms is None:
         row_norms = squared_norms(z, dims)
     xp = array_module(z)
-    norm_terms = row_norms @ center_mask.T
-    norm_terms += row_mask @ center_norms.T
-    sums = norm_terms - 2.0 * (z @ (centers * column_scale(dims, xp, dtype)).T)
+    norm_terms = row_tiled_matmul(xp.concatenate([row_norms, row_mask], axis=1),
+                                  xp.concatenate([center_mask, center_norms], axis=1).T)
+    sums = norm_terms - 2.0 * row_tiled_matmul(z, (centers * column_scale(dims, xp, dtype)).T)
     sums = xp.where(sums <= roundoff_rtol(dtype) * norm_terms, 0.0, sums).astype(dtype, copy=False)
     return sums, row_mask @ center_mask.T
 

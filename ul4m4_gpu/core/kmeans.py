@@ -7,7 +7,6 @@ module of its inputs, so NumPy and CuPy share it (cf. FAISS ``contrib/clustering
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +25,7 @@ from .distances import (
     squared_norms,
 )
 from .normalise import expand_mask
+from .tiled import CPU_ROW_TILE, row_tiled_matmul, single_threaded_blas
 from .validation import (
     check_int,
     check_packed,
@@ -123,8 +123,10 @@ def assign(rows: PackedRows, centers, centers_mask, batch_size: int | None = Non
     """Nearest centre of every row (ties within round-off: lowest index).
 
     Returns labels (N,) int64, −1 where every distance is +inf, and the distances (N,) of
-    z's dtype (+inf for label −1). Per batch of ``batch_size`` rows one GEMM gives the
-    cross terms and the ``assign`` kernel (CPU twin or CUDA) does the rest, fused.
+    z's dtype (+inf for label −1). Per batch of ``batch_size`` rows one row-tiled GEMM
+    (:func:`~ul4m4_gpu.core.tiled.row_tiled_matmul`) gives the cross terms and the
+    ``assign`` kernel (CPU twin or CUDA) does the rest, fused; the labels do not depend on
+    ``batch_size``.
     """
     xp = rows.xp
     batch_size = batch_size or default_batch_size(len(rows), centers.shape[0])
@@ -133,31 +135,23 @@ def assign(rows: PackedRows, centers, centers_mask, batch_size: int | None = Non
     labels = xp.empty(len(rows), dtype=xp.int64)
     nearest = xp.empty(len(rows), dtype=rows.z.dtype)
     for batch in rows.batches(batch_size):
-        cross = rows.z[batch] @ scaled_centers.T
+        cross = row_tiled_matmul(rows.z[batch], scaled_centers.T)
         assign_kernels.nearest_centers(cross, rows.row_norms[batch], rows.mask[batch],
                                        center_norms, centers_mask, roundoff_rtol(rows.z.dtype),
                                        labels[batch], nearest[batch])
     return labels, nearest
 
 
-#: Rows per block of the fused CPU pass (its (block, K) cross terms stay in cache).
-FUSED_ROWS_PER_CHUNK = 1024
-
-
-@functools.cache
-def _blas_controller():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
 def assign_with_statistics(rows: PackedRows, centers, centers_mask,
                            batch_size: int | None = None):
     """:func:`assign` plus the :func:`cluster_statistics` of the labels it returns.
 
-    On the CPU (C-contiguous float rows) one fused pass does both, block by block, with BLAS
-    on one thread per block (as scikit-learn's Lloyd does); elsewhere the two steps run one
-    after the other. Returns labels, nearest distances and (sums, counts, members).
+    On the CPU (C-contiguous float rows) one fused pass does both, tile by tile (the tiles
+    and BLAS calls of :func:`~ul4m4_gpu.core.tiled.row_tiled_matmul`, so the labels are
+    :func:`assign`'s), with BLAS on one thread per tile (as scikit-learn's Lloyd does);
+    elsewhere the two steps run one after the other. ``batch_size`` bounds :func:`assign`'s
+    batches; the fused pass holds one (T, K) tile per thread and ignores it. Returns
+    labels, nearest distances and (sums, counts, members).
     """
     xp = rows.xp
     n_centers = centers.shape[0]
@@ -170,11 +164,11 @@ def assign_with_statistics(rows: PackedRows, centers, centers_mask,
     nearest = np.empty(len(rows), dtype=rows.z.dtype)
     sums = np.zeros((threads, n_centers, rows.z.shape[1]))
     counts = np.zeros((threads, n_centers, len(rows.dims)))
-    chunk = min(batch_size or FUSED_ROWS_PER_CHUNK, FUSED_ROWS_PER_CHUNK)
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with single_threaded_blas():
         assign_kernels.assign_and_accumulate_cpu(
             rows.z, scaled_t, rows.row_norms, rows.mask, squared_norms(centers, rows.dims),
-            centers_mask, roundoff_rtol(rows.z.dtype), chunk, labels, nearest, sums, counts)
+            centers_mask, roundoff_rtol(rows.z.dtype), CPU_ROW_TILE, labels, nearest, sums,
+            counts)
     members = np.bincount(labels[labels >= 0], minlength=n_centers)
     return labels, nearest, (sums.sum(axis=0), counts.sum(axis=0), members)
 

@@ -148,9 +148,10 @@ def normalise(values, mask, mean, scale, dims, dtype=None):
     (N, D) array of ``dtype`` on the input's device; ``values`` is not modified.
 
     Where ``dtype`` would overflow on the way (float32 values near its maximum, whose
-    x − μ exceeds it), z is computed in float64 and cast; a z that float64 finds beyond
-    ``dtype``'s range raises ``ValueError`` naming the modality and the rows. Observed
-    values must be finite (the ``from_*`` builders check).
+    x − μ exceeds it), those slots are computed in float64 and cast, the others keep
+    ``dtype``'s arithmetic (so a slot's z never depends on the other rows given with it);
+    a z that float64 finds beyond ``dtype``'s range raises ``ValueError`` naming the
+    modality and the rows. Observed values must be finite (the ``from_*`` builders check).
     """
     dims = check_packed(values, mask, dims, "values")
     xp = array_module(values, mask)
@@ -171,7 +172,7 @@ def normalise(values, mask, mean, scale, dims, dtype=None):
             raise ValueError(f"values, modality {m}: {describe_rows(rows)} lie too far from "
                              f"the training mean to normalise in {dtype.name}: (x − mean) / "
                              f"scale exceeds {float(np.finfo(dtype).max):.3g}")
-    return xp.where(observed, wide, 0.0).astype(dtype)
+    return xp.where(xp.isfinite(z), z, wide.astype(dtype))
 
 
 def denormalise(z, mean, scale, dtype=None):
