@@ -85,9 +85,6 @@ def test_each_new_rule_keeps_the_completion_invariants(completion, device, tmp_p
     np.testing.assert_array_equal(to_numpy(transformed(loaded, data).values), values)
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="the nearest soft fill (masked_sq_sums) is not yet computed on "
-                          "fixed-shape row tiles (branch 'batch'); remove this mark when it is")
 def test_auto_is_batch_independent_at_batch_size_1():
     imp, data = fitted("auto")
     values = transformed(imp, data).values

@@ -41,6 +41,7 @@ import numpy as np
 from .backend import array_module, to_device, to_numpy
 from .completion import _missing_patterns, held_out_sample
 from .normalise import expand_mask
+from .tiled import row_tiled_matmul
 from .validation import check_finite_packed, check_int, check_packed, checked_random_state
 
 #: Widest packed row (D) the ridge completion takes: its D × D float64 moments then hold
@@ -55,9 +56,6 @@ DEFAULT_ALPHA = 1.0
 DEFAULT_FOLDS = 3
 #: Training rows the cross-validation holds a modality out of (as ``temperature="auto"``).
 CV_SAMPLE_ROWS = 2000
-#: Rows per GEMM tile of :meth:`RidgeCompletion.predict` (every tile has this shape, padded
-#: with zero rows, so BLAS sees the same shapes whatever the batch).
-PREDICT_ROW_TILE = 128
 #: Bytes of per-pattern weights a :class:`RidgeCompletion` caches (least recently used
 #: patterns are dropped beyond it).
 PATTERN_CACHE_BYTES = 1 << 28
@@ -222,9 +220,9 @@ class RidgeCompletion:
         missing modality that no training row observed together with the row's observed
         ones gets what the projected C implies, 0 when C needed no projection.
 
-        Per distinct missing pattern of the batch: one cached solve, then z_O W on tiles of
-        :data:`PREDICT_ROW_TILE` rows (float64), so each row's output is bitwise the same
-        whatever the other rows of the batch.
+        Per distinct missing pattern of the batch: one cached solve, then z_O W in float64
+        by :func:`~ul4m4_gpu.core.tiled.row_tiled_matmul` (fixed-shape row tiles), so each
+        row's output is bitwise the same whatever the other rows of the batch.
         """
         dims = check_packed(z, mask, self.dims)
         check_finite_packed(z, mask, dims)
@@ -242,7 +240,7 @@ class RidgeCompletion:
             rows = order[bounds[u]:bounds[u + 1]]
             observed, hidden, w = self.weights(missing)
             inputs = observed_values[rows[:, None], observed[None, :]]
-            out[rows[:, None], hidden[None, :]] = _tiled_product(inputs, w).astype(z.dtype)
+            out[rows[:, None], hidden[None, :]] = row_tiled_matmul(inputs, w).astype(z.dtype)
         return out
 
 
@@ -256,21 +254,6 @@ def ridge_weights(c, observed, targets, alpha: float):
     mean_diagonal = gram[diagonal, diagonal].mean()
     gram[diagonal, diagonal] += alpha * xp.where(mean_diagonal > 0, mean_diagonal, 1.0)
     return xp.linalg.solve(gram, c[observed[:, None], targets[None, :]])
-
-
-def _tiled_product(inputs, w):
-    """(r, q) float64 ``inputs @ w`` for (r, p) ``inputs`` and (p, q) ``w``, computed on
-    zero-padded tiles of exactly :data:`PREDICT_ROW_TILE` rows, so that every GEMM has the
-    same shape and a row's result does not depend on r or on its neighbours."""
-    xp = array_module(inputs, w)
-    n_rows = inputs.shape[0]
-    out = xp.empty((n_rows, w.shape[1]), dtype=xp.float64)
-    for start in range(0, n_rows, PREDICT_ROW_TILE):
-        stop = min(start + PREDICT_ROW_TILE, n_rows)
-        tile = xp.zeros((PREDICT_ROW_TILE, inputs.shape[1]), dtype=xp.float64)
-        tile[:stop - start] = inputs[start:stop]
-        out[start:stop] = (tile @ w)[:stop - start]
-    return out
 
 
 _GOLDEN = 0x9E3779B97F4A7C15
